@@ -1,0 +1,196 @@
+"""Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup, sweep summaries."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+CKPT_DIR = "checkpoints"
+
+
+def _run_dir_resolver(resume, default):
+    """``hydra.run.dir``: the run being resumed (a run dir or a checkpoint inside one), else a new directory."""
+    if resume in (None, "", "None", "null"):
+        return default
+    path = Path(str(resume))
+    if path.is_file():  # .../<run>/checkpoints/last.ckpt
+        path = path.parent.parent if path.parent.name == CKPT_DIR else path.parent
+    return str(path)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("labkit_uid"):
+        OmegaConf.register_new_resolver("labkit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("labkit_run_dir"):
+        OmegaConf.register_new_resolver("labkit_run_dir", _run_dir_resolver)
+
+
+register_resolvers()
+
+
+# ----- atomic files ------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def read_json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+# ----- run directories ---------------------------------------------------------------------------
+def save_config(cfg: DictConfig, run_dir) -> Path:
+    """Save the resolved config (without Hydra's own node) as ``<run>/config.yaml``."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    path = Path(run_dir) / CONFIG_FILE
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+    return path
+
+
+def load_config(run_dir) -> DictConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a labkit run directory? "
+                                f"It should hold {CONFIG_FILE}, {METRICS_FILE} and {CKPT_DIR}/")
+    return OmegaConf.load(path)
+
+
+def resolve_run(path) -> tuple[Path, Path | None]:
+    """(run dir, checkpoint or None) from a run directory or a checkpoint path."""
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"run {p} does not exist: give a run directory (logs/runs/...) or a .ckpt file")
+    if p.is_file():
+        run = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
+        return run, p
+    return p, None
+
+
+def find_checkpoint(run_dir, which: str = "best") -> Path:
+    """The run's best (from metrics.json, else the newest non-last) or last checkpoint."""
+    run_dir = Path(run_dir)
+    ckdir = run_dir / CKPT_DIR
+    if which not in ("best", "last"):
+        p = Path(which)
+        return p if p.is_absolute() else ckdir / which
+    metrics = run_dir / METRICS_FILE
+    if which == "best" and metrics.exists():
+        best = read_json(metrics).get("best_checkpoint")
+        if best and Path(best).exists():
+            return Path(best)
+    last = ckdir / "last.ckpt"
+    if which == "last":
+        if last.exists():
+            return last
+        raise FileNotFoundError(f"no last checkpoint in {ckdir}")
+    others = sorted((p for p in ckdir.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if others:
+        return others[-1]
+    if last.exists():
+        return last
+    raise FileNotFoundError(f"no checkpoint found in {ckdir}: did the run finish at least one epoch?")
+
+
+# ----- sweep summary -----------------------------------------------------------------------------
+SUMMARY_COLUMNS = ["job", "overrides", "status", "test_acc", "test_error", "params", "epochs", "wall_time_s",
+                   "error"]
+
+
+def summarize_sweep(sweep_dir) -> list[dict]:
+    """One row per job directory (``<sweep>/<n>/metrics.json``), written to summary.csv and summary.md."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for mfile in sorted(sweep_dir.glob(f"*/{METRICS_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        m = read_json(mfile)
+        acc = m.get("test/acc")
+        rows.append({
+            "job": mfile.parent.name,
+            "overrides": " ".join(m.get("overrides", [])),
+            "status": m.get("status", "?"),
+            "test_acc": f"{acc:.4f}" if isinstance(acc, (int, float)) else "",
+            "test_error": f"{100 * (1 - acc):.2f}%" if isinstance(acc, (int, float)) else "",
+            "params": m.get("params", ""),
+            "epochs": m.get("epochs", ""),
+            "wall_time_s": f"{m['wall_time_s']:.1f}" if isinstance(m.get("wall_time_s"), (int, float)) else "",
+            "error": m.get("error", ""),
+        })
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, SUMMARY_COLUMNS))
+    return rows
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v):
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback: after a multirun, write and print the summary; exit non-zero if any job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = summarize_sweep(sweep_dir)
+        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + markdown_table(rows, SUMMARY_COLUMNS[:-1]
+                                                                                + ["error"]))
+        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        if failed:
+            raise SystemExit(f"{len(failed)} of {len(rows)} sweep jobs failed (jobs {', '.join(failed)}); "
+                             f"see {sweep_dir / 'summary.md'}")

@@ -1,0 +1,68 @@
+"""Image classification with cross-entropy, as in notes 001 and 003."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from labkit.errors import IncompatibleError
+from labkit.models.build import model_name
+from labkit.tasks.base import LabTask, probe_output
+
+
+class ClassificationTask(LabTask):
+    """Cross-entropy classifier. Logs ``{train,val,test}/loss`` and ``/acc`` (per epoch; train loss also per step).
+
+    ``ClassificationTask.load_from_checkpoint(path)`` rebuilds the network from the checkpoint alone.
+    """
+
+    monitor = ("val/acc", "max")
+
+    def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
+                 compile: bool = False, label_smoothing: float = 0.0):
+        super().__init__(model, optimizer, scheduler, scheduler_interval, compile)
+        self.save_hyperparameters({"label_smoothing": label_smoothing})
+        n = int(self.hparams.model.get("num_classes", 0)) or self._infer_classes()
+        self.num_classes = n
+        self.train_acc = MulticlassAccuracy(n, average="micro")
+        self.val_acc = MulticlassAccuracy(n, average="micro")
+        self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.test_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
+
+    def _infer_classes(self) -> int:
+        last = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        return last[-1].out_features if last else 0
+
+    def check_compatible(self, data) -> None:
+        super().check_compatible(data)
+        out = probe_output(self.model, data.input_shape, model_name(self.hparams.model))
+        if out.ndim != 2 or out.shape[1] != data.num_classes:
+            raise IncompatibleError(
+                f"model '{model_name(self.hparams.model)}' outputs shape {tuple(out.shape[1:])} per image but "
+                f"data '{data.name}' has {data.num_classes} classes; set model.num_classes=${{data.num_classes}}")
+
+    def _step(self, batch, stage: str, metric):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        metric(logits, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(y))
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss, logits
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train", self.train_acc)[0]
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        _, logits = self._step(batch, "test", self.test_acc)
+        if self.num_classes > 5:
+            self.test_top5(logits, batch[1])
+            self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, y = batch
+        return self(x), y
