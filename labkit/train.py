@@ -10,11 +10,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labkit import runs
 from labkit.config import validate
+from labkit.errors import LabkitError
 from labkit.models._shape import count_parameters
 
 log = logging.getLogger("labkit")
@@ -33,22 +35,41 @@ def _output_dir(cfg: DictConfig) -> Path:
     return out
 
 
+def build_object(node, **kwargs):
+    """``hydra.utils.instantiate`` that re-raises labkit's own errors unwrapped, so the user sees the
+    message that says what to change instead of Hydra's nested 'Error in call to target' wrappers."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None:
+            if isinstance(cause, LabkitError):
+                raise cause from None
+            cause = cause.__cause__
+        raise
+
+
 def build(cfg: DictConfig):
     """Validate, then build (data module, task) from the config, checking they fit together."""
     validate(cfg)
-    data = instantiate(cfg.data)
+    data = build_object(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    task = instantiate(cfg.task, model=model_cfg)
+    task = build_object(cfg.task, model=model_cfg)
     data.sampling = task.sampling
     task.check_compatible(data)
     return data, task
 
 
-def _callbacks(cfg: DictConfig, task) -> list[pl.Callback]:
+def _callbacks(cfg: DictConfig, task, has_logger: bool) -> list[pl.Callback]:
     cbs = []
+    bar = cfg.trainer.get("enable_progress_bar", True) is not False
     for key, node in (cfg.get("callbacks") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
+        if not bar and "ProgressBar" in str(node._target_):
+            continue  # trainer.enable_progress_bar=false switches the bar callback off too
+        if not has_logger and "LearningRateMonitor" in str(node._target_):
+            continue  # logger=none: nothing to monitor into
         if key == "model_checkpoint":
             with open_dict(node):
                 monitor, mode = task.monitor
@@ -82,13 +103,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is None:
         with open_dict(cfg):
             cfg.seed = random.randint(0, 2**31 - 1)
+    pl.seed_everything(cfg.seed, workers=True)  # before building: the network's initial weights depend on it
     data, task = build(cfg)
     out = _output_dir(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     runs.save_config(cfg, out)
 
     loggers = _loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg, task), logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)), logger=loggers or False)
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
     ckpt_cb = trainer.checkpoint_callback

@@ -26,9 +26,10 @@ def make_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train") -
     Defaults for speed: CPU, no progress bar.
     """
     GlobalHydra.instance().clear()
-    base = [f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"]
+    base = []
     if config_name == "train":
-        base += ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false"]
+        base = [f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
+                "trainer.accelerator=cpu", "trainer.devices=1", "trainer.enable_progress_bar=false"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=base + list(overrides))
     if config_name == "train":

@@ -1,0 +1,68 @@
+"""Bad input fails early with a message naming the bad value and what is valid."""
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError
+
+from labkit.errors import ConfigError, IncompatibleError
+from labkit.train import train
+
+
+def test_unknown_model_lists_the_options(cfg_factory):
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg_factory("model=nope")
+    assert "model/nope" in str(e.value) and "lenet" in str(e.value)
+
+
+def test_misspelt_trainer_key_is_rejected(cfg_factory):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as e:
+        cfg_factory("trainer.max_epoch=3")
+    assert "max_epoch" in str(e.value)
+
+
+def test_misspelt_appended_key_gets_a_suggestion(cfg_factory, tmp_path):
+    cfg = cfg_factory("+trainer.max_epoch=3")
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    assert "trainer.max_epoch" in str(e.value) and "max_epochs" in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.batch_size=-4", "data.batch_size=-4"),
+    ("task.optimizer.lr=-0.1", "task.optimizer.lr=-0.1"),
+    ("task.optimizer.momentum=-1", "task.optimizer.momentum=-1"),
+    ("seed=-3", "seed=-3"),
+    ("trainer.max_epochs=-5", "trainer.max_epochs=-5"),
+    ("data.num_workers=-1", "data.num_workers=-1"),
+])
+def test_impossible_values(override, needle, cfg_factory):
+    with pytest.raises(ConfigError) as e:
+        train(cfg_factory(override))
+    assert needle in str(e.value)
+
+
+def test_model_data_mismatch_fails_before_training(cfg_factory):
+    with pytest.raises(IncompatibleError) as e:
+        train(cfg_factory("model=lenet", "data.image_size=12"))
+    assert "lenet" in str(e.value) and "1x12x12" in str(e.value)
+    with pytest.raises(IncompatibleError, match="10 classes"):
+        train(cfg_factory("model.num_classes=7"))
+
+
+def test_unwritable_output_folder(cfg_factory, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    cfg = cfg_factory("trainer=debug")
+    from omegaconf import open_dict
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(ro / "run")
+    import os
+    if os.geteuid() == 0:  # root ignores permissions; use a path below a file instead
+        (tmp_path / "file").write_text("")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "file" / "run")
+    with pytest.raises((PermissionError, FileExistsError, NotADirectoryError, OSError)) as e:
+        train(cfg)
+    assert "run" in str(e.value)

@@ -1,0 +1,117 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit.evaluate import evaluate
+from labkit.tasks import ClassificationTask
+from labkit.train import train
+from tests.conftest import ROOT, write_cifar, write_mnist
+
+MODELS = ["mlp", "lenet", "lenet_v2", "lenet_color", "minialexnet", "minialexnet_v2", "minialexnet_v3",
+          "minialexnet_v4"]
+DATA = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, n_train=60, n_test=20)
+    write_mnist(root, folder="FashionMNIST", n_train=60, n_test=20)
+    write_cifar(root, 10, n_train=50, n_test=20)
+    write_cifar(root, 100, n_train=100, n_test=20)
+    return root
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_runs_on_every_dataset(model, data, cfg_factory, data_root):
+    cfg = cfg_factory(f"model={model}", f"data={data}", "trainer=debug", "logger=none", "callbacks=none",
+                      f"paths.data_dir={data_root}", "data.batch_size=8", "data.val_size=10")
+    metrics = train(cfg)
+    assert metrics["status"] == "ok" and "test/acc" in metrics and metrics["params"] > 0
+
+
+def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
+    cfg = cfg_factory("trainer.max_epochs=12")
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.90, metrics
+    run = Path(cfg.paths.output_dir)
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert saved["params"] == 44426 and saved["seed"] == 0
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert Path(saved["best_checkpoint"]).exists()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+    # self-contained checkpoint: no extra arguments needed
+    task = ClassificationTask.load_from_checkpoint(saved["best_checkpoint"], weights_only=True)
+    assert task(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+    # evaluate.py reproduces the test accuracy from the run's own config and checkpoint
+    ecfg = cfg_factory(f"run={run}", name="evaluate", sub="eval")
+    report = evaluate(ecfg)["classification"]
+    assert report["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    out = run / "evaluation" / "test"
+    assert (out / "confusion_matrix.png").stat().st_size > 1000 and (out / "report.json").exists()
+    assert set(report["per_class_accuracy"]) == {str(i) for i in range(10)}
+    assert 0.0 <= report["top5_accuracy"] <= 1.0 and report["top5_accuracy"] >= report["accuracy"]
+
+
+def test_same_seed_same_result(cfg_factory):
+    a = train(cfg_factory("trainer.max_epochs=1", "logger=none", sub="a"))
+    b = train(cfg_factory("trainer.max_epochs=1", "logger=none", sub="b"))
+    assert a["test/acc"] == b["test/acc"] and a["test/loss"] == b["test/loss"]
+
+
+def test_null_seed_draws_and_records_one(cfg_factory):
+    cfg = cfg_factory("seed=null", "trainer=debug", "logger=none")
+    m = train(cfg)
+    assert isinstance(m["seed"], int)
+
+
+def _run(args, cwd, env_extra=None):
+    env = dict(os.environ, LABKIT_LOG_DIR=str(cwd / "logs"), PYTHONPATH=str(ROOT))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_multirun_writes_summary_with_one_row_per_job(tmp_path):
+    r = _run(["-m", "model=lenet,mlp", "trainer=debug", "logger=none"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweeps = list((tmp_path / "logs" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    summary = (sweeps[0] / "summary.csv").read_text().strip().splitlines()
+    assert len(summary) == 3  # header + 2 jobs
+    assert "model=lenet" in summary[1] and "model=mlp" in summary[2]
+    assert ",ok," in summary[1] and "44426" in summary[1]
+    assert (sweeps[0] / "summary.md").exists() and "| job |" in r.stdout
+
+
+def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(tmp_path):
+    r = _run(["-m", "model=lenet,minialexnet", "data.image_size=6", "trainer=debug", "logger=none"], tmp_path)
+    assert r.returncode != 0
+    sweep = next((tmp_path / "logs" / "multirun").iterdir())
+    rows = (sweep / "summary.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and all(",failed," in row for row in rows[1:])
+    (tmp_path / "x").mkdir()
+    r = _run(["-m", "data.image_size=28,6", "trainer=debug", "logger=none"], tmp_path / "x")
+    assert r.returncode != 0
+    sweep = next((tmp_path / "x" / "logs" / "multirun").iterdir())
+    rows = (sweep / "summary.csv").read_text().strip().splitlines()
+    assert ",ok," in rows[1] and ",failed," in rows[2]
+    assert "IncompatibleError" in rows[2] and "1x6x6" in rows[2]  # the error's message is in the summary
+    assert "1 of 2 sweep jobs failed" in r.stderr
+
+
+def test_two_runs_in_the_same_second_get_distinct_dirs(tmp_path):
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), "trainer=debug", "logger=none"], cwd=tmp_path,
+                              env=dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    assert len(list((tmp_path / "logs" / "runs").iterdir())) == 2
