@@ -115,3 +115,19 @@ def test_two_runs_in_the_same_second_get_distinct_dirs(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
     assert all(p.wait(timeout=300) == 0 for p in procs)
     assert len(list((tmp_path / "logs" / "runs").iterdir())) == 2
+
+
+PRESETS = ["lenet_mnist", "lenet_v2_mnist", "lenet_color_cifar100", "minialexnet_cifar100", "minialexnet_v2_cifar100",
+           "minialexnet_v3_cifar100", "minialexnet_v4_cifar100", "minialexnet_v4_cifar10"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
+    cfg = cfg_factory(f"experiment={preset}", "trainer.fast_dev_run=true", "logger=none", "callbacks=none",
+                      f"paths.data_dir={data_root}", "data.val_size=10")
+    assert cfg.data.batch_size == 1024 and cfg.task.optimizer.lr == 0.01 and cfg.task.optimizer.momentum == 0.99
+    assert cfg.trainer.max_epochs in (50, 150)
+    if "cifar" in preset:
+        assert cfg.data.augment == (preset.startswith(("minialexnet_v3", "minialexnet_v4")))
+        assert cfg.data.image_size == (28 if cfg.data.augment else 32)
+    assert train(cfg)["status"] == "ok"
