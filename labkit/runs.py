@@ -20,14 +20,32 @@ METRICS_FILE = "metrics.json"
 CKPT_DIR = "checkpoints"
 
 
-def _run_dir_resolver(resume, default):
-    """``hydra.run.dir``: the run being resumed (a run dir or a checkpoint inside one), else a new directory."""
-    if resume in (None, "", "None", "null"):
+def _run_dir_resolver(resume, log_dir, default):
+    """``hydra.run.dir``: the run being resumed (``true`` = the newest run, a run dir, or a checkpoint
+    inside one), else a new directory."""
+    if resume in (None, False, "", "None", "null", "false", "False"):
         return default
-    path = Path(str(resume))
-    if path.is_file():  # .../<run>/checkpoints/last.ckpt
-        path = path.parent.parent if path.parent.name == CKPT_DIR else path.parent
-    return str(path)
+    return str(resume_target(resume, log_dir)[0])
+
+
+def latest_run(log_dir) -> Path:
+    runs_dir = Path(log_dir) / "runs"
+    candidates = sorted(p for p in runs_dir.glob("*") if (p / CONFIG_FILE).exists()) if runs_dir.exists() else []
+    if not candidates:
+        raise FileNotFoundError(f"resume=true found no run to resume in {runs_dir}")
+    return candidates[-1]
+
+
+def resume_target(resume, log_dir) -> tuple[Path, Path | None]:
+    """(run dir, checkpoint to resume from or None if the run never saved one)."""
+    if resume is True or str(resume).lower() == "true":
+        run_dir, ckpt = latest_run(log_dir), None
+    else:
+        run_dir, ckpt = resolve_run(resume)
+    if ckpt is None:
+        last = run_dir / CKPT_DIR / "last.ckpt"
+        ckpt = last if last.exists() else None
+    return run_dir, ckpt
 
 
 def register_resolvers() -> None:

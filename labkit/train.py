@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labkit import runs
+from labkit.callbacks import AtomicCheckpointIO
 from labkit.config import validate
 from labkit.errors import LabkitError
 from labkit.models._shape import count_parameters
@@ -50,8 +51,7 @@ def build_object(node, **kwargs):
 
 
 def build(cfg: DictConfig):
-    """Validate, then build (data module, task) from the config, checking they fit together."""
-    validate(cfg)
+    """Build (data module, task) from a validated config, checking they fit together."""
     data = build_object(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     task = build_object(cfg.task, model=model_cfg)
@@ -92,27 +92,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     resume_ckpt = None
     if cfg.get("resume"):
-        run_dir, ckpt = runs.resolve_run(cfg.resume)
-        resume_ckpt = ckpt or runs.find_checkpoint(run_dir, "last")
+        run_dir, resume_ckpt = runs.resume_target(cfg.resume, cfg.paths.log_dir)
         saved = runs.load_config(run_dir)
         with open_dict(saved):
             saved.paths.output_dir = str(run_dir)
-            saved.resume = str(resume_ckpt)
+            saved.resume = str(run_dir)
         cfg = saved
-        log.info("resuming %s from %s", run_dir, resume_ckpt)
+        if resume_ckpt is None:
+            log.warning("%s has no checkpoint yet: training it from the start", run_dir)
+        else:
+            log.info("resuming %s from %s", run_dir, resume_ckpt)
     if cfg.get("seed") is None:
         with open_dict(cfg):
             cfg.seed = random.randint(0, 2**31 - 1)
+    validate(cfg)
     pl.seed_everything(cfg.seed, workers=True)  # before building: the network's initial weights depend on it
     data, task = build(cfg)
     out = _output_dir(cfg)
     runs.save_config(cfg, out)
 
     loggers = _loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)), logger=loggers or False)
+    trainer: pl.Trainer = build_object(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)),
+                                       logger=loggers or False, plugins=[AtomicCheckpointIO()])
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
-    ckpt_cb = trainer.checkpoint_callback
+    ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), trainer.checkpoint_callback)
     best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
     metrics: dict[str, Any] = {
         "status": "ok",
@@ -122,7 +126,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "best_checkpoint": best or None,
-        "last_checkpoint": str(Path(ckpt_cb.dirpath) / "last.ckpt") if ckpt_cb and ckpt_cb.dirpath else None,
+        "last_checkpoint": str(out / runs.CKPT_DIR / "last.ckpt") if (out / runs.CKPT_DIR / "last.ckpt").exists()
+        else None,
         "overrides": list(cfg.get("overrides") or _hydra_overrides()),
     }
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
@@ -130,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
     if cfg.get("test", True):
         use_best = bool(best) and not trainer.fast_dev_run
-        results = trainer.test(task, datamodule=data, ckpt_path="best" if use_best else None)
+        results = trainer.test(task, datamodule=data, ckpt_path=best if use_best else None)
         for k, v in (results[0] if results else {}).items():
             metrics[k] = float(v)
         if "test/acc" in metrics:

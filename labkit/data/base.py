@@ -1,0 +1,97 @@
+"""Base class of labkit's data modules.
+
+A data module knows its images (channels, size, classes, normalization) and nothing about losses.
+A task tells it which samples it needs through :attr:`LabDataModule.sampling` (``"single"``,
+``"pairs"`` or ``"triplets"``) before ``setup``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pytorch_lightning as pl
+
+from labkit.errors import ConfigError
+
+SAMPLINGS = ("single", "pairs", "triplets")
+
+
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"data.{name}={value!r} is invalid: it must be a positive integer")
+
+
+class LabDataModule(pl.LightningDataModule):
+    """Common settings: ``data_dir``, ``batch_size``, ``num_workers``, ``seed`` and the image geometry."""
+
+    name = "data"
+
+    def __init__(self, data_dir: str = "data", batch_size: int = 64, eval_batch_size: int | None = None,
+                 num_workers: int = 0, seed: int = 0, channels: int = 1, image_size: int = 28,
+                 num_classes: int = 10, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 sampling: str = "single"):
+        super().__init__()
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("eval_batch_size", eval_batch_size, allow_none=True)
+        check_positive_int("channels", channels)
+        check_positive_int("image_size", image_size)
+        check_positive_int("num_classes", num_classes)
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers!r} is invalid: it must be an integer >= 0")
+        for key, v in (("mean", mean), ("std", std)):
+            if v is not None and len(v) != channels:
+                raise ConfigError(f"data.{key} has {len(v)} values but data.channels={channels}")
+        if std is not None and any(s <= 0 for s in std):
+            raise ConfigError(f"data.std={list(std)} is invalid: every value must be > 0")
+        self.data_dir = str(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.channels = channels
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self.mean = list(mean) if mean is not None else None
+        self.std = list(std) if std is not None else None
+        self.sampling = sampling
+        self.classes: list[str] = [str(i) for i in range(num_classes)]
+
+    @property
+    def sampling(self) -> str:
+        return self._sampling
+
+    @sampling.setter
+    def sampling(self, value: str) -> None:
+        if value not in SAMPLINGS:
+            raise ConfigError(f"sampling={value!r} is invalid: choose one of {', '.join(SAMPLINGS)}")
+        self._sampling = value
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    # ----- the contract evaluate.py and the tasks rely on -----------------------------------------
+    def loader(self, split: str):
+        """Evaluation DataLoader over ``train``, ``val`` or ``test``: no shuffling, no augmentation,
+        yielding ``(x, y)`` batches that :meth:`transform` turns into model input."""
+        raise NotImplementedError
+
+    def transform(self, x, train: bool):
+        """Batch transform applied on the device after transfer (identity for modules whose workers
+        already return normalized tensors)."""
+        return x
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = getattr(self, "_trainer", None)
+        training = bool(trainer is not None and trainer.training)
+        if self.sampling != "single":
+            # pairs (x1, x2, pair_label, y1, y2) / triplets (xa, xp, xn, ya, yp, yn): transform each image tensor
+            images, length = {"pairs": (2, 5), "triplets": (3, 6)}[self.sampling]
+            if isinstance(batch, (list, tuple)) and len(batch) == length:
+                return tuple(self.transform(b, train=training) if i < images else b for i, b in enumerate(batch))
+            return batch
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            return batch
+        x, y = batch
+        return self.transform(x, train=training), y

@@ -1,0 +1,196 @@
+"""Digits (embedded), MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 as in-memory data modules.
+
+The files are read from their genuine on-disk formats (IDX for MNIST-like sets, pickle batches for
+CIFAR) by labkit itself; torchvision is only used to download them when ``download: true``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
+from labkit.errors import DatasetNotFoundError
+
+
+class DigitsDataModule(InMemoryImageDataModule):
+    """scikit-learn's handwritten digits (1,797 real 8x8 images shipped with the library), upsampled
+    to ``image_size`` (28 by default) so MNIST networks run on them unchanged. No download needed.
+
+    ``test_size`` (count or fraction) is held out, seeded and stratified, as the test set.
+    """
+
+    name = "digits"
+
+    def __init__(self, test_size: int | float = 0.2, **kwargs):
+        kwargs.setdefault("channels", 1)
+        kwargs.setdefault("num_classes", 10)
+        super().__init__(**kwargs)
+        self.test_size = test_size
+
+    def load(self) -> tuple[Split, Split]:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.from_numpy(d.images).float().unsqueeze(1) / 16.0  # 0..16 -> 0..1
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        y = torch.from_numpy(d.target).long()
+        train_idx, test_idx = holdout(d.target, self.test_size, self.seed)
+        return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: header says {dims}, found {body.size} bytes of data")
+    return body.reshape(dims)
+
+
+class MNISTDataModule(InMemoryImageDataModule):
+    """MNIST from the four IDX files in ``<data_dir>/MNIST/raw`` (torchvision's layout; ``.gz`` accepted)."""
+
+    name = "mnist"
+    folder = "MNIST"
+    files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    torchvision_class = "MNIST"
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.data_dir) / self.folder / "raw"
+
+    def _find(self, name: str) -> Path | None:
+        for cand in (self.raw_dir / name, self.raw_dir / (name + ".gz")):
+            if cand.exists():
+                return cand
+        return None
+
+    def _missing(self) -> list[str]:
+        return [n for pair in self.files.values() for n in pair if self._find(n) is None]
+
+    def prepare_data(self) -> None:
+        if self.download and self._missing():
+            import torchvision.datasets as tvd
+
+            cls = getattr(tvd, self.torchvision_class)
+            try:
+                for train in (True, False):
+                    cls(root=self.data_dir, train=train, download=True)
+            except Exception as e:  # network errors come in many types
+                raise DatasetNotFoundError(
+                    f"downloading {self.name} into {self.raw_dir} failed ({type(e).__name__}: {e}). "
+                    + self._how_to()) from None
+
+    def _how_to(self) -> str:
+        names = ", ".join(n for pair in self.files.values() for n in pair)
+        return (f"Put the IDX files ({names}, optionally .gz) in {self.raw_dir.resolve()}, or run once with "
+                f"data.download=true on a machine with internet access (data.data_dir sets the root folder).")
+
+    def load(self) -> tuple[Split, Split]:
+        missing = self._missing()
+        if missing:
+            raise DatasetNotFoundError(f"{self.name} files not found: {', '.join(missing)} missing in "
+                                       f"{self.raw_dir.resolve()}. " + self._how_to())
+        out = []
+        for split in ("train", "test"):
+            img, lab = (_read_idx(self._find(n)) for n in self.files[split])
+            if img.ndim != 3 or lab.ndim != 1 or len(img) != len(lab):
+                raise ValueError(f"{self.name} {split}: images {img.shape} and labels {lab.shape} do not match")
+            out.append(Split(torch.from_numpy(img.copy()).unsqueeze(1), torch.from_numpy(lab.astype(np.int64))))
+        return out[0], out[1]
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST, same IDX layout as MNIST under ``<data_dir>/FashionMNIST/raw``."""
+
+    name = "fashion_mnist"
+    folder = "FashionMNIST"
+    torchvision_class = "FashionMNIST"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                        "Bag", "Ankle boot"][: self.num_classes]
+
+
+class CIFAR10DataModule(InMemoryImageDataModule):
+    """CIFAR-10 from the python pickle batches in ``<data_dir>/cifar-10-batches-py`` (torchvision's layout)."""
+
+    name = "cifar10"
+    folder = "cifar-10-batches-py"
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    test_files = ["test_batch"]
+    meta = ("batches.meta", "label_names")
+    label_key = "labels"
+    torchvision_class = "CIFAR10"
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir) / self.folder
+
+    def _missing(self) -> list[str]:
+        return [f for f in self.train_files + self.test_files if not (self.root / f).exists()]
+
+    def _how_to(self) -> str:
+        return (f"Put the extracted python-version batches ({', '.join(self.train_files + self.test_files)}, "
+                f"{self.meta[0]}) in {self.root.resolve()}, or run once with data.download=true on a machine with "
+                f"internet access (data.data_dir sets the root folder).")
+
+    def prepare_data(self) -> None:
+        if self.download and self._missing():
+            import torchvision.datasets as tvd
+
+            try:
+                getattr(tvd, self.torchvision_class)(root=self.data_dir, train=True, download=True)
+            except Exception as e:
+                raise DatasetNotFoundError(f"downloading {self.name} into {self.root} failed "
+                                           f"({type(e).__name__}: {e}). " + self._how_to()) from None
+
+    def _read(self, names: list[str]) -> Split:
+        xs, ys = [], []
+        for n in names:
+            with open(self.root / n, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            if "data" not in entry or self.label_key not in entry:
+                raise ValueError(f"{self.root / n} is not a CIFAR batch: it lacks 'data' or '{self.label_key}'")
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(entry[self.label_key], dtype=np.int64))
+        return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+    def load(self) -> tuple[Split, Split]:
+        missing = self._missing()
+        if missing:
+            raise DatasetNotFoundError(f"{self.name} files not found: {', '.join(missing)} missing in "
+                                       f"{self.root.resolve()}. " + self._how_to())
+        meta = self.root / self.meta[0]
+        if meta.exists():
+            with open(meta, "rb") as f:
+                names = pickle.load(f, encoding="latin1").get(self.meta[1])
+            if names:
+                self.classes = list(names)
+        return self._read(self.train_files), self._read(self.test_files)
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100 (fine labels) from ``<data_dir>/cifar-100-python`` (``train``, ``test``, ``meta``)."""
+
+    name = "cifar100"
+    folder = "cifar-100-python"
+    train_files = ["train"]
+    test_files = ["test"]
+    meta = ("meta", "fine_label_names")
+    label_key = "fine_labels"
+    torchvision_class = "CIFAR100"
