@@ -1,0 +1,203 @@
+"""Autoencoder tasks of note 003: plain, denoising and sparse reconstruction with MSE.
+
+The network is any model with ``encode(x)`` and ``decode(code)`` whose output has the input's shape
+(``labkit.models.autoencoders``). Each task logs ``{train,val,test}/loss`` plus its terms
+(``/mse``, and ``/sparsity`` for the sparse task) and, each validation epoch, image grids of the
+first validation batch (inputs, noisy inputs where used, reconstructions) to TensorBoard.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from labkit.errors import ConfigError, IncompatibleError
+from labkit.models.build import model_name
+from labkit.tasks.base import LabTask, probe_output
+
+# fixed seed of the noise drawn at validation/test time, so that val/loss is comparable across epochs
+EVAL_NOISE_SEED = 1234
+
+
+class AutoencoderTask(LabTask):
+    """Reconstruct the input: ``loss = MSE(decode(encode(x)), x)`` (mean over pixels and batch).
+
+    Args:
+        log_images: number of validation images shown in the TensorBoard grids (0 disables them).
+    """
+
+    monitor = ("val/loss", "min")
+    evaluations = ("representation", "compression", "anomaly")
+
+    def __init__(self, model, optimizer=None, scheduler=None, log_images: int = 50, **kwargs: Any):
+        super().__init__(model, optimizer, scheduler, **kwargs)
+        if isinstance(log_images, bool) or not isinstance(log_images, int) or log_images < 0:
+            raise ConfigError(f"task.log_images={log_images!r} is invalid: use an integer >= 0")
+        self.save_hyperparameters({"log_images": log_images})
+        self._grid: dict[str, torch.Tensor] | None = None
+        self._eval_gen: torch.Generator | None = None
+
+    # ----- what the variants change --------------------------------------------------------------
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The network's input made from the clean batch ``x`` (identity here)."""
+        return x
+
+    def loss_terms(self, x: torch.Tensor, x_in: torch.Tensor, code: torch.Tensor,
+                   recon: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named terms summed into the loss: here only ``mse`` between reconstruction and clean input."""
+        return {"mse": F.mse_loss(recon, x)}
+
+    # ----- shared machinery -----------------------------------------------------------------------
+    def compute(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """One forward pass: ``{"loss", "terms", "input", "code", "recon"}``."""
+        x_in = self.corrupt(x, generator)
+        code = self.model.encode(x_in)
+        recon = self.model.decode(code)
+        terms = self.loss_terms(x, x_in, code, recon)
+        loss = torch.stack(list(terms.values())).sum()
+        return {"loss": loss, "terms": terms, "input": x_in, "code": code, "recon": recon}
+
+    def check_compatible(self, data) -> None:
+        super().check_compatible(data)
+        name = model_name(self.hparams.model)
+        task = type(self).__name__
+        if not (callable(getattr(self.model, "encode", None)) and callable(getattr(self.model, "decode", None))):
+            raise IncompatibleError(
+                f"task {task} needs an autoencoder, a model with encode(x) and decode(code) whose output has the "
+                f"input's shape, but model '{name}' is not one (it has no encode/decode). Choose "
+                f"model=conv_autoencoder or model=mlp_autoencoder, or task=classification for '{name}'.")
+        out = probe_output(self.model, data.input_shape, name)
+        if tuple(out.shape[1:]) != tuple(data.input_shape):
+            raise IncompatibleError(
+                f"task {task} needs the reconstruction to have the input's shape {tuple(data.input_shape)}, but "
+                f"model '{name}' outputs {tuple(out.shape[1:])} on data '{data.name}'")
+
+    def _eval_generator(self, x: torch.Tensor) -> torch.Generator:
+        if self._eval_gen is None or self._eval_gen.device != x.device:
+            self._eval_gen = torch.Generator(device=x.device).manual_seed(EVAL_NOISE_SEED)
+        return self._eval_gen
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_gen = None
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_gen = None
+
+    def _step(self, batch, stage: str) -> dict[str, Any]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out = self.compute(x, None if stage == "train" else self._eval_generator(x))
+        n = len(x)
+        self.log(f"{stage}/loss", out["loss"], on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n)
+        for k, v in out["terms"].items():
+            self.log(f"{stage}/{k}", v, on_step=False, on_epoch=True, batch_size=n)
+        return out
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        out = self._step(batch, "val")
+        n = self.hparams.log_images
+        if batch_idx == 0 and n:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            grid = {"inputs": x[:n]}
+            if out["input"] is not x:
+                grid["noisy_inputs"] = out["input"][:n]
+            grid["reconstructions"] = out["recon"][:n]
+            self._grid = {k: v.detach().float().cpu() for k, v in grid.items()}
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.model(x)
+
+    # ----- TensorBoard image grids ----------------------------------------------------------------
+    def _for_display(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the data module's normalization (or min-max scale when it is unknown), clamped to [0, 1]."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
+        if mean is not None and std is not None and len(mean) == x.shape[1]:
+            m = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+            x = x * s + m
+        else:
+            lo, hi = x.amin(), x.amax()
+            x = (x - lo) / (hi - lo).clamp_min(1e-8)
+        return x.clamp(0, 1)
+
+    def on_validation_epoch_end(self) -> None:
+        grid, self._grid = self._grid, None
+        if grid is None or self.trainer.sanity_checking:
+            return
+        from pytorch_lightning.loggers import TensorBoardLogger
+        from torchvision.utils import make_grid
+
+        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        for name, images in grid.items():
+            img = make_grid(self._for_display(images), nrow=10, padding=2)
+            for w in writers:
+                w.add_image(f"val/{name}", img, global_step=self.global_step)
+
+
+class DenoisingAutoencoderTask(AutoencoderTask):
+    """Denoising autoencoder: the input is ``x + noise_factor * N(0, 1)`` and, with ``target="clean"``
+    (default, the standard definition), the loss compares the reconstruction with the CLEAN ``x``.
+
+    Note 003 adds the same Gaussian noise (factor 0.5) but computes ``MSE(perturbed, reconstructed)``,
+    i.e. it asks the network to reproduce the *noisy* input; ``target="noisy"`` reproduces that.
+    Noise is also added at validation/test time (as in the note), drawn from a fixed seed there so the
+    validation loss of different epochs is measured on the same noise. Codes for evaluation are
+    always computed from clean inputs.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, noise_factor: float = 0.5, target: str = "clean",
+                 **kwargs: Any):
+        super().__init__(model, optimizer, scheduler, **kwargs)
+        if isinstance(noise_factor, bool) or not isinstance(noise_factor, (int, float)) or noise_factor < 0:
+            raise ConfigError(f"task.noise_factor={noise_factor!r} is invalid: use a number >= 0")
+        if target not in ("clean", "noisy"):
+            raise ConfigError(f"task.target={target!r} is invalid: use clean (standard) or noisy (note 003's code)")
+        self.save_hyperparameters({"noise_factor": float(noise_factor), "target": target})
+
+    def corrupt(self, x, generator=None):
+        if generator is None:
+            noise = torch.randn_like(x)
+        else:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + noise * self.hparams.noise_factor
+
+    def loss_terms(self, x, x_in, code, recon):
+        return {"mse": F.mse_loss(recon, x if self.hparams.target == "clean" else x_in)}
+
+
+class SparseAutoencoderTask(AutoencoderTask):
+    """Sparse autoencoder: ``loss = MSE(recon, x) + beta * L1(code - s)``.
+
+    Note 003 writes the penalty as ``beta * sum_i |z_i - s|`` over the N code units but implements it
+    with ``nn.L1Loss()``, whose default reduction is the MEAN over every code element of the batch;
+    ``reduction="mean"`` (default) follows that code, ``reduction="sum"`` follows the formula (sum over
+    the code units, mean over the batch). Defaults s = 0.05, beta = 0.5 as in the note.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, sparsity: float = 0.05, beta: float = 0.5,
+                 reduction: str = "mean", **kwargs: Any):
+        super().__init__(model, optimizer, scheduler, **kwargs)
+        for key, v in (("sparsity", sparsity), ("beta", beta)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"task.{key}={v!r} is invalid: use a number >= 0")
+        if reduction not in ("mean", "sum"):
+            raise ConfigError(f"task.reduction={reduction!r} is invalid: use mean (note 003's code) "
+                              "or sum (its formula)")
+        self.save_hyperparameters({"sparsity": float(sparsity), "beta": float(beta), "reduction": reduction})
+
+    def sparsity_penalty(self, code: torch.Tensor) -> torch.Tensor:
+        """``beta * |code - s|`` reduced by ``reduction``."""
+        dev = (code - self.hparams.sparsity).abs()
+        red = dev.mean() if self.hparams.reduction == "mean" else dev.flatten(1).sum(1).mean()
+        return self.hparams.beta * red
+
+    def loss_terms(self, x, x_in, code, recon):
+        return {"mse": F.mse_loss(recon, x), "sparsity": self.sparsity_penalty(code)}
