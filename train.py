@@ -19,7 +19,7 @@ log = logging.getLogger("labkit")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
         record_failure(cfg, e)
         if multirun:  # the other jobs go on; the sweep summary reports this one and the exit status is 1
             log.error("job failed: %s: %s", type(e).__name__, e)
-            return None
+            return float("nan") if cfg.get("optimized_metric") else None
         if isinstance(e, (LabkitError, FileNotFoundError, PermissionError)):
             log.error("%s", e)
             sys.exit(f"error: {e}")
@@ -35,6 +35,12 @@ def main(cfg: DictConfig) -> None:
     for key in ("test/acc", "test/error", "test/loss"):
         if key in metrics:
             log.info("%s = %.4f", key, metrics[key])
+    metric = cfg.get("optimized_metric")
+    if metric:
+        if metric not in metrics:
+            raise KeyError(f"optimized_metric={metric!r} is not among this run's metrics: {sorted(metrics)}")
+        return float(metrics[metric])
+    return None
 
 
 if __name__ == "__main__":

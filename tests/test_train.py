@@ -131,3 +131,31 @@ def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
         assert cfg.data.augment == (preset.startswith(("minialexnet_v3", "minialexnet_v4")))
         assert cfg.data.image_size == (28 if cfg.data.augment else 32)
     assert train(cfg)["status"] == "ok"
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    r = _run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=lenet,mlp", "trainer=debug",
+              "logger=none"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "multirun").iterdir())
+    rows = (sweep / "summary.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and all(",ok," in row for row in rows[1:])
+
+
+def test_optuna_search_returns_the_metric_and_records_the_best(tmp_path):
+    r = _run(["hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "logger=none",
+              "trainer.enable_progress_bar=false"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "multirun").iterdir())
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "task.optimizer.lr" in best and "best_value" in best
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "hydra/launcher=submitit_slurm",
+                        "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2", "trainer=ddp", "trainer.devices=4",
+                        "trainer.num_nodes=2", "--cfg", "hydra", "-p", "hydra.launcher"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "SlurmLauncher" in r.stdout and "gpus_per_node: 4" in r.stdout and "nodes: 2" in r.stdout

@@ -148,6 +148,8 @@ class InMemoryImageDataModule(LabDataModule):
         ds = BatchDataset(self.splits[split])
         on_host = self.splits[split].x.device.type == "cpu"
         workers = self.num_workers if on_host else 0
+        trainer = getattr(self, "_trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if self.sampling != "single" and not single:
             # metric learning: (x1, x2, pair_label, y1, y2) or (xa, xp, xn, ya, yp, yn) batches, drawn again each
             # training epoch from (seed, epoch); fixed draws for val/test (labkit.data.sampling)
@@ -155,9 +157,10 @@ class InMemoryImageDataModule(LabDataModule):
 
             return tuple_loader(ds, similarity_of(self, split), self.sampling,
                                 self.batch_size if train else self.eval_batch_size, self.seed, train,
-                                num_workers=workers, pin_memory=on_host and torch.cuda.is_available())
+                                num_workers=workers, pin_memory=on_host and torch.cuda.is_available(),
+                                num_replicas=world, rank=rank)
         bs = self.batch_size if train else self.eval_batch_size
-        sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.seed)
+        sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.seed, num_replicas=world, rank=rank)
         # an own generator: creating the iterator must not consume the global RNG (bit-identical resume)
         return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator().manual_seed(self.seed),
                           num_workers=workers, persistent_workers=workers > 0,

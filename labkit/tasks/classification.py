@@ -19,8 +19,10 @@ class ClassificationTask(LabTask):
     monitor = ("val/acc", "max")
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 compile: bool = False, label_smoothing: float = 0.0):
-        super().__init__(model, optimizer, scheduler, scheduler_interval, compile)
+                 compile: bool = False, label_smoothing: float = 0.0, freeze: str | None = None,
+                 unfreeze_at_epoch: int | None = None, unfreeze_lr_factor: float = 0.1):
+        super().__init__(model, optimizer, scheduler, scheduler_interval, compile, freeze=freeze,
+                         unfreeze_at_epoch=unfreeze_at_epoch, unfreeze_lr_factor=unfreeze_lr_factor)
         self.save_hyperparameters({"label_smoothing": label_smoothing})
         n = int(self.hparams.model.get("num_classes", 0)) or self._infer_classes()
         self.num_classes = n
@@ -47,7 +49,7 @@ class ClassificationTask(LabTask):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         metric(logits, y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=len(y))
+                 batch_size=len(y), sync_dist=stage != "train")
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss, logits
 

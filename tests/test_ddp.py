@@ -1,0 +1,37 @@
+"""Lightning DDP on CPU (gloo): 2 processes give the same weights as 1 process on the same global batch."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from tests.conftest import ROOT
+
+COMMON = ["model=lenet", "data.batch_size=128", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+          "logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "test=false",
+          "trainer.num_sanity_val_steps=0"]
+
+
+def _train(tmp_path, name, extra):
+    env = dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / name), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *COMMON, *extra], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path / name / "runs").iterdir())
+    assert len(runs) == 1  # the second rank wrote into the same run directory
+    ckpt = runs[0] / "checkpoints" / "last.ckpt"
+    return torch.load(ckpt, map_location="cpu", weights_only=True), r
+
+
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    single, _ = _train(tmp_path, "single", ["trainer.devices=1"])
+    ddp, r = _train(tmp_path, "ddp", ["trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp"])
+    assert "distributed_backend=gloo" in r.stderr + r.stdout or "gloo" in r.stderr + r.stdout
+    assert single["global_step"] == ddp["global_step"] == 4
+    for k, v in single["state_dict"].items():
+        assert torch.allclose(v, ddp["state_dict"][k], atol=1e-5, rtol=1e-4), k
+    # and training moved the weights away from the seeded initial ones
+    torch.manual_seed(0)
+    from labkit.models import LeNet
+    init = LeNet(1, 28, 10).state_dict()
+    assert not torch.allclose(init["features.0.weight"], single["state_dict"]["model.features.0.weight"])
