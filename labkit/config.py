@@ -8,7 +8,7 @@ import difflib
 import inspect
 from typing import Any
 
-from hydra.utils import get_class, get_method
+from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.errors import ConfigError
@@ -19,12 +19,9 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 def accepted_params(target: str) -> set[str] | None:
     """Keyword arguments ``target`` accepts, following ``**kwargs`` up the class hierarchy; None = anything."""
     try:
-        obj = get_class(target)
-    except Exception:
-        try:
-            obj = get_method(target)
-        except Exception as e:
-            raise ConfigError(f"_target_ '{target}' cannot be imported: {e}") from None
+        obj = _locate(target)  # a class or a function, without hydra.utils' error logging
+    except Exception as e:
+        raise ConfigError(f"_target_ '{target}' cannot be imported: {e}") from None
     names: set[str] = set()
     funcs = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
     for fn in funcs:

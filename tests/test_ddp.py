@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from tests.conftest import ROOT
+from conftest import ROOT
 
 COMMON = ["model=lenet", "data.batch_size=128", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
           "logger=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "test=false",

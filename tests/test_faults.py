@@ -15,7 +15,7 @@ from labkit import runs
 from labkit.callbacks import NonFiniteLossError
 from labkit.safe_load import UnsafeCheckpointError, load_checkpoint
 from labkit.train import train
-from tests.conftest import ROOT
+from conftest import ROOT
 
 ARGS = ["trainer.max_epochs=7", "logger=none", "trainer.enable_progress_bar=false", "model=minialexnet_v4",
         "data.batch_size=128", "trainer.accelerator=cpu"]

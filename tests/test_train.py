@@ -10,7 +10,7 @@ import torch
 from labkit.evaluate import evaluate
 from labkit.tasks import ClassificationTask
 from labkit.train import train
-from tests.conftest import ROOT, write_cifar, write_mnist
+from conftest import ROOT, write_cifar, write_mnist
 
 MODELS = ["mlp", "lenet", "lenet_v2", "lenet_color", "minialexnet", "minialexnet_v2", "minialexnet_v3",
           "minialexnet_v4"]

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
+from labkit.tasks.finetuning import check_finetune_args, finetuning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +27,22 @@ class LabTask(pl.LightningModule):
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None, scheduler_interval: str = "epoch",
-                 compile: bool = False):
+                 compile: bool = False, freeze: str | None = None, unfreeze_at_epoch: int | None = None,
+                 unfreeze_lr_factor: float = 0.1):
         super().__init__()
+        freeze = check_finetune_args(freeze, unfreeze_at_epoch, unfreeze_lr_factor)
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(f"task.scheduler_interval={scheduler_interval!r} is invalid: use epoch or step")
         self.save_hyperparameters({"model": as_dict(model), "optimizer": as_dict(optimizer),
                                    "scheduler": as_dict(scheduler), "scheduler_interval": scheduler_interval,
-                                   "compile": compile})
+                                   "compile": compile, "freeze": freeze, "unfreeze_at_epoch": unfreeze_at_epoch,
+                                   "unfreeze_lr_factor": unfreeze_lr_factor})
         self._check_optimizer(self.hparams.optimizer)
         self.model = build_model(self.hparams.model)
+        if self.hparams.model.get("init_from"):
+            # the weights are in this task's checkpoints from now on: reloading must not read the source again
+            self.hparams.initialized_from = self.hparams.model["init_from"]
+            self.hparams.model["init_from"] = None
 
     @staticmethod
     def _check_optimizer(opt: Mapping[str, Any] | None) -> None:
@@ -64,6 +72,11 @@ class LabTask(pl.LightningModule):
         """Raise :class:`IncompatibleError` when this task and its network cannot work on ``data``."""
         if data.sampling != self.sampling and self.sampling != "single":
             data.sampling = self.sampling
+
+    def configure_callbacks(self):
+        """Transfer learning (``freeze``/``unfreeze_at_epoch``/``unfreeze_lr_factor``, see labkit.tasks.finetuning)."""
+        return finetuning_callbacks(self.hparams.get("freeze"), self.hparams.get("unfreeze_at_epoch"),
+                                    self.hparams.get("unfreeze_lr_factor", 0.1))
 
     def configure_optimizers(self):
         if not self.hparams.optimizer:

@@ -1,0 +1,196 @@
+"""Transfer learning as in note 004: freeze the pretrained layers, train the new head, then optionally
+unfreeze everything and fine-tune the whole network at a lower learning rate.
+
+``task.freeze=backbone`` trains only the head (see :func:`find_head`); ``task.unfreeze_at_epoch=N``
+makes the whole network trainable at the start of epoch N (0-based, so after N epochs of head-only
+training) and multiplies every learning rate by ``task.unfreeze_lr_factor`` (null: never unfreeze).
+Frozen BatchNorm layers stay in evaluation mode (their running statistics are frozen too) until the
+unfreeze. The callback is returned by :meth:`LabTask.configure_callbacks`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BaseFinetuning
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from labkit.errors import ConfigError
+
+log = logging.getLogger("labkit")
+
+FREEZE_CHOICES = (None, "backbone")
+# optimizer param-group keys that are learning rates (scaled at the unfreeze); OneCycleLR keeps the last three
+LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+def check_finetune_args(freeze: Any, unfreeze_at_epoch: Any, unfreeze_lr_factor: Any) -> str | None:
+    """Validate the three task arguments; returns ``freeze`` normalized (``False`` -> ``None``)."""
+    if freeze is False:
+        freeze = None
+    if freeze not in FREEZE_CHOICES:
+        raise ConfigError(f"task.freeze={freeze!r} is invalid: use null (train the whole network) or backbone "
+                          "(train only the new head)")
+    if unfreeze_at_epoch is not None:
+        if isinstance(unfreeze_at_epoch, bool) or not isinstance(unfreeze_at_epoch, int) or unfreeze_at_epoch < 1:
+            raise ConfigError(f"task.unfreeze_at_epoch={unfreeze_at_epoch!r} is invalid: use an epoch number >= 1 "
+                              "(0-based: N epochs of head-only training come first) or null to never unfreeze")
+        if freeze is None:
+            raise ConfigError(f"task.unfreeze_at_epoch={unfreeze_at_epoch} needs task.freeze=backbone: there is "
+                              "nothing frozen to unfreeze")
+    if isinstance(unfreeze_lr_factor, bool) or not isinstance(unfreeze_lr_factor, (int, float)) \
+            or unfreeze_lr_factor <= 0:
+        raise ConfigError(f"task.unfreeze_lr_factor={unfreeze_lr_factor!r} is invalid: it must be a number > 0 "
+                          "(the learning rate is multiplied by it when the backbone is unfrozen, e.g. 0.1)")
+    return freeze
+
+
+def find_head(model: nn.Module) -> tuple[str, nn.Module]:
+    """``(dotted name, module)`` of the layer that produces the network's output.
+
+    In order: a ``labkit_head`` attribute (set by :mod:`labkit.models.zoo`; any model may define it),
+    ``output_layer`` (MLP), the last Linear/Conv2d of ``classifier`` (LeNet, MiniAlexNet), else the
+    model's last ``nn.Linear``.
+    """
+    model = getattr(model, "_orig_mod", model)
+    name = getattr(model, "labkit_head", None)
+    if isinstance(name, str) and name:
+        return name, model.get_submodule(name)
+    out = getattr(model, "output_layer", None)
+    if isinstance(out, nn.Module):
+        return "output_layer", out
+    clf = getattr(model, "classifier", None)
+    if isinstance(clf, nn.Module):
+        layers = [(n, m) for n, m in clf.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if layers:
+            n, m = layers[-1]
+            return (f"classifier.{n}" if n else "classifier"), m
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1]
+    raise ConfigError(f"task.freeze=backbone: cannot tell which layer of {type(model).__name__} is the head (it has "
+                      "no labkit_head attribute, output_layer, classifier or nn.Linear); set task.freeze=null or "
+                      "give the model a labkit_head attribute naming its output layer")
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Names (as in ``model.named_parameters()``) of the parameters :func:`find_head` calls the head."""
+    name, head = find_head(model)
+    return [f"{name}.{n}" for n, _ in head.named_parameters()]
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+class BackboneFinetuning(BaseFinetuning):
+    """Freeze everything but the head before training; unfreeze all at ``unfreeze_at_epoch`` with LR x factor.
+
+    Learning-rate schedulers keep working after the unfreeze: the new parameter group copies the
+    head group's settings and the schedulers' base learning rates are scaled and extended.
+    """
+
+    def __init__(self, unfreeze_at_epoch: int | None = None, unfreeze_lr_factor: float = 0.1, train_bn: bool = False):
+        super().__init__()
+        check_finetune_args("backbone", unfreeze_at_epoch, unfreeze_lr_factor)
+        self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.unfreeze_lr_factor = float(unfreeze_lr_factor)
+        self.train_bn = train_bn
+        self.head = ""
+        self._frozen_bn: list[_BatchNorm] = []
+        self._unfrozen = False
+
+    @staticmethod
+    def _net(pl_module: pl.LightningModule) -> nn.Module:
+        net = getattr(pl_module, "model", pl_module)
+        return getattr(net, "_orig_mod", net)
+
+    def _backbone_params(self, net: nn.Module) -> list[torch.nn.Parameter]:
+        prefix = self.head + "."
+        return [p for n, p in net.named_parameters() if not n.startswith(prefix)]
+
+    # ----- BaseFinetuning hooks -------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # not again for trainer.test / validate / predict
+            super().setup(trainer, pl_module, stage)
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        net = self._net(pl_module)
+        self.head, head = find_head(net)
+        head_ids = {id(p) for p in head.parameters()}
+        for p in net.parameters():
+            p.requires_grad = id(p) in head_ids
+        head_modules = {id(m) for m in head.modules()}
+        self._frozen_bn = [] if self.train_bn else [
+            m for m in net.modules() if isinstance(m, _BatchNorm) and id(m) not in head_modules]
+        self._unfrozen = False
+        total, trainable = _count(net.parameters()), _count(head.parameters())
+        when = (f"until epoch {self.unfreeze_at_epoch}" if self.unfreeze_at_epoch is not None
+                else "for the whole run (task.unfreeze_at_epoch=null)")
+        log.info("task.freeze=backbone: training only the head '%s' %s: %s of %s parameters trainable",
+                 self.head, when, f"{trainable:,}", f"{total:,}")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if not self._unfrozen:
+            for m in self._frozen_bn:
+                if m.training:
+                    m.eval()
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if self._unfrozen or self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch:
+            return
+        net = self._net(pl_module)
+        backbone = self._backbone_params(net)
+        for p in backbone:
+            p.requires_grad = True
+        for m in self._frozen_bn:
+            m.train(net.training)
+        self._unfrozen = True
+        in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        missing = [p for p in backbone if id(p) not in in_opt]
+        factor = self.unfreeze_lr_factor
+        if missing or epoch == self.unfreeze_at_epoch:
+            old_lr = optimizer.param_groups[0]["lr"]
+            for g in optimizer.param_groups:
+                for k in LR_KEYS:
+                    if isinstance(g.get(k), (int, float)):
+                        g[k] = g[k] * factor
+            if missing:
+                group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+                optimizer.add_param_group({**group, "params": missing})
+            self._fix_schedulers(pl_module, optimizer)
+            lr_note = f"learning rate x{factor:g}: {old_lr:g} -> {optimizer.param_groups[0]['lr']:g}"
+        else:  # resumed after the unfreeze: the optimizer's groups and learning rates were restored
+            lr_note = "learning rates as restored from the checkpoint"
+        trainable = _count(p for p in net.parameters() if p.requires_grad)
+        log.info("epoch %d: unfreezing the whole network: %s of %s parameters trainable, %s", epoch,
+                 f"{trainable:,}", f"{_count(net.parameters()):,}", lr_note)
+        if pl_module.logger is not None:
+            pl_module.logger.log_metrics({"model/trainable_params": trainable}, step=pl_module.trainer.global_step)
+
+    @staticmethod
+    def _fix_schedulers(pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        groups = optimizer.param_groups
+        for cfg in getattr(pl_module.trainer, "lr_scheduler_configs", []) or []:
+            sched = cfg.scheduler
+            if getattr(sched, "optimizer", None) is not optimizer:
+                continue
+            if hasattr(sched, "base_lrs"):
+                sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
+            if hasattr(sched, "_last_lr"):
+                sched._last_lr = [g["lr"] for g in groups]
+            min_lrs = getattr(sched, "min_lrs", None)  # ReduceLROnPlateau: one per group
+            if isinstance(min_lrs, list) and min_lrs and len(min_lrs) < len(groups):
+                sched.min_lrs = min_lrs + [min_lrs[0]] * (len(groups) - len(min_lrs))
+
+
+def finetuning_callbacks(freeze: str | None, unfreeze_at_epoch: int | None,
+                         unfreeze_lr_factor: float) -> list[pl.Callback]:
+    """The callbacks implementing the task's ``freeze`` settings (empty when nothing is frozen)."""
+    freeze = check_finetune_args(freeze, unfreeze_at_epoch, unfreeze_lr_factor)
+    if freeze is None:
+        return []
+    return [BackboneFinetuning(unfreeze_at_epoch, unfreeze_lr_factor)]
