@@ -29,8 +29,8 @@ def main(cfg: DictConfig) -> float | None:
             log.error("job failed: %s: %s", type(e).__name__, e)
             return float("nan") if cfg.get("optimized_metric") else None
         if isinstance(e, (LabkitError, FileNotFoundError, PermissionError)):
-            log.error("%s", e)
-            sys.exit(f"error: {e}")
+            log.error("%s", e)  # one clear paragraph, no stack trace
+            sys.exit(1)
         raise
     for key in ("test/acc", "test/error", "test/loss"):
         if key in metrics:

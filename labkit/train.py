@@ -23,6 +23,17 @@ from labkit.models._shape import count_parameters
 log = logging.getLogger("labkit")
 
 
+class _QuietTips(logging.Filter):
+    """Drop Lightning's advertising tips from the console; keep every real message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_QuietTips())
+
+
 def _output_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
