@@ -66,3 +66,35 @@ def test_unwritable_output_folder(cfg_factory, tmp_path):
     with pytest.raises((PermissionError, FileExistsError, NotADirectoryError, OSError)) as e:
         train(cfg)
     assert "run" in str(e.value)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("data.batch_size=abc", "data.batch_size='abc'"),
+    ("+data.hflip=1.5", "data.hflip=1.5"),
+    ("data.std=[0.0]", "data.std"),
+    ("data.mean=[0.1,0.2]", "data.mean has 2 values"),
+    ("task.scheduler_interval=hour", "task.scheduler_interval='hour'"),
+    ("+data.colour_jitter=1", "data.colour_jitter"),
+    ("+model.widht=3", "model.widht"),
+    ("data.val_size=100000", "hold-out size 100000"),
+])
+def test_more_bad_values(override, needle, cfg_factory, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        train(cfg_factory(override, "trainer=debug", "logger=none"))
+    assert needle in str(e.value)
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
+
+
+def test_resume_with_nothing_to_resume(cfg_factory):
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        train(cfg_factory("resume=true"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(cfg_factory("resume=/no/such/run"))
+
+
+def test_evaluate_bad_run_and_split(cfg_factory):
+    from labkit.evaluate import evaluate
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate(cfg_factory("run=/no/such/run", name="evaluate"))
+    with pytest.raises(ConfigError, match="split='bogus'"):
+        evaluate(cfg_factory("run=/no/such/run", "split=bogus", name="evaluate"))
