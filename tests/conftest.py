@@ -20,6 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PL_DISABLE_FORK", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests' networks and batches are tiny: one intra-op thread is as fast and avoids OpenMP
+    oversubscription while subprocess tests (sweeps, DDP) run beside them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_cfg(overrides: list[str], tmp_path: Path, config_name: str = "train") -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with overrides; outputs and data go under ``tmp_path``.
 

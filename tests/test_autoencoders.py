@@ -20,14 +20,6 @@ from labkit.train import train
 CONV_AE = {"_target_": "labkit.models.autoencoders.ConvAutoencoder", "in_channels": 1, "image_size": 28}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: one intra-op thread is as fast and avoids OpenMP oversubscription when the
-    2-core machine is shared (4 epochs took 34 s instead of 4 s with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def conv(cin, cout, k=3):

@@ -182,7 +182,7 @@ class InMemoryImageDataModule(LabDataModule):
         """Evaluation loader over ``train``, ``val`` or ``test`` (no shuffling, no augmentation)."""
         if split not in ("train", "val", "test"):
             raise ConfigError(f"split={split!r} is invalid: choose train, val or test")
-        return self._loader(split, train=False)
+        return self._loader(split, train=False, single=True)
 
     # ----- batch transforms ---------------------------------------------------------------------
     def transform(self, x: torch.Tensor, train: bool) -> torch.Tensor:

@@ -125,7 +125,7 @@ def _parent(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent_name) if parent_name else model), child
 
 
-def _replace(model: nn.Module, dotted: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, dotted: str, new: nn.Module) -> None:
     parent, child = _parent(model, dotted)
     setattr(parent, child, new)  # nn.Sequential accepts setattr with its index string
 
@@ -148,7 +148,7 @@ def _adapt_stem(model: nn.Module, in_channels: int, pretrained: bool) -> None:
             new.weight.copy_(w.expand(-1, in_channels, -1, -1))
             if conv.bias is not None:
                 new.bias.copy_(conv.bias)
-    _replace(model, name, new)
+    replace_module(model, name, new)
 
 
 def build(arch: str, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
@@ -166,7 +166,7 @@ def build(arch: str, num_classes: int = 1000, in_channels: int = 3, image_size: 
     weights = resolve_weights(arch, pretrained)
     model = _build_torchvision(arch, weights)
     old = model.get_submodule(fam.head)
-    _replace(model, fam.head, _new_head(old, num_classes))
+    replace_module(model, fam.head, _new_head(old, num_classes))
     model.num_classes = num_classes  # as the notes do for SqueezeNet and ResNet
     if in_channels != 3:
         _adapt_stem(model, in_channels, weights is not None)

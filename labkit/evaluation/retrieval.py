@@ -1,0 +1,128 @@
+"""Retrieval report: how well the embedding space groups classes, queried with one split against another.
+
+Queries are the evaluated split, the gallery is the training split (validation when evaluating train).
+Embeddings come from ``task.embed`` (metric-learning tasks) or, for any other task, from the network's
+penultimate features: the input of its last ``nn.Linear`` (or of a zoo model's head), spatially averaged when
+it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
+
+* ``nn1_accuracy`` / ``precision_at_1``: the nearest gallery item has the query's label (the same number);
+* ``knn_accuracy``: majority vote of the ``knn_k`` nearest (:func:`labkit.evaluation.embed.knn_predict`);
+* ``r_precision`` and ``map_at_r``: Musgrave et al., "A Metric Learning Reality Check" (ECCV 2020): with R the
+  number of gallery items of the query's class, MAP@R = mean over queries of 1/R sum_{i<=R} P(i) rel(i).
+
+plus a t-SNE PNG of (at most ``tsne_samples``) query embeddings. On data labelled with poses (EgoCart) the
+retrieval report is the localization report.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit.evaluation import get_report, register
+from labkit.evaluation.embed import extract, knn_predict, nearest, tsne_plot
+from labkit.evaluation.representation import gallery_split, option
+
+log = logging.getLogger(__name__)
+
+# at most this many neighbour entries (queries x k) per faiss search call, to bound memory
+SEARCH_BUDGET = 20_000_000
+
+
+class Penultimate(nn.Module):
+    """Runs ``model`` and returns the input of its head (the zoo model's head, else the last ``nn.Linear``),
+    flattened, with feature maps averaged over their spatial positions. Models without such a layer return
+    their own (flattened) output. Input ``(N, C, H, W)``, output ``(N, D)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        head_name = getattr(getattr(model, "_orig_mod", model), "labkit_head", None)
+        if head_name:
+            self.layer, self.layer_name = getattr(model, "_orig_mod", model).get_submodule(head_name), head_name
+        else:
+            linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            self.layer_name, self.layer = linears[-1] if linears else (None, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer is None:
+            return self.model(x).flatten(1)
+        seen: list[torch.Tensor] = []
+        handle = self.layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        f = seen[-1]
+        return f.flatten(2).mean(2) if f.ndim > 2 else f.flatten(1)
+
+
+def embedding_fn(task) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """(function image batch -> (N, D) embeddings, its description) for any task."""
+    embed = getattr(task, "embed", None)
+    if callable(embed):
+        return embed, f"{type(task).__name__}.embed ({type(task.model).__name__} output)"
+    pen = Penultimate(task.model)
+    where = f"input of {pen.layer_name}" if pen.layer is not None else "network output"
+    return pen, f"penultimate features of {type(task.model).__name__} ({where})"
+
+
+def retrieval_metrics(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
+                      query_labels: np.ndarray) -> dict:
+    """Precision@1, R-precision and MAP@R (Musgrave et al. 2020) with exact L2 search.
+
+    Queries whose class is absent from the gallery count as misses in precision@1 and are left out of
+    R-precision and MAP@R (R = 0).
+    """
+    classes, counts = np.unique(gallery_labels, return_counts=True)
+    pos = np.clip(np.searchsorted(classes, query_labels), 0, len(classes) - 1)
+    r = np.where(classes[pos] == query_labels, counts[pos], 0)
+    k = int(max(1, r.max() if len(r) else 1))
+    k = min(k, len(gallery))
+    p1, rp, ap = np.zeros(len(queries)), np.zeros(len(queries)), np.zeros(len(queries))
+    step = max(1, SEARCH_BUDGET // k)
+    ranks = np.arange(1, k + 1)
+    for s in range(0, len(queries), step):
+        _, idx = nearest(gallery, queries[s:s + step], k)
+        rr = r[s:s + step]
+        rel = gallery_labels[idx] == query_labels[s:s + step, None]       # (q, k)
+        rel &= ranks[None, :] <= rr[:, None]                              # only the first R count
+        p1[s:s + step] = rel[:, 0]
+        safe = np.maximum(rr, 1)
+        rp[s:s + step] = rel.sum(1) / safe
+        ap[s:s + step] = (np.cumsum(rel, 1) / ranks * rel).sum(1) / safe
+    valid = r > 0
+    return {"precision_at_1": float(p1.mean()) if len(p1) else float("nan"),
+            "r_precision": float(rp[valid].mean()) if valid.any() else float("nan"),
+            "map_at_r": float(ap[valid].mean()) if valid.any() else float("nan"),
+            "queries_without_class_in_gallery": int((~valid).sum())}
+
+
+@register("retrieval")
+def retrieval_report(task, data, cfg, out_dir: Path) -> dict:
+    if getattr(data, "label_kind", "class") == "pose":
+        log.info("pose-labelled data: the retrieval report is the localization report")
+        return get_report("localization")(task, data, cfg, out_dir)
+    split, out_dir = cfg.split, Path(out_dir)
+    k = option(cfg, "knn_k", 1)
+    n_tsne = option(cfg, "tsne_samples", 1000, minimum=0)
+    seed = option(cfg, "seed", 0, minimum=0)
+    gsplit = gallery_split(split)
+    fn, desc = embedding_fn(task)
+    gallery, g_y = extract(fn, data, gsplit, module=task, desc=f"embedding {gsplit}")
+    queries, q_y = extract(fn, data, split, module=task, desc=f"embedding {split}")
+    report = {"split": split, "gallery_split": gsplit, "gallery_samples": int(len(g_y)),
+              "query_samples": int(len(q_y)), "embedding": desc, "embedding_dim": int(queries.shape[1]),
+              "knn_k": k, "knn_accuracy": float((knn_predict(gallery, g_y, queries, k) == q_y).mean())}
+    report.update(retrieval_metrics(gallery, g_y, queries, q_y))
+    report["nn1_accuracy"] = report["precision_at_1"]
+    if n_tsne:
+        classes = list(getattr(data, "classes", None) or []) or None
+        png = tsne_plot(queries, q_y, out_dir / "tsne_embeddings.png", n=n_tsne, seed=seed, classes=classes,
+                        title=f"t-SNE of {min(n_tsne, len(q_y))} {split} embeddings ({type(task.model).__name__})")
+        report["tsne_png"] = str(png)
+    return report
