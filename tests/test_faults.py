@@ -133,3 +133,20 @@ def test_resume_of_a_run_without_checkpoint_starts_it_in_place(tmp_path, cfg_fac
     cfg2 = cfg_factory(f"resume={run}")
     m = train(cfg2)
     assert m["status"] == "ok" and (run / "metrics.json").exists()
+
+
+def test_tensorboard_curves_continue_after_resume(tmp_path, cfg_factory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = cfg_factory("trainer.max_epochs=1", "trainer.log_every_n_steps=5")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    saved = (run / "config.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2")
+    (run / "config.yaml").write_text(saved)  # as if the first job had been killed after epoch 0
+    train(cfg_factory(f"resume={run}"))
+    steps = []
+    for ev in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        steps += [e.step for e in acc.Scalars("val/acc")] if "val/acc" in acc.Tags()["scalars"] else []
+    assert len(steps) == 2 and steps[1] > steps[0]  # epoch 1 continues after epoch 0, in the same folder
