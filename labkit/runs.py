@@ -94,6 +94,19 @@ def _json_default(o):
     return str(o)
 
 
+def save_figure(fig, path) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file, close it, and return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def read_json(path) -> dict:
     with open(path) as f:
         return json.load(f)

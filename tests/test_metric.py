@@ -137,7 +137,7 @@ def test_in_memory_module_yields_transformed_pairs_and_triplets(cfg_factory):
     batch = data.on_after_batch_transfer(next(iter(data.val_dataloader())), 0)
     assert len(batch) == 6 and all(b.dtype == torch.float32 for b in batch[:3])
     assert (batch[3] == batch[4]).all() and (batch[3] != batch[5]).all()
-    x, y = next(iter(data._loader("test", train=False, single=True)))
+    x, y = next(iter(data.loader("test")))
     assert x.dtype == torch.uint8 and len(x) == len(y)
 
 

@@ -72,10 +72,29 @@ class LabDataModule(pl.LightningDataModule):
         return (self.channels, self.image_size, self.image_size)
 
     # ----- the contract evaluate.py and the tasks rely on -----------------------------------------
+    def _loader(self, split: str, train: bool, evaluation: bool = False):
+        """The DataLoader of ``split``: shuffled/augmented when ``train``; ``evaluation`` asks for the plain
+        ``(x, y)`` batches evaluate.py reads, whatever the task's sampling, with no persistent workers."""
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return self._loader("train", train=True)
+
+    def val_dataloader(self):
+        return self._loader("val", train=False)
+
+    def test_dataloader(self):
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", train=False)
+
     def loader(self, split: str):
         """Evaluation DataLoader over ``train``, ``val`` or ``test``: no shuffling, no augmentation,
         yielding ``(x, y)`` batches that :meth:`transform` turns into model input."""
-        raise NotImplementedError
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split={split!r} is invalid: choose train, val or test")
+        return self._loader(split, train=False, evaluation=True)
 
     def transform(self, x, train: bool):
         """Batch transform applied on the device after transfer (identity for modules whose workers

@@ -413,7 +413,7 @@ class ImageFolderDataModule(LabDataModule):
                                                    "RGB" if self.channels == 3 else "L", cache, self.resize)
         return self._datasets[key]
 
-    def _loader(self, split: str, train: bool, persistent: bool = True) -> DataLoader:
+    def _loader(self, split: str, train: bool, evaluation: bool = False) -> DataLoader:
         ds = self.dataset(split, train)
         bs = self.batch_size if train else self.eval_batch_size
         workers = self.num_workers
@@ -421,7 +421,7 @@ class ImageFolderDataModule(LabDataModule):
         # a last training batch of one image breaks BatchNorm: drop it
         drop_last = train and len(ds) > bs and len(ds) % bs == 1
         return DataLoader(ds, batch_size=bs, shuffle=train, generator=generator, num_workers=workers,
-                          persistent_workers=persistent and workers > 0, pin_memory=self._pin_memory(),
+                          persistent_workers=not evaluation and workers > 0, pin_memory=self._pin_memory(),
                           drop_last=drop_last)
 
     def _pin_memory(self) -> bool:
@@ -430,23 +430,6 @@ class ImageFolderDataModule(LabDataModule):
             return trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()
 
-    def train_dataloader(self):
-        return self._loader("train", train=True)
-
-    def val_dataloader(self):
-        return self._loader("val", train=False)
-
-    def test_dataloader(self):
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self):
-        return self._loader("test", train=False)
-
-    def loader(self, split: str) -> DataLoader:
-        """Evaluation loader over ``train``, ``val`` or ``test``: evaluation transforms, no shuffling."""
-        if split not in SPLITS:
-            raise ConfigError(f"split={split!r} is invalid: choose train, val or test")
-        return self._loader(split, train=False, persistent=False)
 
 
 CALTECH101_PAGE = "https://data.caltech.edu/records/mzrjq-6wc02"

@@ -141,8 +141,8 @@ class InMemoryImageDataModule(LabDataModule):
         if top > self.num_classes:
             raise IncompatibleError(f"{self.name}: labels go up to {top - 1} but data.num_classes={self.num_classes}")
 
-    def _loader(self, split: str, train: bool, single: bool = False) -> DataLoader:
-        """Batches of ``split``; pairs/triplets when ``self.sampling`` says so, unless ``single``."""
+    def _loader(self, split: str, train: bool, evaluation: bool = False) -> DataLoader:
+        """Batches of ``split``; pairs/triplets when ``self.sampling`` says so, unless ``evaluation``."""
         if not self.splits:
             self.setup()
         ds = BatchDataset(self.splits[split])
@@ -150,7 +150,7 @@ class InMemoryImageDataModule(LabDataModule):
         workers = self.num_workers if on_host else 0
         trainer = getattr(self, "_trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if self.sampling != "single" and not single:
+        if self.sampling != "single" and not evaluation:
             # metric learning: (x1, x2, pair_label, y1, y2) or (xa, xp, xn, ya, yp, yn) batches, drawn again each
             # training epoch from (seed, epoch); fixed draws for val/test (labkit.data.sampling)
             from labkit.data.sampling import similarity_of, tuple_loader
@@ -165,24 +165,6 @@ class InMemoryImageDataModule(LabDataModule):
         return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator().manual_seed(self.seed),
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=on_host and torch.cuda.is_available())
-
-    def train_dataloader(self):
-        return self._loader("train", train=True)
-
-    def val_dataloader(self):
-        return self._loader("val", train=False)
-
-    def test_dataloader(self):
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self):
-        return self._loader("test", train=False)
-
-    def loader(self, split: str) -> DataLoader:
-        """Evaluation loader over ``train``, ``val`` or ``test`` (no shuffling, no augmentation)."""
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split={split!r} is invalid: choose train, val or test")
-        return self._loader(split, train=False, single=True)
 
     # ----- batch transforms ---------------------------------------------------------------------
     def transform(self, x: torch.Tensor, train: bool) -> torch.Tensor:

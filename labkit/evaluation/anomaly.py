@@ -21,6 +21,7 @@ import labkit
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract
+from labkit.runs import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,7 @@ def boxplot(errors: dict[str, np.ndarray], threshold: float | None, path: Path, 
     ax.set_ylabel("reconstruction error (L2 norm, normalized pixels)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def fit_detector(in_err: np.ndarray, ood_err: np.ndarray):

@@ -8,6 +8,7 @@ import torch
 
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract
+from labkit.runs import save_figure
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
@@ -40,12 +41,7 @@ def plot_confusion(cm: np.ndarray, classes, path: Path, title: str) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 @register("classification")

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from labkit.runs import save_figure
+
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -83,9 +85,4 @@ def tsne_plot(feats: np.ndarray, labels: np.ndarray, path: str | Path, n: int = 
     ax.set_title(title)
     ax.set_xticks([]), ax.set_yticks([])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

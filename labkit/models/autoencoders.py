@@ -23,7 +23,20 @@ def _widths(name: str, values: Sequence[int] | int, model: str) -> list[int]:
     return values
 
 
-class MLPAutoencoder(nn.Module):
+class _Autoencoder(nn.Module):
+    """``encoder`` and ``decoder`` submodules; ``forward`` reconstructs the input."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class MLPAutoencoder(_Autoencoder):
     """Fully connected autoencoder (note 003): 784-256-128 encoder, 128-256-784 decoder on MNIST.
 
     Input ``(N, C, H, W)``, flattened inside. Encoder: ``Linear -> ReLU`` for every layer, the code
@@ -55,17 +68,8 @@ class MLPAutoencoder(nn.Module):
         dec.append(nn.Unflatten(1, self.input_shape))
         self.decoder = nn.Sequential(*dec)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(_Autoencoder):
     """Convolutional autoencoder (note 003). Input ``(N, C, H, W)`` with H and W divisible by 2^(len(channels)-1).
 
     Encoder, with ``channels = [16, 8, 4]``: ``Conv3x3(C,16) -> AvgPool2d(2) -> ReLU -> Conv3x3(16,8) ->
@@ -107,15 +111,6 @@ class ConvAutoencoder(nn.Module):
                 dec += [nn.Upsample(scale_factor=2), nn.ReLU()]
         self.decoder = nn.Sequential(*dec)
         self.code_shape = (widths[-1], image_size // factor, image_size // factor)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 class EncoderClassifier(nn.Module):
