@@ -50,18 +50,20 @@ class FiniteLossGuard(pl.Callback):
 
     def __init__(self, check_every: int = 20):
         self.check_every = max(1, int(check_every))
-        self._bad: torch.Tensor | None = None
+        self._bad: torch.Tensor | None = None  # global step of the first non-finite loss, -1 = none (on the device)
+        self._where: dict[int, tuple[int, int]] = {}  # global step -> (epoch, batch) since the last read-back
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
         loss = loss.detach()
-        step = torch.tensor([trainer.global_step, trainer.current_epoch, batch_idx], device=loss.device)
         if self._bad is None or self._bad.device != loss.device:
-            self._bad = torch.full((3,), -1, dtype=torch.long, device=loss.device)
-        first = (~torch.isfinite(loss).all()) & (self._bad[0] < 0)
-        self._bad = torch.where(first, step, self._bad)
+            self._bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        step = trainer.global_step
+        self._where[step] = (trainer.current_epoch, batch_idx)
+        first = (~torch.isfinite(loss).all()) & (self._bad < 0)
+        self._bad = torch.where(first, step, self._bad)  # a Python scalar: no host-to-device copy
         if (batch_idx + 1) % self.check_every == 0:
             self._check(pl_module)
 
@@ -74,9 +76,11 @@ class FiniteLossGuard(pl.Callback):
     def _check(self, pl_module) -> None:
         if self._bad is None:
             return
-        step, epoch, batch = (int(v) for v in self._bad.tolist())
+        step = int(self._bad)  # the only host sync, every check_every steps
         if step < 0:
+            self._where.clear()
             return
+        epoch, batch = self._where.get(step, (-1, -1))
         lr = None
         try:
             lr = pl_module.trainer.optimizers[0].param_groups[0]["lr"]
