@@ -6,8 +6,9 @@ Measures (issue 6, see BENCHMARKS.md):
 a. training throughput (images/s over whole epochs after a warm-up epoch) of ``labkit.train.train(cfg)`` vs the
    lab notes' hand-written loop vs the compute floor, for ``lenet_v2`` on MNIST-format data and
    ``minialexnet_v4`` on CIFAR-format data with the notes' augmentation (each variant in its own process,
-   ``benchmarks/training.py``; floor and labkit alternate over several rounds and the best epoch counts,
-   because other work on the machine can only slow an epoch down);
+   ``benchmarks/training.py``; floor and labkit alternate over several rounds, with up to 2 more when the
+   floor's epochs disagree, and the best epoch counts, because other work on the machine can only slow an
+   epoch down; the notes' loop runs in the first and the last round);
 b. retrieval: one batched faiss search (``labkit.evaluation.embed.nearest``) vs the notes' per-query loop;
 c. pair / triplet generation for 60,000 labels: ``labkit.data.sampling`` vs the notes' per-sample loops;
 d. peak memory (max RSS) of the labkit training process vs the notes' loop (main process and DataLoader workers).
