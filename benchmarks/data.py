@@ -9,20 +9,11 @@ The writers follow ``tests/conftest.py`` (``write_idx`` / ``write_cifar``) at fu
 from __future__ import annotations
 
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX file of unsigned bytes: magic 0x00000800 | ndim, big-endian int32 dims, then the data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    with open(path, "wb") as f:
-        f.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
-        for d in array.shape:
-            f.write(struct.pack(">I", d))
-        f.write(array.tobytes())
+from labkit.data.vision import write_idx
 
 
 def write_mnist(root: Path, n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Path:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 import labkit.runs  # noqa: F401  (resolvers)
+from labkit.data.vision import write_idx  # noqa: F401  (re-exported for the tests)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,16 +60,6 @@ def cfg_factory(tmp_path):
 
 
 # ----- genuine on-disk formats -------------------------------------------------------------------
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX file of unsigned bytes (the MNIST format): magic 0x00000800 | ndim, big-endian dims, data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    with open(path, "wb") as f:
-        f.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
-        for d in array.shape:
-            f.write(struct.pack(">I", d))
-        f.write(array.tobytes())
-
-
 def synthetic_digits(n: int, num_classes: int = 10, size: int = 28, seed: int = 0):
     """Class-dependent images (a bright bar whose position encodes the class) plus noise, as uint8."""
     rng = np.random.default_rng(seed)

@@ -59,6 +59,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file of unsigned bytes (magic 0x0800 | ndim, big-endian dims, data): the inverse
+    of the reader above, used by the tests and the benchmarks to make MNIST-format files."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
 class MNISTDataModule(InMemoryImageDataModule):
     """MNIST from the four IDX files in ``<data_dir>/MNIST/raw`` (torchvision's layout; ``.gz`` accepted)."""
 
