@@ -5,9 +5,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from labkit import runs
 from labkit.errors import ConfigError
@@ -16,18 +15,16 @@ from labkit.evaluation import get_report
 log = logging.getLogger("labkit")
 
 
-def load_task(ckpt: str | Path, target: str | None = None):
-    """Rebuild a task from a checkpoint alone (weights read with ``weights_only=True``)."""
+def load_task(ckpt: str | Path, target: str):
+    """Rebuild the task class ``target`` from a checkpoint alone, read with ``weights_only=True``.
+
+    The file is opened once through :func:`labkit.safe_load.load_checkpoint` first, so a truncated file or one
+    that would need arbitrary code gets labkit's clear error instead of a deep unpickling trace.
+    """
     from labkit.safe_load import load_checkpoint
 
-    ckpt = Path(ckpt)
-    state = load_checkpoint(ckpt)
-    if target is None:
-        target = (state.get("hyper_parameters") or {}).get("_task_target_")
-    if target is None:
-        raise ConfigError(f"{ckpt} does not say which task made it; pass the run directory instead")
-    cls = get_class(target)
-    return cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    load_checkpoint(ckpt)
+    return get_class(target).load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
 
 
 def load_run(run: str | Path, ckpt: str = "best", data_dir: str | None = None, batch_size: int | None = None):
@@ -57,10 +54,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     names = list(cfg.get("reports") or getattr(task, "evaluations", ("classification",)))
     results: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(ckpt), "split": cfg.split}
     task.eval()
-    with torch.inference_mode(False):
-        for name in names:
-            log.info("report: %s", name)
-            results[name] = get_report(name)(task, data, cfg, out_dir)
+    for name in names:
+        log.info("report: %s", name)
+        results[name] = get_report(name)(task, data, cfg, out_dir)
     runs.write_json(out_dir / "report.json", results)
     print(format_results(results))
     log.info("reports written to %s", out_dir)
