@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from labkit.data import augment as A
 from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
 from labkit.errors import ConfigError, DatasetNotFoundError
@@ -357,4 +356,4 @@ class EgoCartDataModule(InMemoryImageDataModule):
 
     def transform(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """uint8 batch -> ImageNet-normalized float batch (no augmentation, as in note 002)."""
-        return A.normalize(A.to_float(x), self.mean, self.std)
+        return self._normalize(x)
