@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from labkit.errors import LabkitError
 from labkit.runs import atomic_write_bytes
@@ -91,6 +94,31 @@ class FiniteLossGuard(pl.Callback):
             f"Training stopped; the last good checkpoint is kept in checkpoints/. "
             f"Try a lower learning rate{f' than {lr:g}' if lr else ''} (task.optimizer.lr=...), gradient clipping "
             f"(trainer.gradient_clip_val=1.0) or check the input data for NaNs.")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose state survives a moved or copied run directory.
+
+    Lightning keeps absolute paths in a checkpoint's callback state; when the directory has moved, stock
+    ``ModelCheckpoint`` forgets the best score and keeps the old ``best_model_path``, so a resumed run would call
+    its next epoch the best and test a file outside itself. Here every path under the checkpoint's old folder is
+    mapped onto the current one first."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            def move(path):
+                if isinstance(path, str) and path.startswith(old.rstrip("/") + "/"):
+                    return os.path.join(new, path[len(old.rstrip("/")) + 1:])
+                return path
+
+            state_dict = dict(state_dict, dirpath=new)
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = move(state_dict[key])
+            if "best_k_models" in state_dict:
+                state_dict["best_k_models"] = {move(k): v for k, v in state_dict["best_k_models"].items()}
+        super().load_state_dict(state_dict)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

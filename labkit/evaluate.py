@@ -45,22 +45,41 @@ def load_run(run: str | Path, ckpt: str = "best", data_dir: str | None = None, b
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Write the run's reports into ``<run>/evaluation/<split>/``.
+
+    The reports are written into a fresh temporary folder beside it, which then replaces the previous evaluation
+    all at once: a failure half-way leaves the previous evaluation as it was, never a mix of old and new files."""
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is invalid: choose train, val or test")
+    run_dir, _ = runs.resolve_run(cfg.run)  # checked before anything is read or written
     saved, task, data, ckpt = load_run(cfg.run, cfg.get("ckpt", "best"), cfg.get("data_dir"), cfg.get("batch_size"))
-    run_dir = runs.resolve_run(cfg.run)[0]
-    out_dir = Path(run_dir) / "evaluation" / cfg.split
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = list(cfg.get("reports") or getattr(task, "evaluations", ("classification",)))
-    results: dict[str, Any] = {"run": str(run_dir), "checkpoint": str(ckpt), "split": cfg.split}
-    task.eval()
     for name in names:
-        log.info("report: %s", name)
-        results[name] = get_report(name)(task, data, cfg, out_dir)
-    runs.write_json(out_dir / "report.json", results)
+        get_report(name)  # an unknown report name fails before any work
+    final = Path(run_dir) / "evaluation" / cfg.split
+    results: dict[str, Any] = {"run": str(run_dir), "checkpoint": runs.relative_to_run(ckpt, run_dir),
+                               "split": cfg.split}
+    task.eval()
+    with runs.staged_dir(final) as out_dir:
+        for name in names:
+            log.info("report: %s", name)
+            results[name] = get_report(name)(task, data, cfg, out_dir)
+        results = _relative_paths(results, out_dir, final)
+        runs.write_json(out_dir / "report.json", results)
     print(format_results(results))
-    log.info("reports written to %s", out_dir)
+    log.info("reports written to %s", final)
     return results
+
+
+def _relative_paths(obj, staging: Path, final: Path):
+    """Paths that reports return, as they will be after the swap (relative to the evaluation folder)."""
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v, staging, final) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative_paths(v, staging, final) for v in obj]
+    if isinstance(obj, str) and obj.startswith(str(staging)):
+        return obj[len(str(staging)):].lstrip("/") or "."
+    return obj
 
 
 def format_results(results: dict) -> str:

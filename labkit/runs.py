@@ -1,6 +1,7 @@
 """Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup, sweep summaries."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,26 +14,57 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from labkit.errors import LabkitError
+
 log = logging.getLogger(__name__)
+
+
+class RunNotFoundError(LabkitError, FileNotFoundError):
+    """A run directory, checkpoint or resume target is missing or is not a labkit run."""
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 CKPT_DIR = "checkpoints"
 
 
+def _unset(value) -> bool:
+    return value in (None, False, "", "None", "null", "false", "False")
+
+
 def _run_dir_resolver(resume, log_dir, default):
     """``hydra.run.dir``: the run being resumed (``true`` = the newest run, a run dir, or a checkpoint
-    inside one), else a new directory."""
-    if resume in (None, False, "", "None", "null", "false", "False"):
+    inside one), else a new directory. A bad ``resume`` raises here, before Hydra creates any file."""
+    if _unset(resume):
         return default
     return str(resume_target(resume, log_dir)[0])
 
 
+def _hydra_subdir_resolver(resume):
+    """``hydra.output_subdir``: a resumed run keeps the original ``.hydra/`` record and adds one per resume."""
+    if _unset(resume):
+        return ".hydra"
+    import datetime
+
+    return f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
+
+
+def _run_name_resolver(experiment, task, model, data) -> str:
+    """Run directory suffix: the experiment preset's name when one was used, else task-model-data."""
+    if not _unset(experiment):
+        return str(experiment).replace("/", "-")
+    return "-".join(str(x) for x in (task, model, data) if not _unset(x))
+
+
+def is_run_dir(path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
 def latest_run(log_dir) -> Path:
     runs_dir = Path(log_dir) / "runs"
-    candidates = sorted(p for p in runs_dir.glob("*") if (p / CONFIG_FILE).exists()) if runs_dir.exists() else []
+    candidates = sorted(p for p in runs_dir.glob("*") if is_run_dir(p)) if runs_dir.is_dir() else []
     if not candidates:
-        raise FileNotFoundError(f"resume=true found no run to resume in {runs_dir}")
+        raise RunNotFoundError(f"resume=true found no run to resume in {runs_dir} (paths.log_dir={log_dir}): start "
+                               "a run first, or give resume=<run directory or .ckpt>")
     return candidates[-1]
 
 
@@ -41,7 +73,7 @@ def resume_target(resume, log_dir) -> tuple[Path, Path | None]:
     if resume is True or str(resume).lower() == "true":
         run_dir, ckpt = latest_run(log_dir), None
     else:
-        run_dir, ckpt = resolve_run(resume)
+        run_dir, ckpt = resolve_run(resume, key="resume")
     if ckpt is None:
         last = run_dir / CKPT_DIR / "last.ckpt"
         ckpt = last if last.exists() else None
@@ -53,11 +85,13 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labkit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
     if not OmegaConf.has_resolver("labkit_run_dir"):
         OmegaConf.register_new_resolver("labkit_run_dir", _run_dir_resolver)
+    if not OmegaConf.has_resolver("labkit_hydra_subdir"):
+        OmegaConf.register_new_resolver("labkit_hydra_subdir", _hydra_subdir_resolver)
+    if not OmegaConf.has_resolver("labkit_run_name"):
+        OmegaConf.register_new_resolver("labkit_run_name", _run_name_resolver)
 
 
 register_resolvers()
-
-
 # ----- atomic files ------------------------------------------------------------------------------
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: a kill never leaves half a file."""
@@ -107,63 +141,179 @@ def save_figure(fig, path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def staged_dir(final):
+    """Yield a fresh hidden folder beside ``final``; on success it replaces ``final`` all at once (the previous
+    contents are removed only after the new ones are in place), on failure it is removed and ``final`` is kept."""
+    import shutil
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for left in final.parent.glob(f".{final.name}.*.replaced"):  # a kill between the two renames
+        if final.exists():
+            shutil.rmtree(left, ignore_errors=True)
+        else:
+            left.rename(final)
+    for left in final.parent.glob(f".{final.name}.*.staging"):  # a kill while reports were written
+        shutil.rmtree(left, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".staging"))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    os.chmod(stage, 0o777 & ~_umask())
+    old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:6]}.replaced")
+    if final.exists():
+        final.rename(old)
+    stage.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_json(path) -> dict:
     with open(path) as f:
         return json.load(f)
 
 
 # ----- run directories ---------------------------------------------------------------------------
+# A run directory refers to itself only through paths relative to it: config.yaml writes them as
+# ``${paths.output_dir}/...`` and metrics.json as ``checkpoints/<file>``; loading re-derives them from where
+# the directory is now, so a run that was moved or copied evaluates and resumes *itself*.
+HERE = "${paths.output_dir}"
+
+
+def _rebase(obj, roots: list[str], new: str):
+    """Every string inside ``obj`` that starts with one of ``roots`` (a run directory) rebased onto ``new``."""
+    if isinstance(obj, dict):
+        return {k: _rebase(v, roots, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rebase(v, roots, new) for v in obj]
+    if isinstance(obj, str):
+        for root in roots:
+            if obj == root:
+                return new
+            if obj.startswith(root + os.sep):
+                return new + "/" + obj[len(root) + 1:]
+    return obj
+
+
+def _forms(path) -> list[str]:
+    """The spellings of a directory that may appear in a config: as given, absolute, resolved."""
+    p = Path(path)
+    forms = {str(p), str(p.absolute()), str(p.resolve())}
+    return sorted((f for f in forms if f not in ("", ".")), key=len, reverse=True)
+
+
 def save_config(cfg: DictConfig, run_dir) -> Path:
-    """Save the resolved config (without Hydra's own node) as ``<run>/config.yaml``."""
+    """Save the resolved config (without Hydra's own node) as ``<run>/config.yaml``; every path inside the
+    run directory is written relative to it (``${paths.output_dir}/checkpoints``)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
+    container = _rebase(container, _forms(run_dir), HERE)
+    container.setdefault("paths", {})["output_dir"] = "."  # re-derived from the directory's location on load
     path = Path(run_dir) / CONFIG_FILE
     atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(container)))
     return path
 
 
 def load_config(run_dir) -> DictConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a labkit run directory? "
-                                f"It should hold {CONFIG_FILE}, {METRICS_FILE} and {CKPT_DIR}/")
-    return OmegaConf.load(path)
+    """The run's saved config with ``paths.output_dir`` set to where the directory is now (older configs that
+    hold absolute paths into their original location are rebased onto the current one)."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunNotFoundError(f"{run_dir} is not a labkit run directory: it has no {CONFIG_FILE} (a run directory "
+                               f"holds {CONFIG_FILE}, {METRICS_FILE} and {CKPT_DIR}/, under paths.log_dir/runs)")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:
+        raise RunNotFoundError(f"{path} cannot be read as YAML ({type(e).__name__}: {str(e).splitlines()[0]}): "
+                               "the run's config is damaged") from None
+    here = str(run_dir.resolve())
+    old = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_missing=False)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    if isinstance(old, str) and os.path.isabs(old) and old != here:
+        container = _rebase(container, _forms(old), HERE)
+    container.setdefault("paths", {})["output_dir"] = here
+    return OmegaConf.create(container)
 
 
-def resolve_run(path) -> tuple[Path, Path | None]:
-    """(run dir, checkpoint or None) from a run directory or a checkpoint path."""
+def resolve_run(path, key: str = "run") -> tuple[Path, Path | None]:
+    """(run dir, checkpoint or None) from a run directory or a checkpoint file inside one.
+
+    Raises :class:`RunNotFoundError` (before anything is written) when ``path`` is neither."""
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"run {p} does not exist: give a run directory (logs/runs/...) or a .ckpt file")
+        raise RunNotFoundError(f"{key}={path} does not exist: give a run directory (e.g. logs/runs/<run>) or a .ckpt "
+                               "file inside one")
     if p.is_file():
         run = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
+        if not is_run_dir(run):
+            raise RunNotFoundError(f"{key}={path}: the checkpoint is not inside a labkit run directory ({run} has no "
+                                   f"{CONFIG_FILE}); give the run directory it belongs to")
         return run, p
+    if not is_run_dir(p):
+        raise RunNotFoundError(f"{key}={path} is not a labkit run directory: it has no {CONFIG_FILE}. Give a folder "
+                               "under paths.log_dir/runs (or a sweep job folder), or a .ckpt inside one")
     return p, None
 
 
+def relative_to_run(path, run_dir) -> str | None:
+    """``path`` as stored in metrics.json: relative to the run directory when inside it."""
+    if not path:
+        return None
+    p, run = Path(path), Path(run_dir)
+    for root in _forms(run):
+        try:
+            return Path(os.path.abspath(p)).relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return str(p)
+
+
 def find_checkpoint(run_dir, which: str = "best") -> Path:
-    """The run's best (from metrics.json, else the newest non-last) or last checkpoint."""
+    """The run's best (as recorded in metrics.json, else the newest non-last) or last checkpoint.
+
+    Only files inside ``run_dir`` are considered: a run that lacks its checkpoints says so and never falls back to
+    a file elsewhere (such as the original of a copied run)."""
     run_dir = Path(run_dir)
     ckdir = run_dir / CKPT_DIR
     if which not in ("best", "last"):
-        p = Path(which)
-        return p if p.is_absolute() else ckdir / which
+        p = Path(which).expanduser()
+        for cand in ((p,) if p.is_absolute() else (run_dir / p, ckdir / p)):
+            if cand.is_file():
+                return cand
+        raise RunNotFoundError(f"ckpt={which}: no such checkpoint in {ckdir}; use best, last or a file name there")
     metrics = run_dir / METRICS_FILE
-    if which == "best" and metrics.exists():
+    if which == "best" and metrics.is_file():
         best = read_json(metrics).get("best_checkpoint")
-        if best and Path(best).exists():
-            return Path(best)
+        if best:
+            # relative (this layout) or, in older runs, absolute: only its place inside this run counts
+            p = run_dir / best if not os.path.isabs(best) else ckdir / Path(best).name
+            if p.is_file():
+                return p
+            raise RunNotFoundError(f"{run_dir} lacks its best checkpoint {CKPT_DIR}/{p.name} (recorded in "
+                                   f"{METRICS_FILE}): was the run copied or moved without its {CKPT_DIR}/ folder? "
+                                   f"Use ckpt=last or another file in {ckdir} if it is there")
     last = ckdir / "last.ckpt"
     if which == "last":
-        if last.exists():
+        if last.is_file():
             return last
-        raise FileNotFoundError(f"no last checkpoint in {ckdir}")
-    others = sorted((p for p in ckdir.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime)
+        raise RunNotFoundError(f"{run_dir} has no last checkpoint ({ckdir}/last.ckpt)")
+    others = sorted((p for p in ckdir.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime) \
+        if ckdir.is_dir() else []
     if others:
         return others[-1]
-    if last.exists():
+    if last.is_file():
         return last
-    raise FileNotFoundError(f"no checkpoint found in {ckdir}: did the run finish at least one epoch?")
+    raise RunNotFoundError(f"no checkpoint found in {ckdir}: did the run finish at least one epoch, or was it copied "
+                           f"without its {CKPT_DIR}/ folder?")
 
 
 # ----- sweep summary -----------------------------------------------------------------------------

@@ -12,12 +12,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from labkit import runs
 from labkit.callbacks import AtomicCheckpointIO
 from labkit.config import validate
-from labkit.errors import LabkitError
+from labkit.errors import ConfigError, LabkitError
 from labkit.models._shape import count_parameters
 
 log = logging.getLogger("labkit")
@@ -61,13 +61,18 @@ def build_object(node, **kwargs):
         raise
 
 
-def build(cfg: DictConfig):
-    """Build (data module, task) from a validated config, checking they fit together."""
+def build(cfg: DictConfig, apply_init_from: bool = True):
+    """Build (data module, task) from a validated config, checking they fit together; ``init_from=<run or .ckpt>``
+    then copies the matching weights into the task's network (skipped for a resume: its checkpoint has them)."""
     data = build_object(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     task = build_object(cfg.task, model=model_cfg)
     data.sampling = task.sampling
     task.check_compatible(data)
+    if apply_init_from and cfg.get("init_from"):
+        from labkit.models.init import init_from
+
+        task.init_from_report = init_from(task.model, cfg.init_from)
     return data, task
 
 
@@ -95,31 +100,192 @@ def _loggers(cfg: DictConfig) -> list:
             if isinstance(n, DictConfig) and "_target_" in n]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, test the best checkpoint and write config.yaml, metrics.json and checkpoints to the run dir.
+# ----- continuing a run with new settings ---------------------------------------------------------
+# Keys a resume may change: how long and how the run is driven, never what is being trained.
+RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
+                  "data.keep_on_device", "data.data_dir", "logger", "callbacks", "paths", "test", "expected",
+                  "tune_lr", "optimized_metric")
+# ... except these, which change the optimization itself or which checkpoint counts as the best
+RESUME_FIXED = ("trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
+                "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode")
+NOT_RECORDED = ("resume",)  # keys of the command line that are not part of a run's settings
 
-    Returns the metrics dict that is also written to ``<run dir>/metrics.json``.
+
+def _covers(prefixes, key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_key_allowed(key: str) -> bool:
+    return _covers(RESUME_DRIVING, key) and not _covers(RESUME_FIXED, key)
+
+
+def override_keys(overrides) -> list[str]:
+    """Dotted config keys named by command-line overrides (``task/optimizer=adam`` -> ``task.optimizer``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    for o in OverridesParser.create().parse_overrides(list(overrides or [])):
+        key = o.key_or_group.replace("/", ".")
+        if key.startswith("hydra.") or key == "hydra" or key in NOT_RECORDED:
+            continue
+        keys.append(key)
+    return keys
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None, dict[str, list]]:
+    """The config a ``resume=...`` continues with: the run's saved config plus the command line's overrides.
+
+    Overrides that only drive the run (``trainer.max_epochs``, ``data.num_workers``, ``logger``, ...) are applied;
+    any that would change the experiment itself raise :class:`ConfigError` naming the key. Nothing is written.
+    Returns (config, checkpoint to resume from or None, {key: [old, new]} of what changed).
     """
-    start = time.time()
-    resume_ckpt = None
-    if cfg.get("resume"):
-        run_dir, resume_ckpt = runs.resume_target(cfg.resume, cfg.paths.log_dir)
-        saved = runs.load_config(run_dir)
+    run_dir, ckpt = runs.resume_target(cfg.resume, cfg.paths.log_dir)
+    saved = runs.load_config(run_dir)
+    if ckpt is not None:
+        from labkit.safe_load import load_checkpoint
+
+        load_checkpoint(ckpt)  # unreadable or unsafe: refused now, with the file named, before anything is written
+    changes: dict[str, list] = {}
+    for key in override_keys(overrides):
+        if not resume_key_allowed(key):
+            raise ConfigError(
+                f"resume={cfg.resume} cannot change '{key}': it would change the experiment itself (model, data, task, "
+                f"optimizer and seed are fixed for a run), so the continued run would no longer be the one recorded in "
+                f"{run_dir}. Start a new run from its weights instead: python train.py init_from={run_dir} {key}=... "
+                f"(resume may change: {', '.join(RESUME_DRIVING)})")
+        new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        old = OmegaConf.select(saved, key, default=None, throw_on_missing=False)
+        if isinstance(new, DictConfig):  # a group choice (logger=csv): take the composed node as it is
+            new = OmegaConf.to_container(new, resolve=False)
         with open_dict(saved):
-            saved.paths.output_dir = str(run_dir)
-            saved.resume = str(run_dir)
-        cfg = saved
-        if resume_ckpt is None:
-            log.warning("%s has no checkpoint yet: training it from the start", run_dir)
-        else:
-            log.info("resuming %s from %s", run_dir, resume_ckpt)
+            OmegaConf.update(saved, key, new, merge=False, force_add=True)
+        before, after = _plain(old), _plain(OmegaConf.select(saved, key, default=None))
+        if before != after and not key.startswith("paths."):
+            changes[key] = [before, after]
+    with open_dict(saved):
+        saved.resume = str(run_dir)
+    return saved, ckpt, changes
+
+
+def _resolve_init_from(cfg: DictConfig) -> Path | None:
+    """The checkpoint that ``init_from=<run dir or .ckpt>`` names, checked before anything is written."""
+    if "init_from" in (cfg.get("model") or {}):
+        if cfg.model.init_from and not cfg.get("resume"):
+            raise ConfigError(f"model.init_from={cfg.model.init_from} has moved to the top level: use "
+                              f"init_from={cfg.model.init_from} (it works for every model and is recorded in config.yaml "
+                              "and metrics.json)")
+        with open_dict(cfg):  # configs saved by older labkit versions: the weights are in the run's checkpoints
+            del cfg.model["init_from"]
+    source = cfg.get("init_from")
+    if not source:
+        return None
+    from labkit.models.init import source_checkpoint
+
+    return source_checkpoint(source)
+
+
+def prepare(cfg: DictConfig, overrides=None) -> tuple[DictConfig, Path | None, dict[str, list]]:
+    """Everything that can be checked before a file is written: the resumed config and its changes, the seed,
+    the config's keys and values, and ``init_from``. Returns (config, checkpoint to resume from, changes)."""
+    resume_ckpt, changes = None, {}
+    if cfg.get("resume"):
+        cfg, resume_ckpt, changes = continue_config(cfg, _hydra_overrides() if overrides is None else overrides)
     if cfg.get("seed") is None:
         with open_dict(cfg):
             cfg.seed = random.randint(0, 2**31 - 1)
     validate(cfg)
+    for key in cfg.get("requires") or []:
+        if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) in (None, "", "???"):
+            raise ConfigError(f"{key} must be set for this preset: add {key}=... to the command line "
+                              f"(the preset's comment says what it expects)")
+    _resolve_init_from(cfg)
+    return cfg, resume_ckpt, changes
+
+
+def _record_resume(cfg: DictConfig, resume_ckpt: Path | None, changes: dict[str, list], run_dir: Path) -> None:
+    """Print what a resume changed and keep it in config.yaml's ``resume_history``."""
+    for key, (old, new) in changes.items():
+        log.info("resuming with %s: %s -> %s", key, old, new)
+    if resume_ckpt is None:
+        log.warning("%s has no checkpoint yet: training it from the start", run_dir)
+    else:
+        log.info("resuming %s from %s", run_dir, runs.relative_to_run(resume_ckpt, run_dir))
+    entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "from": runs.relative_to_run(resume_ckpt, run_dir),
+             "changes": {k: {"from": v[0], "to": v[1]} for k, v in changes.items()}}
+    with open_dict(cfg):
+        cfg.resume_history = [*(_plain(cfg.get("resume_history")) or []), entry]
+
+
+def hyperparameters(cfg: DictConfig, overrides) -> dict[str, Any]:
+    """What tells runs apart in TensorBoard's HParams tab and in comparisons: the overrides and the key settings."""
+    def short(target):
+        return str(target).rsplit(".", 1)[-1] if target else None
+
+    hp: dict[str, Any] = {
+        "model": short(OmegaConf.select(cfg, "model._target_")), "data": short(OmegaConf.select(cfg, "data._target_")),
+        "task": short(OmegaConf.select(cfg, "task._target_")),
+        "optimizer": short(OmegaConf.select(cfg, "task.optimizer._target_", default=None)),
+        "lr": OmegaConf.select(cfg, "task.optimizer.lr", default=None),
+        "batch_size": OmegaConf.select(cfg, "data.batch_size", default=None),
+        "max_epochs": OmegaConf.select(cfg, "trainer.max_epochs", default=None), "seed": cfg.get("seed"),
+    }
+    for key in override_keys(overrides):
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        hp[key] = value if not isinstance(value, DictConfig) else short(value.get("_target_")) or "…"
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hp.items() if v is not None}
+
+
+def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Hyper-parameters with the final metrics to every logger (TensorBoard: the HParams tab)."""
+    finals = {f"hparams/{k}": float(v) for k, v in metrics.items()
+              if k.startswith(("test/", "val/", "best_")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for lg in loggers:
+        try:
+            if type(lg).__name__ == "TensorBoardLogger":
+                lg.log_hyperparams(hp, metrics=finals or {"hparams/none": 0.0})
+            else:
+                lg.log_hyperparams(hp)
+            lg.save()
+        except Exception as e:  # a logger's failure must not cost the run its metrics.json
+            log.warning("could not log hyper-parameters to %s: %s", type(lg).__name__, e)
+
+
+def _compare_expected(cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """A preset's expected figures (the notes' result) beside this run's."""
+    for key, want in (cfg.get("expected") or {}).items():
+        got = metrics.get(key)
+        shown = f"{got:.4f}" if isinstance(got, (int, float)) else "not measured"
+        log.info("%s: notes: %s, this run: %s", key, want, shown)
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train, test the best checkpoint and write config.yaml, metrics.json and checkpoints to the run dir.
+
+    ``overrides`` are the command line's (taken from Hydra when None): with ``resume=...`` they are applied on
+    top of the run's saved config (see :func:`continue_config`). Returns the metrics dict that is also written
+    to ``<run dir>/metrics.json``.
+    """
+    start = time.time()
+    if overrides is None:
+        overrides = _hydra_overrides()
+    try:
+        cfg, resume_ckpt, changes = prepare(cfg, overrides)
+    except Exception as e:
+        e.labkit_refused = True  # nothing was written: record_failure must not write either
+        raise
+    if not cfg.get("resume"):
+        with open_dict(cfg):  # the command line of the run, kept in config.yaml (a resume's are in resume_history)
+            cfg.overrides = [o for o in overrides if not o.startswith("hydra") and not o.startswith("resume=")]
     pl.seed_everything(cfg.seed, workers=True)  # before building: the network's initial weights depend on it
-    data, task = build(cfg)
+    data, task = build(cfg, apply_init_from=resume_ckpt is None)
+    init_report = getattr(task, "init_from_report", None)
     out = _output_dir(cfg)
+    if cfg.get("resume"):
+        _record_resume(cfg, resume_ckpt, changes, out)
     runs.save_config(cfg, out)
 
     loggers = _loggers(cfg)
@@ -129,6 +295,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), trainer.checkpoint_callback)
     best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb else ""
+    last = out / runs.CKPT_DIR / "last.ckpt"
     metrics: dict[str, Any] = {
         "status": "ok",
         "seed": cfg.seed,
@@ -136,11 +303,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "trainable_params": count_parameters(task.model, trainable_only=True),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "best_checkpoint": best or None,
-        "last_checkpoint": str(out / runs.CKPT_DIR / "last.ckpt") if (out / runs.CKPT_DIR / "last.ckpt").exists()
-        else None,
-        "overrides": list(cfg.get("overrides") or _hydra_overrides()),
+        # relative to the run directory, so a moved or copied run finds its own files
+        "best_checkpoint": runs.relative_to_run(best, out),
+        "last_checkpoint": runs.relative_to_run(last, out) if last.exists() else None,
+        "overrides": list(cfg.get("overrides") or []),
     }
+    if cfg.get("init_from"):
+        metrics["init_from"] = str(cfg.init_from)
+        if init_report:
+            metrics["init_from_layers"] = {k: len(v) for k, v in init_report.items()}
     if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
         metrics[f"best_{ckpt_cb.monitor}"] = float(ckpt_cb.best_model_score)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
@@ -152,7 +323,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if "test/acc" in metrics:
             metrics["test/error"] = 100.0 * (1.0 - metrics["test/acc"])
     metrics["wall_time_s"] = time.time() - start
+    if cfg.get("resume"):
+        metrics["resumes"] = len(cfg.get("resume_history") or [])
     runs.write_json(out / runs.METRICS_FILE, metrics)
+    _log_final(loggers, hyperparameters(cfg, list(cfg.get("overrides") or []) + [f"{k}={v[1]}" for k, v in changes.items()]), metrics)
+    _compare_expected(cfg, metrics)
     log.info("run directory: %s", out)
     return metrics
 
@@ -167,12 +342,22 @@ def _hydra_overrides() -> list[str]:
 
 
 def record_failure(cfg: DictConfig, exc: BaseException) -> None:
-    """Write ``metrics.json`` with status 'failed' and the error's last line (used by sweeps)."""
+    """Record a failed job without losing anything: ``metrics.json`` with status 'failed' for a new run (used by
+    sweeps); for a run that already has results (a failed resume), ``resume_failed.json`` beside them instead."""
+    if getattr(exc, "labkit_refused", False):
+        return  # refused before anything was written (bad resume/init_from/config): write nothing now either
     try:
         out = Path(cfg.paths.output_dir)
+        if not out.is_dir():
+            return  # the failure came before the run directory existed: nothing to record, nothing to create
         last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        runs.write_json(out / runs.METRICS_FILE, {"status": "failed", "error": f"{type(exc).__name__}: {last}",
-                                                  "overrides": _hydra_overrides(),
-                                                  "traceback": traceback.format_exc()})
+        entry = {"status": "failed", "error": f"{type(exc).__name__}: {last}", "overrides": _hydra_overrides(),
+                 "time": time.strftime("%Y-%m-%d %H:%M:%S"), "traceback": traceback.format_exc()}
+        if (out / runs.METRICS_FILE).exists() or cfg.get("resume"):
+            failed = out / "resume_failed.json"
+            history = runs.read_json(failed).get("attempts", []) if failed.exists() else []
+            runs.write_json(failed, {"attempts": history + [entry]})
+        else:
+            runs.write_json(out / runs.METRICS_FILE, entry)
     except Exception:  # the original error matters more
         log.exception("could not record the failure")

@@ -216,7 +216,7 @@ def test_encoder_classifier_from_scratch_and_pretrained(conv_ae_run, cfg_factory
     pytest.importorskip("labkit.models.init", reason="model.init_from is handled by labkit.models.init")
     from labkit.train import build
 
-    _, task = build(cfg_factory("model=encoder_classifier", f"model.init_from={conv_ae_run}", sub="pre"))
+    _, task = build(cfg_factory("model=encoder_classifier", f"init_from={conv_ae_run}", sub="pre"))
     for name, w in task.model.state_dict().items():
         if name.startswith("encoder."):
             assert torch.equal(w, ae[name]), name

@@ -89,7 +89,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
 def test_truncated_checkpoint_gives_clear_error(tmp_path, cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=1", "logger=none")
     m = train(cfg)
-    ckpt = Path(m["best_checkpoint"])
+    ckpt = Path(cfg.paths.output_dir) / m["best_checkpoint"]  # relative to the run
     ckpt.write_bytes(ckpt.read_bytes()[:5000])
     with pytest.raises(UnsafeCheckpointError, match="truncated or corrupt"):
         load_checkpoint(ckpt)

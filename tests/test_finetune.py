@@ -11,7 +11,6 @@ from conftest import make_cfg
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.models import MLP, LeNet, MiniAlexNetV4
 from labkit.models import zoo
-from labkit.models.build import build_model
 from labkit.models.init import init_from
 from labkit.safe_load import load_checkpoint, state_dict_of
 from labkit.tasks import ClassificationTask
@@ -46,9 +45,12 @@ def test_init_from_run_keeps_matching_layers_and_renews_the_head(lenet_run, capl
     assert "kept 8 tensors" in caplog.text and "classifier.4" in caplog.text and "new" in caplog.text
 
 
-def test_init_from_through_the_model_config(lenet_run, tmp_path):
+def test_init_from_through_the_run_config(lenet_run, tmp_path, cfg_factory):
+    from labkit.train import build
+
     ckpt = next((lenet_run / "checkpoints").glob("*.ckpt"))
-    model = build_model({"_target_": "labkit.models.LeNet", "num_classes": 3, "init_from": str(ckpt)})
+    _, task = build(cfg_factory("model=lenet", "data.num_classes=3", f"init_from={ckpt}", sub="init"))
+    model = task.model
     source = state_dict_of(load_checkpoint(ckpt))
     assert torch.equal(model.features[0].weight, source["features.0.weight"])
     assert model.classifier[4].out_features == 3
@@ -66,13 +68,17 @@ def test_init_from_with_nothing_in_common(lenet_run):
 
 
 def test_cifar100_to_cifar10_preset(cfg_factory, lenet_run):
-    cfg = cfg_factory("experiment=minialexnet_v4_cifar100_to_cifar10", f"model.init_from={lenet_run}")
+    from labkit.errors import ConfigError
+    from labkit.train import prepare
+
+    cfg = cfg_factory("experiment=minialexnet_v4_cifar100_to_cifar10", f"init_from={lenet_run}")
     assert cfg.model._target_.endswith("MiniAlexNetV4") and cfg.data._target_.endswith("CIFAR10DataModule")
     assert cfg.trainer.max_epochs == 150 and cfg.data.batch_size == 1024
     assert cfg.task.optimizer.lr == 0.01 and cfg.task.optimizer.momentum == 0.99
-    assert cfg.model.init_from == str(lenet_run)
+    assert cfg.init_from == str(lenet_run)
     bare = cfg_factory("experiment=minialexnet_v4_cifar100_to_cifar10", sub="bare")
-    assert bare.model._get_node("init_from")._is_missing()  # must be given
+    with pytest.raises(ConfigError, match="init_from must be set"):  # must be given
+        prepare(bare)
 
 
 def test_transfer_presets_compose(cfg_factory):

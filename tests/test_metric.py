@@ -200,7 +200,7 @@ def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
     before = _score(untrained, data)
     metrics = train(cfg)
     assert metrics["status"] == "ok" and metrics["val/dist_neg"] > metrics["val/dist_pos"]
-    trained = load_task(metrics["last_checkpoint"], cfg.task._target_)
+    trained = load_task(Path(cfg.paths.output_dir) / metrics["last_checkpoint"], cfg.task._target_)
     after = _score(trained, data)
     assert after["precision_at_1"] > before["precision_at_1"]
     assert after["map_at_r"] > before["map_at_r"] + 0.1
@@ -309,8 +309,8 @@ def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
 
     cfg = cfg_factory("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=1",
                       "logger=none", "test=false")
-    ckpt = train(cfg)["last_checkpoint"]
-    _, clf = build(cfg_factory("model=embedding_classifier", f"model.init_from={ckpt}", "data=digits",
+    ckpt = Path(cfg.paths.output_dir) / train(cfg)["last_checkpoint"]
+    _, clf = build(cfg_factory("model=embedding_classifier", f"init_from={ckpt}", "data=digits",
                                sub="clf"))
     siamese = load_task(ckpt, cfg.task._target_).model
     for name, tensor in siamese.state_dict().items():

@@ -45,11 +45,11 @@ def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
     assert saved["params"] == 44426 and saved["seed"] == 0
     assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
-    assert Path(saved["best_checkpoint"]).exists()
+    assert (run / saved["best_checkpoint"]).exists()  # stored relative to the run
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
     # self-contained checkpoint: no extra arguments needed
-    task = ClassificationTask.load_from_checkpoint(saved["best_checkpoint"], weights_only=True)
+    task = ClassificationTask.load_from_checkpoint(run / saved["best_checkpoint"], weights_only=True)
     assert task(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
     # evaluate.py reproduces the test accuracy from the run's own config and checkpoint

@@ -1,6 +1,6 @@
 """Initialize a network from another run's weights (fine-tuning, note 001's CIFAR-100 -> CIFAR-10).
 
-``model.init_from=<run dir or checkpoint>`` copies every tensor whose name and shape match and leaves
+``init_from=<run dir or checkpoint>`` (a top-level key, applied by labkit.train) copies every tensor whose name and shape match and leaves
 the rest as freshly initialized, e.g. a MiniAlexNetV4 trained on CIFAR-100 gives all its layers but
 the 100-way output layer to a 10-class MiniAlexNetV4.
 """
@@ -19,11 +19,15 @@ log = logging.getLogger("labkit")
 
 
 def source_checkpoint(path: str | Path) -> Path:
-    """The file to read: ``path`` itself, or the best checkpoint of the run directory ``path``."""
+    """The file to read: ``path`` itself (a checkpoint or state_dict file), or the best checkpoint of the run
+    directory ``path``."""
     from labkit.runs import find_checkpoint, resolve_run
 
-    run_dir, ckpt = resolve_run(path)
-    return ckpt if ckpt is not None else find_checkpoint(run_dir, "best")
+    p = Path(str(path)).expanduser()
+    if p.is_file():
+        return p
+    run_dir, _ = resolve_run(p, key="init_from")
+    return find_checkpoint(run_dir, "best")
 
 
 def _layers(names: list[str]) -> list[str]:

@@ -38,11 +38,8 @@ class LabTask(pl.LightningModule):
                                    "compile": compile, "freeze": freeze, "unfreeze_at_epoch": unfreeze_at_epoch,
                                    "unfreeze_lr_factor": unfreeze_lr_factor})
         self._check_optimizer(self.hparams.optimizer)
+        self.hparams.model.pop("init_from", None)  # stored by labkit < 0.2, whose weights are in the checkpoint
         self.model = build_model(self.hparams.model)
-        if self.hparams.model.get("init_from"):
-            # the weights are in this task's checkpoints from now on: reloading must not read the source again
-            self.hparams.initialized_from = self.hparams.model["init_from"]
-            self.hparams.model["init_from"] = None
 
     @staticmethod
     def _check_optimizer(opt: Mapping[str, Any] | None) -> None:

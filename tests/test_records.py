@@ -1,0 +1,166 @@
+"""Runs as trustworthy records: continue with new settings, move or copy a run, refuse without writing."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from labkit import runs
+from labkit.errors import ConfigError
+from labkit.safe_load import UnsafeCheckpointError
+from labkit.train import record_failure, train
+from conftest import ROOT
+
+FAST = ("logger=none", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def _resume(cfg_factory, run: Path, *overrides: str, sub: str):
+    """train(cfg) as ``python train.py resume=<run> <overrides>`` calls it."""
+    return train(cfg_factory(f"resume={run}", *overrides, sub=sub), overrides=[f"resume={run}", *overrides])
+
+
+@pytest.fixture
+def one_epoch_run(cfg_factory):
+    cfg = cfg_factory("trainer.max_epochs=1", "callbacks.model_checkpoint.save_top_k=-1", "logger=csv", sub="first")
+    metrics = train(cfg, overrides=["trainer.max_epochs=1"])
+    return Path(cfg.paths.output_dir), metrics
+
+
+def test_resume_applies_new_trainer_limits_and_records_them(one_epoch_run, cfg_factory, caplog):
+    run, first = one_epoch_run
+    with caplog.at_level("INFO", logger="labkit"):
+        second = _resume(cfg_factory, run, "trainer.max_epochs=2", sub="again")
+    ckpts = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
+    assert {"epoch000.ckpt", "epoch001.ckpt", "last.ckpt"} <= ckpts and "epoch002.ckpt" not in ckpts
+    assert second["epochs"] == 2 and second["global_step"] == 2 * first["global_step"]
+    assert second["val/loss"] < first["val/loss"]  # it really trained one more epoch
+    assert "resuming with trainer.max_epochs: 1 -> 2" in caplog.text
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.trainer.max_epochs == 2
+    history = saved.resume_history
+    assert len(history) == 1 and history[0].changes["trainer.max_epochs"] == {"from": 1, "to": 2}
+    assert history[0]["from"] == "checkpoints/last.ckpt"
+    assert saved.overrides == ["trainer.max_epochs=1"]  # the run's own command line is kept
+    # the CSV curve continues in the same file: epoch 0 then epoch 1
+    with open(run / "csv" / "metrics.csv") as f:
+        epochs = [row["epoch"] for row in csv.DictReader(f) if row.get("val/loss")]
+    assert epochs == ["0", "1"]
+
+
+@pytest.mark.parametrize("override, key", [("model=lenet_v2", "model"), ("task.optimizer.lr=0.5", "task.optimizer.lr"),
+                                           ("seed=3", "seed"), ("data.batch_size=16", "data.batch_size"),
+                                           ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches")])
+def test_resume_refuses_to_change_the_experiment_and_writes_nothing(one_epoch_run, cfg_factory, override, key):
+    run, _ = one_epoch_run
+    before = _listing(run)
+    with pytest.raises(ConfigError, match=f"cannot change '{key}'") as e:
+        _resume(cfg_factory, run, "trainer.max_epochs=2", override, sub="refused")
+    assert "init_from=" in str(e.value)
+    assert _listing(run) == before
+
+
+def test_a_failed_resume_keeps_the_finished_runs_results(one_epoch_run, cfg_factory):
+    run, first = one_epoch_run
+    metrics_before = (run / "metrics.json").read_text()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    cfg = cfg_factory(f"resume={run}", "trainer.max_epochs=2", sub="broken")
+    with pytest.raises(UnsafeCheckpointError, match="last.ckpt") as e:
+        train(cfg, overrides=[f"resume={run}", "trainer.max_epochs=2"])
+    assert not (run / "resume_failed.json").exists()  # refused before anything was written
+    e.value.labkit_refused = False  # as if it had failed during training
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)  # as Hydra sets it for a resume
+    record_failure(cfg, e.value)  # what train.py does with any error
+    assert (run / "metrics.json").read_text() == metrics_before
+    attempts = runs.read_json(run / "resume_failed.json")["attempts"]
+    assert len(attempts) == 1 and attempts[0]["status"] == "failed"
+
+
+def test_a_moved_run_evaluates_and_resumes_itself(one_epoch_run, cfg_factory, tmp_path):
+    from labkit.evaluate import evaluate
+
+    run, first = one_epoch_run
+    assert str(run) not in (run / "config.yaml").read_text()  # nothing absolute points into the run
+    assert not os.path.isabs(runs.read_json(run / "metrics.json")["best_checkpoint"])
+    moved = tmp_path / "elsewhere" / "my-run"
+    moved.parent.mkdir()
+    shutil.move(str(run), moved)
+    report = evaluate(cfg_factory(f"run={moved}", name="evaluate", sub="ev"))
+    assert report["classification"]["accuracy"] == pytest.approx(first["test/acc"], abs=1e-6)
+    assert report["checkpoint"] == first["best_checkpoint"] and not run.exists()
+    _resume(cfg_factory, moved, "trainer.max_epochs=2", sub="res")
+    assert not run.exists()  # nothing was written at the old place
+    assert (moved / "checkpoints" / "epoch001.ckpt").exists()
+    state = torch.load(moved / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    assert all(str(moved.resolve()) in json.dumps(v, default=str) for k, v in state.items() if "Checkpoint" in k)
+
+
+def test_a_copied_run_without_checkpoints_never_uses_the_original(one_epoch_run, cfg_factory, tmp_path):
+    from labkit.evaluate import evaluate
+
+    run, _ = one_epoch_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    with pytest.raises(runs.RunNotFoundError, match="lacks its best checkpoint"):
+        evaluate(cfg_factory(f"run={copy}", name="evaluate", sub="ev"))
+    assert not (copy / "evaluation").exists()
+
+
+def test_a_killed_run_moved_elsewhere_resumes_in_its_new_place(cfg_factory, tmp_path):
+    cfg = cfg_factory("trainer.max_epochs=2", *FAST, sub="killed")
+    train(cfg, overrides=[])
+    run = Path(cfg.paths.output_dir)
+    (run / "metrics.json").unlink()  # as if killed after the last epoch's checkpoint
+    for p in (run / "checkpoints").glob("epoch*.ckpt"):
+        p.unlink()
+    moved = tmp_path / "moved-killed"
+    shutil.move(str(run), moved)
+    metrics = _resume(cfg_factory, moved, "trainer.max_epochs=3", sub="res")
+    assert metrics["epochs"] == 3 and (moved / "metrics.json").exists() and not run.exists()
+    assert (moved / metrics["best_checkpoint"]).is_file()
+
+
+def test_run_names_and_refusals_before_any_file(tmp_path):
+    """Through the real entry point: names say what ran; a refused resume writes nothing anywhere."""
+    env = dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT))
+    args = ["trainer.fast_dev_run=true", "logger=none", "trainer.enable_progress_bar=false"]
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "task=triplet", "model=embedding_net", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "logs" / "runs").iterdir()
+    assert run.name.endswith("_triplet-embedding_net-digits")
+    not_a_run = tmp_path / "notes"
+    not_a_run.mkdir()
+    (not_a_run / "mine.txt").write_text("keep")
+    for bad in (f"resume={not_a_run}", f"resume={run}"):
+        before_run, before_other = _listing(run), _listing(not_a_run)
+        res = subprocess.run([sys.executable, str(ROOT / "train.py"), bad, "model=lenet_v2"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode != 0
+        assert _listing(run) == before_run and _listing(not_a_run) == before_other
+    assert {p.name for p in (tmp_path / "logs" / "runs").iterdir()} == {run.name}
+
+
+def test_hparams_reach_tensorboard(cfg_factory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = cfg_factory("trainer.max_epochs=1", "task.optimizer.lr=0.05", sub="hp")
+    train(cfg, overrides=["task.optimizer.lr=0.05"])
+    found = {}
+    for ev in Path(cfg.paths.output_dir, "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        found.update(acc.PluginTagToContent("hparams"))
+    assert "_hparams_/session_start_info" in found
+    blob = found["_hparams_/session_start_info"]
+    assert b"task.optimizer.lr" in blob and b"hparams/test/acc" in found["_hparams_/experiment"]
