@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,21 +65,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for name in names:
             log.info("report: %s", name)
             results[name] = get_report(name)(task, data, cfg, out_dir)
-        results = _relative_paths(results, out_dir, final)
+        results = _relative_paths(results, out_dir, final.relative_to(run_dir), run_dir)
         runs.write_json(out_dir / "report.json", results)
     print(format_results(results))
     log.info("reports written to %s", final)
     return results
 
 
-def _relative_paths(obj, staging: Path, final: Path):
-    """Paths that reports return, as they will be after the swap (relative to the evaluation folder)."""
+def _relative_paths(obj, staging: Path, final: Path, run_dir: Path):
+    """Paths that reports return as they will be after the swap, relative to the run directory (so that
+    report.json stays true when the run is moved): ``evaluation/test/tsne_codes.png``."""
     if isinstance(obj, dict):
-        return {k: _relative_paths(v, staging, final) for k, v in obj.items()}
+        return {k: _relative_paths(v, staging, final, run_dir) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_relative_paths(v, staging, final) for v in obj]
+        return [_relative_paths(v, staging, final, run_dir) for v in obj]
     if isinstance(obj, str) and obj.startswith(str(staging)):
-        return obj[len(str(staging)):].lstrip("/") or "."
+        return (final / obj[len(str(staging)):].lstrip("/")).as_posix()
+    if isinstance(obj, str) and os.path.isabs(obj):
+        return runs.relative_to_run(obj, run_dir)
     return obj
 
 

@@ -185,8 +185,8 @@ def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
     assert rep["knn_accuracy_codes"] > 0.5 and rep["knn_accuracy_pixels"] > 0.5      # chance is 0.10
     assert rep["fewshot_shots"] == 100 and len(rep["fewshot_accuracy_codes"]) == 3
     assert rep["fewshot_accuracy_codes_mean"] > 0.5 and rep["fewshot_accuracy_pixels_std"] >= 0
-    assert Path(rep["tsne_png"]).read_bytes()[:4] == b"\x89PNG"
-    proj = Path(rep["projector_dir"])
+    assert (conv_ae_run / rep["tsne_png"]).read_bytes()[:4] == b"\x89PNG"
+    proj = conv_ae_run / rep["projector_dir"]  # report paths are relative to the run
     assert (proj / "projector_config.pbtxt").exists()
     emb = proj / "00000" / "codes"
     assert len((emb / "metadata.tsv").read_text().splitlines()) == 150
@@ -202,7 +202,7 @@ def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
     assert ano["auroc"] > 0.95
     assert ano["in_distribution_correct_percent"] > 90 and ano["ood_correct_percent"] > 90
     assert ano["mean_l2_ood"] > ano["mean_l2_in"]
-    assert Path(ano["boxplot_png"]).read_bytes()[:4] == b"\x89PNG"
+    assert (conv_ae_run / ano["boxplot_png"]).read_bytes()[:4] == b"\x89PNG"
     assert results["anomaly"]["auroc"] == ano["auroc"]
 
 
@@ -232,7 +232,7 @@ def test_anomaly_with_a_data_config_as_ood(cfg_factory, tmp_path):
                        "++reports=[anomaly]", name="evaluate")
     ano = evaluate(ecfg)["anomaly"]
     assert ano["ood"] == "fashion_mnist" and ano["samples_ood"] == 100 and ano["samples_fit_ood"] == 20
-    assert 0.0 <= ano["auroc"] <= 1.0 and Path(ano["boxplot_png"]).exists()
+    assert 0.0 <= ano["auroc"] <= 1.0 and (tmp_path / "run" / ano["boxplot_png"]).exists()
     with pytest.raises(Exception, match="ood='nope' is invalid"):
         evaluate(cfg_factory(f"run={tmp_path / 'run'}", "ood=nope", "++reports=[anomaly]", name="evaluate"))
 

@@ -287,7 +287,7 @@ def test_retrieval_report_on_a_classification_run(cfg_factory):
     for key in ("nn1_accuracy", "knn_accuracy", "precision_at_1", "r_precision", "map_at_r", "tsne_png"):
         assert key in rep
     assert rep["embedding_dim"] == 84 and "penultimate" in rep["embedding"] and rep["knn_k"] == 5
-    assert 0.0 <= rep["map_at_r"] <= 1.0 and Path(rep["tsne_png"]).stat().st_size > 0
+    assert 0.0 <= rep["map_at_r"] <= 1.0 and (Path(cfg.paths.output_dir) / rep["tsne_png"]).stat().st_size > 0
     saved = json.loads((Path(cfg.paths.output_dir) / "evaluation" / "test" / "report.json").read_text())
     assert {"classification", "retrieval"} <= set(saved)
 
