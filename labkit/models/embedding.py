@@ -100,15 +100,9 @@ class BackboneEmbedding(nn.Module):
             if hasattr(net, attr):
                 delattr(net, attr)
         self.backbone = net
-        was = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net(torch.zeros(1, in_channels, image_size, image_size))
-        finally:
-            net.train(was)
-        self.pool = out.ndim > 2
-        features = out.shape[1]
+        out = feature_shape(net, in_channels, image_size, arch)  # (D,) or a (D, h, w) feature map
+        self.pool = len(out) > 1
+        features = out[0]
         if embedding_size is not None and (isinstance(embedding_size, bool) or not isinstance(embedding_size, int)
                                            or embedding_size <= 0):
             raise ConfigError(f"model.embedding_size={embedding_size!r} is invalid: use a positive integer or null")
