@@ -162,7 +162,10 @@ def build(arch: str, num_classes: int = 1000, in_channels: int = 3, image_size: 
     return model
 
 
-# ----- the conf/model/*.yaml targets: ``labkit.models.zoo.<arch>`` is ``build`` with that arch ---------------
+# ----- the conf/model/*.yaml targets ---------------------------------------------------------------------------
+# ``labkit.models.zoo.<arch>`` is :func:`build` with that arch. The YAMLs say ``arch: <arch>`` and
+# ``_target_: labkit.models.zoo.${.arch}``, so the target always matches the arch, and checkpoints saved before
+# ``arch:`` existed (they name ``labkit.models.zoo.<arch>`` and no arch) rebuild the same network.
 def _named_builder(arch: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
                 pretrained: bool | str = False, arch: str = arch) -> nn.Module:
