@@ -37,11 +37,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
 from labkit.errors import ConfigError, DatasetNotFoundError
+from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = {"train": ("train_set", "train_RGB", "train_set.txt"), "test": ("test_set", "test_RGB", "test_set.txt")}
 
 
@@ -104,11 +103,7 @@ def pose_similarity(poses: np.ndarray, max_distance: float = 0.3, max_angle: flo
 # ----- images --------------------------------------------------------------------------------------
 def resized_size(width: int, height: int, size: int, square: bool) -> tuple[int, int]:
     """(H, W) after torchvision's ``Resize(size)`` (shorter side = size) or ``Resize((size, size))``."""
-    if square:
-        return size, size
-    if height <= width:
-        return size, int(size * width / height)
-    return int(size * height / width), size
+    return (size, size) if square else shorter_side_size(height, width, size)
 
 
 def load_image(path: Path, out_hw: tuple[int, int], fast: bool = False) -> np.ndarray:

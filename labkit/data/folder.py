@@ -36,11 +36,10 @@ from torch.utils.data import DataLoader, Dataset
 from labkit.data.base import LabDataModule
 from labkit.data.tensor import holdout
 from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError, LabkitError
+from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LABKIT_DIR = ".labkit"
 VERIFIED_FILE = "verified.csv"
@@ -102,9 +101,7 @@ def scan_class_folders(root: Path, exclude: Sequence[str] = ()) -> tuple[list[st
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
     """What torchvision's ``Resize(size)`` does to a PIL image (same output size rule and filter)."""
     w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_h, new_w = shorter_side_size(h, w, size)
     if (new_w, new_h) == (w, h):
         return img
     return img.resize((new_w, new_h), Image.Resampling.BILINEAR)
@@ -202,9 +199,9 @@ class ImageFolderDataModule(LabDataModule):
             raise ConfigError(f"data.channels={channels!r} is invalid for image files: use 3 (RGB; grey images "
                               "are converted) or 1 (greyscale)")
         if kwargs.get("mean") is None:
-            kwargs["mean"] = IMAGENET_MEAN if channels == 3 else [float(np.mean(IMAGENET_MEAN))]
+            kwargs["mean"] = list(IMAGENET_MEAN) if channels == 3 else [float(np.mean(IMAGENET_MEAN))]
         if kwargs.get("std") is None:
-            kwargs["std"] = IMAGENET_STD if channels == 3 else [float(np.mean(IMAGENET_STD))]
+            kwargs["std"] = list(IMAGENET_STD) if channels == 3 else [float(np.mean(IMAGENET_STD))]
         super().__init__(**kwargs)
         fractions = _fractions(split)
         if fractions is None:

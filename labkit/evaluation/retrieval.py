@@ -2,8 +2,8 @@
 
 Queries are the evaluated split, the gallery is the training split (validation when evaluating train).
 Embeddings come from ``task.embed`` (metric-learning tasks) or, for any other task, from the network's
-penultimate features: the input of its last ``nn.Linear`` (or of a zoo model's head), spatially averaged when
-it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
+penultimate features: the input of its head (:class:`labkit.models.heads.Penultimate`), spatially averaged
+when it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
 
 * ``nn1_accuracy`` / ``precision_at_1``: the nearest gallery item has the query's label (the same number);
 * ``knn_accuracy``: majority vote of the ``knn_k`` nearest (:func:`labkit.evaluation.embed.knn_predict`);
@@ -21,44 +21,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from labkit.evaluation import get_report, register
 from labkit.evaluation.embed import extract, knn_predict, nearest, tsne_plot
 from labkit.evaluation.representation import gallery_split, option
+from labkit.models.heads import Penultimate
 
 log = logging.getLogger(__name__)
 
 # at most this many neighbour entries (queries x k) per faiss search call, to bound memory
 SEARCH_BUDGET = 20_000_000
-
-
-class Penultimate(nn.Module):
-    """Runs ``model`` and returns the input of its head (the zoo model's head, else the last ``nn.Linear``),
-    flattened, with feature maps averaged over their spatial positions. Models without such a layer return
-    their own (flattened) output. Input ``(N, C, H, W)``, output ``(N, D)``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        head_name = getattr(getattr(model, "_orig_mod", model), "labkit_head", None)
-        if head_name:
-            self.layer, self.layer_name = getattr(model, "_orig_mod", model).get_submodule(head_name), head_name
-        else:
-            linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-            self.layer_name, self.layer = linears[-1] if linears else (None, None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer is None:
-            return self.model(x).flatten(1)
-        seen: list[torch.Tensor] = []
-        handle = self.layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
-        try:
-            self.model(x)
-        finally:
-            handle.remove()
-        f = seen[-1]
-        return f.flatten(2).mean(2) if f.ndim > 2 else f.flatten(1)
 
 
 def embedding_fn(task) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:

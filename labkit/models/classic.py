@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from labkit.models._shape import feature_shape
+from labkit.models.shape import feature_shape
 
 
 class MLP(nn.Module):

@@ -17,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.errors import ConfigError
-from labkit.models._shape import feature_shape
+from labkit.images import shorter_side_size
+from labkit.models.heads import remove_head
+from labkit.models.shape import feature_shape
+
 
 class EmbeddingNet(nn.Module):
     """Note 002's ``EmbeddingNet``: LeNet-like features without the 10-unit output layer.
@@ -75,40 +78,31 @@ class BackboneEmbedding(nn.Module):
     """A torchvision network of :mod:`labkit.models.zoo` without its classifier: input ``(N, C, H, W)``
     (ImageNet-normalized), output ``(N, D)``.
 
-    D is the backbone's feature size (mobilenet_v2: 1280, resnet18: 512, alexnet/vgg16: 4096). The head is
-    replaced by ``Identity``, and so is a classifier block left with only dropout (mobilenet_v2's
-    ``classifier``, as note 002 does). ``embedding_size`` adds a ``Linear(D, embedding_size)`` projection
+    ``arch`` is a key of :data:`labkit.models.zoo.FAMILIES` (``name`` is accepted for it, as configs saved
+    before labkit called it ``arch`` spell it). D is the backbone's feature size (mobilenet_v2: 1280,
+    resnet18: 512, alexnet/vgg16: 4096): :func:`labkit.models.heads.remove_head` replaces the head by
+    ``Identity``, and so a classifier block left with only dropout (mobilenet_v2's ``classifier``, as note 002
+    does). ``embedding_size`` adds a ``Linear(D, embedding_size)`` projection
     (null: none, as in note 002). ``pretrained`` loads ImageNet weights from torch's cache (see
     :func:`labkit.models.zoo.build`; missing offline -> :class:`WeightsNotFoundError`); note 002 starts from a
     random init.
     """
 
-    def __init__(self, name: str = "mobilenet_v2", pretrained: bool | str = False, in_channels: int = 3,
-                 image_size: int = 224, embedding_size: int | None = None):
+    def __init__(self, arch: str = "mobilenet_v2", pretrained: bool | str = False, in_channels: int = 3,
+                 image_size: int = 224, embedding_size: int | None = None, name: str | None = None):
         super().__init__()
         from labkit.models import zoo
 
-        net = zoo.build(name, num_classes=1, in_channels=in_channels, image_size=image_size, pretrained=pretrained)
-        head = zoo.head_name(net)
-        zoo.replace_module(net, head, nn.Identity())
-        parent_name = head.rpartition(".")[0]
-        if parent_name:
-            parent = net.get_submodule(parent_name)
-            if all(isinstance(m, (nn.Dropout, nn.Identity)) for m in parent.children()):
-                zoo.replace_module(net, parent_name, nn.Identity())
-        for attr in ("labkit_head", "labkit_arch", "num_classes"):
+        arch = name or arch  # ``name``: this option's spelling in configs saved before ``arch``
+        net = zoo.build(arch, num_classes=1, in_channels=in_channels, image_size=image_size, pretrained=pretrained)
+        remove_head(net)
+        for attr in ("labkit_arch", "num_classes"):
             if hasattr(net, attr):
                 delattr(net, attr)
         self.backbone = net
-        was = net.training
-        net.eval()
-        try:
-            with torch.no_grad():
-                out = net(torch.zeros(1, in_channels, image_size, image_size))
-        finally:
-            net.train(was)
-        self.pool = out.ndim > 2
-        features = out.shape[1]
+        out = feature_shape(net, in_channels, image_size, arch)  # (D,) or a (D, h, w) feature map
+        self.pool = len(out) > 1
+        features = out[0]
         if embedding_size is not None and (isinstance(embedding_size, bool) or not isinstance(embedding_size, int)
                                            or embedding_size <= 0):
             raise ConfigError(f"model.embedding_size={embedding_size!r} is invalid: use a positive integer or null")
@@ -138,9 +132,7 @@ class RawPixels(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        short, long = min(h, w), max(h, w)
-        if short != self.size:
-            new_long = int(self.size * long / short)
-            out = (self.size, new_long) if h <= w else (new_long, self.size)
+        out = shorter_side_size(h, w, self.size)
+        if out != (h, w):
             x = F.interpolate(x.float(), size=out, mode="bilinear", antialias=True, align_corners=False)
         return x.flatten(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from labkit.models._shape import feature_shape
+from labkit.models.shape import feature_shape
 
 
 def _features(in_channels: int, batch_norm: bool) -> nn.Sequential:

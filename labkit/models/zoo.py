@@ -10,8 +10,8 @@ torchvision weight files and labkit checkpoints of these models are interchangea
 * the first convolution rebuilt for ``in_channels`` when that is not 3 (from pretrained weights: the
   RGB filters averaged and spread over the new channels, so a grey image replicated to RGB gives
   the same response);
-* ``model.labkit_head``: the dotted name of the head module (see :func:`head_name`), which
-  ``task.freeze=backbone`` keeps trainable.
+* ``model.labkit_head``: the dotted name of the head module, the head protocol of :mod:`labkit.models.heads`
+  (``task.freeze=backbone`` keeps it trainable).
 
 Inputs are ``(N, C, H, W)`` images normalized like ImageNet (mean 0.485/0.456/0.406, std
 0.229/0.224/0.225; ``conf/data/caltech101.yaml`` does this), 224x224 in the notes.
@@ -32,6 +32,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from labkit.errors import ConfigError, IncompatibleError, WeightsNotFoundError
+from labkit.models.heads import head_name, head_parameter_names, replace_module, reset_head  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -120,24 +121,6 @@ def _build_torchvision(arch: str, weights) -> nn.Module:
 
 
 # ----- adaptation -----------------------------------------------------------------------------------
-def _parent(model: nn.Module, dotted: str) -> tuple[nn.Module, str]:
-    parent_name, _, child = dotted.rpartition(".")
-    return (model.get_submodule(parent_name) if parent_name else model), child
-
-
-def replace_module(model: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent, child = _parent(model, dotted)
-    setattr(parent, child, new)  # nn.Sequential accepts setattr with its index string
-
-
-def _new_head(old: nn.Module, num_classes: int) -> nn.Module:
-    if isinstance(old, nn.Linear):
-        return nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-    if isinstance(old, nn.Conv2d):  # SqueezeNet: 1x1 convolution to class maps, then global average pooling
-        return nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride)
-    raise TypeError(f"cannot replace a head of type {type(old).__name__}")
-
-
 def _adapt_stem(model: nn.Module, in_channels: int, pretrained: bool) -> None:
     name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -153,7 +136,10 @@ def _adapt_stem(model: nn.Module, in_channels: int, pretrained: bool) -> None:
 
 def build(arch: str, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
           pretrained: bool | str = False) -> nn.Module:
-    """Build torchvision's ``arch`` (a key of :data:`FAMILIES`) adapted to ``num_classes`` and ``in_channels``."""
+    """Build torchvision's ``arch`` (a key of :data:`FAMILIES`) adapted to ``num_classes`` and ``in_channels``.
+
+    Input ``(N, in_channels, image_size, image_size)``, ImageNet-normalized; output ``(N, num_classes)`` logits.
+    """
     if arch not in FAMILIES:
         raise ConfigError(f"unknown zoo model {arch!r}: choose one of {', '.join(FAMILIES)}")
     for key, v in (("num_classes", num_classes), ("in_channels", in_channels), ("image_size", image_size)):
@@ -165,99 +151,33 @@ def build(arch: str, num_classes: int = 1000, in_channels: int = 3, image_size: 
                                 f"{fam.min_size}x{fam.min_size} (ImageNet models expect 224); raise data.image_size")
     weights = resolve_weights(arch, pretrained)
     model = _build_torchvision(arch, weights)
-    old = model.get_submodule(fam.head)
-    replace_module(model, fam.head, _new_head(old, num_classes))
+    model.labkit_head = fam.head  # the head protocol (labkit.models.heads)
+    reset_head(model, num_classes)
     model.num_classes = num_classes  # as the notes do for SqueezeNet and ResNet
     if in_channels != 3:
         _adapt_stem(model, in_channels, weights is not None)
         if getattr(model, "transform_input", False):  # GoogLeNet's RGB re-normalization needs 3 channels
             model.transform_input = False
-    model.labkit_head = fam.head
     model.labkit_arch = arch
     return model
 
 
-def head_name(model: nn.Module) -> str | None:
-    """Dotted name of a zoo model's classification layer (``None`` for other models)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "labkit_head", None)
+# ----- the conf/model/*.yaml targets ---------------------------------------------------------------------------
+# ``labkit.models.zoo.<arch>`` is :func:`build` with that arch. The YAMLs say ``arch: <arch>`` and
+# ``_target_: labkit.models.zoo.${.arch}``, so the target always matches the arch, and checkpoints saved before
+# ``arch:`` existed (they name ``labkit.models.zoo.<arch>`` and no arch) rebuild the same network.
+def _named_builder(arch: str) -> Callable[..., nn.Module]:
+    def builder(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
+                pretrained: bool | str = False, arch: str = arch) -> nn.Module:
+        return build(arch, num_classes, in_channels, image_size, pretrained)
+
+    fam = FAMILIES[arch]
+    builder.__name__ = builder.__qualname__ = arch
+    builder.__doc__ = (f"{arch} (torchvision) with head ``{fam.head}`` for ``num_classes``: :func:`build` with "
+                       f"``arch={arch!r}``. Input at least {fam.min_size}x{fam.min_size}, 224x224 in the notes.")
+    return builder
 
 
-def head_parameter_names(model: nn.Module) -> list[str]:
-    """Names (as in ``model.named_parameters()``) of the head's parameters of a zoo model."""
-    name = head_name(model)
-    if name is None:
-        raise ValueError(f"{type(model).__name__} was not built by labkit.models.zoo")
-    return [f"{name}.{n}" for n, _ in getattr(model, "_orig_mod", model).get_submodule(name).named_parameters()]
-
-
-# ----- one builder per family (the conf/model/*.yaml targets) -----------------------------------------
-def alexnet(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-            pretrained: bool | str = False) -> nn.Module:
-    """AlexNet (torchvision), head ``classifier[6]`` = Linear(4096, num_classes).
-
-    Input ``(N, C, H, W)`` ImageNet-normalized, 224x224 in the notes, at least 63x63. 61M parameters.
-    """
-    return build("alexnet", num_classes, in_channels, image_size, pretrained)
-
-
-def vgg16(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-          pretrained: bool | str = False) -> nn.Module:
-    """VGG16 (torchvision), head ``classifier[6]`` = Linear(4096, num_classes).
-
-    Input ``(N, C, H, W)`` ImageNet-normalized, 224x224 in the notes, at least 32x32. 138M parameters.
-    """
-    return build("vgg16", num_classes, in_channels, image_size, pretrained)
-
-
-def googlenet(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-              pretrained: bool | str = False) -> nn.Module:
-    """GoogLeNet / Inception v1 (torchvision) without auxiliary classifiers, head ``fc`` = Linear(1024, num_classes).
-
-    Input ``(N, C, H, W)`` ImageNet-normalized, 224x224 in the notes, at least 15x15. Returns logits
-    (a tensor) in training and evaluation.
-    """
-    return build("googlenet", num_classes, in_channels, image_size, pretrained)
-
-
-def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-             pretrained: bool | str = False) -> nn.Module:
-    """ResNet-18 (torchvision), head ``fc`` = Linear(512, num_classes).
-
-    Input ``(N, C, H, W)`` ImageNet-normalized, 224x224 in the notes (any size works: global pooling).
-    """
-    return build("resnet18", num_classes, in_channels, image_size, pretrained)
-
-
-def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-             pretrained: bool | str = False) -> nn.Module:
-    """ResNet-34 (torchvision), head ``fc`` = Linear(512, num_classes). Input ``(N, C, H, W)``, 224x224 typical."""
-    return build("resnet34", num_classes, in_channels, image_size, pretrained)
-
-
-def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-             pretrained: bool | str = False) -> nn.Module:
-    """ResNet-50 (torchvision), head ``fc`` = Linear(2048, num_classes). Input ``(N, C, H, W)``, 224x224 typical.
-
-    ``pretrained: IMAGENET1K_V2`` selects torchvision's newer, more accurate weights.
-    """
-    return build("resnet50", num_classes, in_channels, image_size, pretrained)
-
-
-def squeezenet1_0(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-                  pretrained: bool | str = False) -> nn.Module:
-    """SqueezeNet 1.0 (torchvision), head ``classifier[1]`` = Conv2d(512, num_classes, 1x1) + global pooling.
-
-    The notes' choice for Caltech101 (77.30% test accuracy). Input ``(N, C, H, W)`` ImageNet-normalized,
-    224x224 in the notes, at least 21x21. 1.2M parameters.
-    """
-    return build("squeezenet1_0", num_classes, in_channels, image_size, pretrained)
-
-
-def mobilenet_v2(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
-                 pretrained: bool | str = False) -> nn.Module:
-    """MobileNetV2 (torchvision), head ``classifier[1]`` = Linear(1280, num_classes).
-
-    Input ``(N, C, H, W)`` ImageNet-normalized, 224x224 typical (any size works: global pooling).
-    """
-    return build("mobilenet_v2", num_classes, in_channels, image_size, pretrained)
+for _arch in FAMILIES:
+    globals()[_arch] = _named_builder(_arch)
+del _arch

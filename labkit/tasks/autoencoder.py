@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, probe_output
+from labkit.tasks.logging import FirstBatch, log_image_grids
 
 # fixed seed of the noise drawn at validation/test time, so that val/loss is comparable across epochs
 EVAL_NOISE_SEED = 1234
@@ -35,7 +36,7 @@ class AutoencoderTask(LabTask):
         if isinstance(log_images, bool) or not isinstance(log_images, int) or log_images < 0:
             raise ConfigError(f"task.log_images={log_images!r} is invalid: use an integer >= 0")
         self.save_hyperparameters({"log_images": log_images})
-        self._grid: dict[str, torch.Tensor] | None = None
+        self._first_val = FirstBatch()
         self._eval_gen: torch.Generator | None = None
 
     # ----- what the variants change --------------------------------------------------------------
@@ -105,7 +106,7 @@ class AutoencoderTask(LabTask):
             if out["input"] is not x:
                 grid["noisy_inputs"] = out["input"][:n]
             grid["reconstructions"] = out["recon"][:n]
-            self._grid = {k: v.detach().float().cpu() for k, v in grid.items()}
+            self._first_val.keep(self, **grid)
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
@@ -115,31 +116,10 @@ class AutoencoderTask(LabTask):
         return self.model(x)
 
     # ----- TensorBoard image grids ----------------------------------------------------------------
-    def _for_display(self, x: torch.Tensor) -> torch.Tensor:
-        """Undo the data module's normalization (or min-max scale when it is unknown), clamped to [0, 1]."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
-        if mean is not None and std is not None and len(mean) == x.shape[1]:
-            m = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-            s = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-            x = x * s + m
-        else:
-            lo, hi = x.amin(), x.amax()
-            x = (x - lo) / (hi - lo).clamp_min(1e-8)
-        return x.clamp(0, 1)
-
     def on_validation_epoch_end(self) -> None:
-        grid, self._grid = self._grid, None
-        if grid is None or self.trainer.sanity_checking:
-            return
-        from pytorch_lightning.loggers import TensorBoardLogger
-        from torchvision.utils import make_grid
-
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        for name, images in grid.items():
-            img = make_grid(self._for_display(images), nrow=10, padding=2)
-            for w in writers:
-                w.add_image(f"val/{name}", img, global_step=self.global_step)
+        grid = self._first_val.take()
+        if grid is not None:
+            log_image_grids(self, grid)
 
 
 class DenoisingAutoencoderTask(AutoencoderTask):

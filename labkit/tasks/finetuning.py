@@ -1,7 +1,7 @@
 """Transfer learning as in note 004: freeze the pretrained layers, train the new head, then optionally
 unfreeze everything and fine-tune the whole network at a lower learning rate.
 
-``task.freeze=backbone`` trains only the head (see :func:`find_head`); ``task.unfreeze_at_epoch=N``
+``task.freeze=backbone`` trains only the head (:func:`labkit.models.heads.find_head`); ``task.unfreeze_at_epoch=N``
 makes the whole network trainable at the start of epoch N (0-based, so after N epochs of head-only
 training) and multiplies every learning rate by ``task.unfreeze_lr_factor`` (null: never unfreeze).
 Frozen BatchNorm layers stay in evaluation mode (their running statistics are frozen too) until the
@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from labkit.errors import ConfigError
+from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
 log = logging.getLogger("labkit")
 
@@ -48,40 +49,6 @@ def check_finetune_args(freeze: Any, unfreeze_at_epoch: Any, unfreeze_lr_factor:
     return freeze
 
 
-def find_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """``(dotted name, module)`` of the layer that produces the network's output.
-
-    In order: a ``labkit_head`` attribute (set by :mod:`labkit.models.zoo`; any model may define it),
-    ``output_layer`` (MLP), the last Linear/Conv2d of ``classifier`` (LeNet, MiniAlexNet), else the
-    model's last ``nn.Linear``.
-    """
-    model = getattr(model, "_orig_mod", model)
-    name = getattr(model, "labkit_head", None)
-    if isinstance(name, str) and name:
-        return name, model.get_submodule(name)
-    out = getattr(model, "output_layer", None)
-    if isinstance(out, nn.Module):
-        return "output_layer", out
-    clf = getattr(model, "classifier", None)
-    if isinstance(clf, nn.Module):
-        layers = [(n, m) for n, m in clf.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        if layers:
-            n, m = layers[-1]
-            return (f"classifier.{n}" if n else "classifier"), m
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return linears[-1]
-    raise ConfigError(f"task.freeze=backbone: cannot tell which layer of {type(model).__name__} is the head (it has "
-                      "no labkit_head attribute, output_layer, classifier or nn.Linear); set task.freeze=null or "
-                      "give the model a labkit_head attribute naming its output layer")
-
-
-def head_parameter_names(model: nn.Module) -> list[str]:
-    """Names (as in ``model.named_parameters()``) of the parameters :func:`find_head` calls the head."""
-    name, head = find_head(model)
-    return [f"{name}.{n}" for n, _ in head.named_parameters()]
-
-
 def _count(params) -> int:
     return sum(p.numel() for p in params)
 
@@ -105,8 +72,7 @@ class BackboneFinetuning(BaseFinetuning):
 
     @staticmethod
     def _net(pl_module: pl.LightningModule) -> nn.Module:
-        net = getattr(pl_module, "model", pl_module)
-        return getattr(net, "_orig_mod", net)
+        return unwrap(getattr(pl_module, "model", pl_module))
 
     def _backbone_params(self, net: nn.Module) -> list[torch.nn.Parameter]:
         prefix = self.head + "."
@@ -119,7 +85,10 @@ class BackboneFinetuning(BaseFinetuning):
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         net = self._net(pl_module)
-        self.head, head = find_head(net)
+        try:
+            self.head, head = find_head(net)
+        except HeadNotFoundError as e:
+            raise HeadNotFoundError(f"task.freeze=backbone: {e}; or set task.freeze=null") from None
         head_ids = {id(p) for p in head.parameters()}
         for p in net.parameters():
             p.requires_grad = id(p) in head_ids

@@ -21,6 +21,7 @@ from torch import nn
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, probe_output
+from labkit.tasks.logging import FirstBatch, log_projector
 
 MINERS = ("batch_hard", "semi_hard")
 
@@ -58,7 +59,7 @@ class MetricTask(LabTask):
         if isinstance(projector, bool) or not isinstance(projector, int) or projector < 0:
             raise ConfigError(f"task.projector={projector!r} is invalid: use an integer >= 0 (0 = off)")
         self.save_hyperparameters({"margin": _check_number("margin", margin), "projector": projector})
-        self._projection: tuple | None = None
+        self._first_val = FirstBatch()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding of a batch of images: ``(N, D)``."""
@@ -103,38 +104,13 @@ class MetricTask(LabTask):
     # ----- TensorBoard projector -----------------------------------------------------------------------
     def _keep_projection(self, x: torch.Tensor, emb: torch.Tensor, y: torch.Tensor) -> None:
         n = self.hparams.projector
-        if n and not (self._trainer is not None and self.trainer.sanity_checking):
-            self._projection = (emb[:n].detach().float().cpu(), y[:n].detach().cpu(), x[:n].detach().float().cpu())
+        if n:
+            self._first_val.keep(self, emb=emb[:n], y=y[:n], x=x[:n])
 
     def on_validation_epoch_end(self) -> None:
-        proj, self._projection = self._projection, None
-        if proj is None or self._trainer is None:
-            return
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        if not writers:
-            return
-        emb, y, x = proj
-        metadata = [str(int(v)) if v.numel() == 1 else ",".join(f"{float(t):.2f}" for t in v.flatten())
-                    for v in y]
-        thumbs = _thumbnails(x)
-        for w in writers:
-            w.add_embedding(emb, metadata=metadata, label_img=thumbs, global_step=self.current_epoch,
-                            tag="val_embedding")
-
-
-def _thumbnails(x: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """Images min-max scaled to [0, 1] per image and shrunk to at most ``size`` pixels (projector sprites)."""
-    lo = x.flatten(1).amin(1).view(-1, 1, 1, 1)
-    hi = x.flatten(1).amax(1).view(-1, 1, 1, 1)
-    x = (x - lo) / (hi - lo).clamp_min(1e-8)
-    h, w = x.shape[-2:]
-    if max(h, w) > size:
-        scale = size / max(h, w)
-        x = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-                          antialias=True, align_corners=False)
-    return x.clamp(0, 1)
+        kept = self._first_val.take()
+        if kept is not None:
+            log_projector(self, kept["emb"], kept["y"], kept["x"])
 
 
 class SiameseTask(MetricTask):
