@@ -165,7 +165,7 @@ def test_a_model_a_dataset_and_a_task_from_outside_labkit(tmp_path, monkeypatch)
         assert 0.0 <= metrics[key] <= (1.0 if key.endswith("acc") else float("inf")), key
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.task._target_ == "labkit_toy_task.HingeTask" and saved.data._target_.endswith("StripesDataModule")
-    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / metrics["best_checkpoint"], map_location="cpu", weights_only=True)
     assert set(ckpt["state_dict"]) == {"model.features.0.weight", "model.features.0.bias", "model.out.weight",
                                        "model.out.bias"}
 
