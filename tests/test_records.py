@@ -160,8 +160,10 @@ def test_hparams_reach_tensorboard(cfg_factory):
     for ev in Path(cfg.paths.output_dir, "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(ev))
         acc.Reload()
-        if "hparams" in acc.ActivePlugins():
+        try:
             found.update(acc.PluginTagToContent("hparams"))
+        except KeyError:  # an event file without hyper-parameters
+            pass
     assert "_hparams_/session_start_info" in found
     blob = found["_hparams_/session_start_info"]
     assert b"task.optimizer.lr" in blob and b"hparams/test/acc" in found["_hparams_/experiment"]
