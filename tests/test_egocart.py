@@ -48,6 +48,7 @@ def egocart_root(tmp_path) -> Path:
 
 
 def _module(root: Path, **kw) -> EgoCartDataModule:
+    kw.setdefault("cache_root", str(root.parent.parent / "cache"))  # <tmp>/cache, not ~/.cache
     kw.setdefault("image_size", 16)
     kw.setdefault("num_workers", 0)
     kw.setdefault("batch_size", 8)
@@ -129,7 +130,8 @@ def test_cache_matches_jpeg_decoding_and_is_reused(egocart_root):
     assert cached.input_shape == plain.input_shape == (3, 16, 26)  # 40x24 -> shorter side 16, as Resize(16)
     cached.prepare_data()
     cached.setup()
-    files = sorted((egocart_root / ".labkit_cache").glob("egocart_*_16x26_*.npy"))
+    assert not (egocart_root / ".labkit_cache").exists()  # nothing is written into the dataset folder
+    files = sorted((egocart_root.parent.parent / "cache").glob("egocart-*/egocart_*_16x26_*.npy"))
     assert [f.name.split("_")[1] for f in files] == ["test", "train"]
     mtimes = [f.stat().st_mtime_ns for f in files]
     plain.setup()
