@@ -39,8 +39,10 @@ class CheckpointNotFoundError(LabkitError, FileNotFoundError):
 # (both module spellings: numpy < 2 writes numpy.core, numpy >= 2 numpy._core) and the bytes helper that
 # protocol-2 pickles of Python 3 bytes use. None of them runs code from the file.
 _NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype")}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    _NUMPY_GLOBALS |= {(_mod, "_reconstruct"), (_mod, "scalar")}
+for _core in ("numpy.core", "numpy._core"):
+    # _frombuffer: how protocol-5 pickles rebuild arrays (frombuffer + reshape)
+    _NUMPY_GLOBALS |= {(f"{_core}.multiarray", "_reconstruct"), (f"{_core}.multiarray", "scalar"),
+                       (f"{_core}.numeric", "_frombuffer")}
 SAFE_GLOBALS = frozenset(_NUMPY_GLOBALS | {("_codecs", "encode")})
 _SAFE_BUILTINS = frozenset({"set", "frozenset", "bytearray", "complex"})  # protocol-2 spellings of plain data
 
@@ -56,9 +58,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in SAFE_GLOBALS and not (module in ("builtins", "__builtin__")
                                                         and name in _SAFE_BUILTINS):
             raise _Refused(module, name)
-        if module == "numpy.core.multiarray":  # numpy >= 2 moved it; avoid the deprecated alias
+        if module.startswith("numpy.core."):  # numpy >= 2 moved it; avoid the deprecated alias
             try:
-                return getattr(importlib.import_module("numpy._core.multiarray"), name)
+                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core."):]), name)
             except ImportError:
                 pass
         return super().find_class(module, name)
