@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -96,10 +95,11 @@ def _first_line(e: BaseException) -> str:
 
 # ----- checkpoints -----------------------------------------------------------------------------------
 def _looks_like_torch_file(path: Path) -> bool:
-    """True for a zip archive (torch.save's format) or a pickle stream (the legacy format and plain pickles)."""
+    """True when the file starts like a zip archive (torch.save's format, even if truncated) or a binary pickle
+    stream (the legacy format and plain pickles)."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+        head = f.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

@@ -58,7 +58,7 @@ def test_cifar_batch_with_a_code_payload_is_refused_and_runs_nothing(tmp_path, p
     marker = tmp_path / "pwned"
     with open(d / "data_batch_3", "wb") as f:
         pickle.dump(_cifar_batch(filenames=payload(marker)), f, protocol=protocol)
-    dm = CIFAR10DataModule(data_dir=str(tmp_path / "data"))
+    dm = CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3)
     with pytest.raises(UnsafeFileError) as e:
         dm.setup()
     msg = str(e.value)
@@ -74,7 +74,7 @@ def test_cifar_meta_with_a_payload_is_refused(tmp_path):
     with open(d / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)], "x": _System(marker)}, f)
     with pytest.raises(UnsafeFileError, match="meta"):
-        CIFAR100DataModule(data_dir=str(tmp_path / "data"), num_classes=100).setup()
+        CIFAR100DataModule(data_dir=str(tmp_path / "data"), num_classes=100, channels=3).setup()
     assert not marker.exists()
 
 
@@ -100,7 +100,7 @@ def test_cifar_batch_that_is_not_a_pickle_names_the_file(tmp_path, content, why)
     d = write_cifar(tmp_path / "data", 10)
     (d / "test_batch").write_bytes(content)
     with pytest.raises(CorruptFileError) as e:
-        CIFAR10DataModule(data_dir=str(tmp_path / "data")).setup()
+        CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3).setup()
     assert str(d / "test_batch") in str(e.value) and "re-download" in str(e.value) and why in str(e.value)
     assert isinstance(e.value, LabkitError)
 
@@ -110,11 +110,11 @@ def test_cifar_pickle_of_the_wrong_shape_names_the_file(tmp_path):
     with open(d / "data_batch_1", "wb") as f:
         pickle.dump({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}, f)
     with pytest.raises(CorruptFileError, match="data_batch_1"):
-        CIFAR10DataModule(data_dir=str(tmp_path / "data")).setup()
+        CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3).setup()
     with open(d / "data_batch_1", "wb") as f:
         pickle.dump([1, 2, 3], f)
     with pytest.raises(CorruptFileError, match="data_batch_1.*not a cifar10 batch"):
-        CIFAR10DataModule(data_dir=str(tmp_path / "data")).setup()
+        CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3).setup()
 
 
 # ----- corrupt IDX files -------------------------------------------------------------------------------
@@ -400,7 +400,7 @@ def test_an_empty_class_folder_stops_setup_naming_it(tmp_path):
     root = _image_tree(tmp_path / "flowers", classes=("a", "b", "c"), empty=("b",))
     (root / "b" / "readme.txt").write_text("not an image")
     dm = ImageFolderDataModule(root=str(root), num_classes=3, resize=24, image_size=16,
-                               cache_root=str(tmp_path / "cache"))
+                               work_dir=str(tmp_path / "cache"))
     with pytest.raises(IncompatibleError) as e:
         dm.setup()
     msg = str(e.value)
@@ -409,7 +409,7 @@ def test_an_empty_class_folder_stops_setup_naming_it(tmp_path):
     assert not (tmp_path / "cache").exists()  # checked before anything is written
     # following the advice works
     ok = ImageFolderDataModule(root=str(root), num_classes=2, exclude=["b"], resize=24, image_size=16,
-                               cache_root=str(tmp_path / "cache"))
+                               work_dir=str(tmp_path / "cache"))
     ok.setup()
     assert ok.classes == ["a", "c"]
 
@@ -418,7 +418,7 @@ def test_a_class_folder_of_only_unreadable_images_stops_setup(tmp_path):
     root = _image_tree(tmp_path / "flowers", classes=("a", "b", "c"), empty=("c",))
     (root / "c" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     dm = ImageFolderDataModule(root=str(root), num_classes=3, resize=24, image_size=16,
-                               cache_root=str(tmp_path / "cache"))
+                               work_dir=str(tmp_path / "cache"))
     with pytest.raises(IncompatibleError, match=r"hold no readable images: .*flowers/c\b"):
         dm.setup()
 
@@ -429,6 +429,6 @@ def test_caltech101_empty_category_keeps_background_excluded_in_the_advice(tmp_p
     root = _image_tree(tmp_path / "data" / "caltech101" / "101_ObjectCategories",
                        classes=("BACKGROUND_Google", "ant", "bee"), empty=("bee",))
     dm = Caltech101DataModule(data_dir=str(tmp_path / "data"), num_classes=2, resize=24, image_size=16,
-                              cache_root=str(tmp_path / "cache"))
+                              work_dir=str(tmp_path / "cache"))
     with pytest.raises(IncompatibleError, match=r"data.exclude=\[BACKGROUND_Google,bee\]"):
         dm.setup()
