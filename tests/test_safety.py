@@ -432,3 +432,27 @@ def test_caltech101_empty_category_keeps_background_excluded_in_the_advice(tmp_p
                               work_dir=str(tmp_path / "cache"))
     with pytest.raises(IncompatibleError, match=r"data.exclude=\[BACKGROUND_Google,bee\]"):
         dm.setup()
+
+
+# ----- other files labkit reads back --------------------------------------------------------------------
+def test_an_edited_split_file_is_named(tmp_path):
+    root = _image_tree(tmp_path / "flowers")
+    kw = dict(root=str(root), num_classes=3, resize=24, image_size=16, work_dir=str(tmp_path / "work"))
+    dm = ImageFolderDataModule(**kw)
+    dm.setup()
+    test_csv = dm.split_dir / "test.csv"
+    test_csv.write_text("path,label\na/0.jpg,7\n")
+    with pytest.raises(CorruptFileError, match=rf"{test_csv} is corrupt: label '7'.*delete"):
+        ImageFolderDataModule(**kw).setup()
+    test_csv.write_bytes(b"\x00\xff\xfe garbage")
+    with pytest.raises(CorruptFileError, match=str(test_csv)):
+        ImageFolderDataModule(**kw).setup()
+
+
+def test_a_binary_egocart_label_file_is_named(tmp_path):
+    from labkit.data.egocart import read_labels
+
+    f = tmp_path / "train_set.txt"
+    f.write_bytes(b"\xff\xd8\xff\xe0 a jpeg, not labels")
+    with pytest.raises(CorruptFileError, match=rf"{f} is not a text file of labels"):
+        read_labels(f)

@@ -58,23 +58,27 @@ def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     """
     path = Path(path)
     names, rows = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            where = f"{path}, line {lineno}"
-            if len(parts) < 6:
-                raise CorruptFileError(f"{where}: expected 6 whitespace-separated columns (image, depth image, x, y, u, v), "
-                                 f"found {len(parts)}: {line.strip()!r}")
-            try:
-                vals = [float(v) for v in parts[2:6]]
-            except ValueError:
-                raise CorruptFileError(f"{where}: columns 3-6 (x, y, u, v) must be numbers: {line.strip()!r}") from None
-            if not np.all(np.isfinite(vals)) or vals[2] == 0 and vals[3] == 0:
-                raise CorruptFileError(f"{where}: x, y, u, v must be finite and (u, v) non-zero: {line.strip()!r}")
-            names.append(parts[0])
-            rows.append(vals)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path} is not a text file of labels ({e}): expected one line per image with 6 "
+                               "whitespace-separated columns (image, depth image, x, y, u, v)") from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(parts) < 6:
+            raise CorruptFileError(f"{where}: expected 6 whitespace-separated columns (image, depth image, x, y, "
+                                   f"u, v), found {len(parts)}: {line.strip()!r}")
+        try:
+            vals = [float(v) for v in parts[2:6]]
+        except ValueError:
+            raise CorruptFileError(f"{where}: columns 3-6 (x, y, u, v) must be numbers: {line.strip()!r}") from None
+        if not np.all(np.isfinite(vals)) or vals[2] == 0 and vals[3] == 0:
+            raise CorruptFileError(f"{where}: x, y, u, v must be finite and (u, v) non-zero: {line.strip()!r}")
+        names.append(parts[0])
+        rows.append(vals)
     if not rows:
         raise CorruptFileError(f"{path} holds no label lines: expected one line per image with 6 "
                                "whitespace-separated columns (image, depth image, x, y, u, v)")

@@ -89,6 +89,19 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _read_table(path: Path, columns: Sequence[str], fix: str) -> list[dict[str, str]]:
+    """The rows of a CSV file labkit saved, or a :class:`CorruptFileError` naming it (edited, truncated...)."""
+    from labkit.safe_load import CorruptFileError
+
+    try:
+        rows = _read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CorruptFileError(f"{path} cannot be read ({type(e).__name__}: {e}); {fix}") from None
+    if any(any(r.get(c) is None for c in columns) for r in rows):
+        raise CorruptFileError(f"{path} is corrupt: every row needs the columns {', '.join(columns)}; {fix}")
+    return rows
+
+
 def check_image(path: Path) -> str:
     """'' when ``path`` is a readable image, else the reason (verify() checks the structure, load() decodes)."""
     try:
@@ -419,9 +432,10 @@ class ImageFolderDataModule(LabDataModule):
         return out
 
     def _read_split(self, d: Path, files: dict[str, Path], good, classes) -> dict[str, list]:
+        fix = f"delete {d} to make a new split"
         saved_classes = d / "classes.csv"
         if saved_classes.exists():
-            names = [r["class"] for r in _read_csv(saved_classes)]
+            names = [r["class"] for r in _read_table(saved_classes, ("label", "class"), fix)]
             if names != classes:
                 raise IncompatibleError(f"{self.name}: the class folders changed since the split in {d} was made "
                                         f"(saved {len(names)}, now {len(classes)}); delete {d} to make a new split")
@@ -429,8 +443,14 @@ class ImageFolderDataModule(LabDataModule):
         out, missing, dropped = {}, [], []
         for s in SPLITS:
             rows = []
-            for r in _read_csv(files[s]):
-                p, label = r["path"], int(r["label"])
+            for r in _read_table(files[s], ("path", "label"), fix):
+                p, label = r["path"], r["label"]
+                if not label.isdigit() or int(label) >= len(classes):
+                    from labkit.safe_load import CorruptFileError
+
+                    raise CorruptFileError(f"{files[s]} is corrupt: label {label!r} of {p} is not one of 0..."
+                                           f"{len(classes) - 1}; {fix}")
+                label = int(label)
                 if p in self.corrupt:
                     dropped.append(p)
                 elif p not in good_set:

@@ -58,8 +58,9 @@ def _read_idx(path: Path) -> np.ndarray:
         raise CorruptFileError(f"{path} cannot be read as a gzip-compressed IDX file ({type(e).__name__}: "
                                f"{str(e)[:200]}). {_REPLACE}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise CorruptFileError(f"{path} is not an IDX file of unsigned bytes: it starts with {data[:4].hex() or 'nothing'}"
-                               f", where an IDX file starts with 000008 and its number of dimensions. {_REPLACE}")
+        raise CorruptFileError(f"{path} is not an IDX file of unsigned bytes: it starts with "
+                               f"{data[:4].hex() or 'nothing'}, where an IDX file starts with 000008 and its number "
+                               f"of dimensions. {_REPLACE}")
     ndim = data[3]
     if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise CorruptFileError(f"{path} is truncated or corrupt: its header announces {ndim} dimensions but the file "
