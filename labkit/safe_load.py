@@ -82,7 +82,7 @@ def safe_unpickle(path: str | Path, what: str = "a pickle of plain data and nump
             f"{e.qualname}, which could run code when loaded. labkit refused it; nothing was executed. Replace the "
             "file with a genuine copy (or re-download it).") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            UnicodeDecodeError, MemoryError, OverflowError) as e:
+            UnicodeDecodeError, MemoryError, OverflowError, RecursionError) as e:
         detail = "empty file" if path.stat().st_size == 0 else f"{type(e).__name__}: {_first_line(e)}"
         raise CorruptFileError(f"{path} is not {what}: it does not unpickle ({detail}). The file is truncated or "
                                "corrupt: replace it with a genuine copy (or re-download it).") from None

@@ -456,3 +456,19 @@ def test_a_binary_egocart_label_file_is_named(tmp_path):
     f.write_bytes(b"\xff\xd8\xff\xe0 a jpeg, not labels")
     with pytest.raises(CorruptFileError, match=rf"{f} is not a text file of labels"):
         read_labels(f)
+
+
+def test_labels_outside_the_dataset_range_name_the_file(tmp_path):
+    raw = write_mnist(tmp_path / "data")
+    from labkit.data.vision import write_idx
+
+    labels = np.zeros(100, np.uint8)
+    labels[5] = 200
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(CorruptFileError, match=r"t10k-labels-idx1-ubyte is corrupt: it holds the label 200"):
+        MNISTDataModule(data_dir=str(tmp_path / "data")).setup()
+    d = write_cifar(tmp_path / "data", 10)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump(_cifar_batch(n=4, labels=[0, 1, 2, 10]), f)
+    with pytest.raises(CorruptFileError, match=r"test_batch is corrupt: its labels go from 0 to 10"):
+        CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3).setup()

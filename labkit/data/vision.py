@@ -6,6 +6,7 @@ CIFAR) by labkit itself; torchvision is only used to download them when ``downlo
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -67,7 +68,7 @@ def _read_idx(path: Path) -> np.ndarray:
                                f"has {len(data)} bytes. {_REPLACE}")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
+    if body.size != math.prod(dims):
         raise CorruptFileError(f"{path} is truncated or corrupt: its header says {' x '.join(map(str, dims))} bytes "
                                f"of data, the file holds {body.size}. {_REPLACE}")
     return body.reshape(dims)
@@ -90,6 +91,7 @@ class MNISTDataModule(InMemoryImageDataModule):
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
     torchvision_class = "MNIST"
+    file_classes = 10  # labels in the files are 0..9
 
     @property
     def raw_dir(self) -> Path:
@@ -135,6 +137,9 @@ class MNISTDataModule(InMemoryImageDataModule):
                 raise CorruptFileError(f"{self.name} {split}: the images in {img_file} (shape {img.shape}) and the "
                                        f"labels in {lab_file} (shape {lab.shape}) do not match: expected N images "
                                        f"and N labels. {_REPLACE}")
+            if len(lab) and int(lab.max()) >= self.file_classes:
+                raise CorruptFileError(f"{lab_file} is corrupt: it holds the label {int(lab.max())}, but {self.name} "
+                                       f"labels are 0..{self.file_classes - 1}. {_REPLACE}")
             out.append(Split(torch.from_numpy(img.copy()).unsqueeze(1), torch.from_numpy(lab.astype(np.int64))))
         return out[0], out[1]
 
@@ -162,6 +167,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     meta = ("batches.meta", "label_names")
     label_key = "labels"
     torchvision_class = "CIFAR10"
+    file_classes = 10
 
     @property
     def root(self) -> Path:
@@ -201,6 +207,9 @@ class CIFAR10DataModule(InMemoryImageDataModule):
                                        f"its '{self.label_key}' not integers ({e}). {_REPLACE}") from None
             if len(x) != len(y):
                 raise CorruptFileError(f"{path} is corrupt: {len(x)} images but {len(y)} labels. {_REPLACE}")
+            if len(y) and (y.min() < 0 or y.max() >= self.file_classes):
+                raise CorruptFileError(f"{path} is corrupt: its labels go from {y.min()} to {y.max()}, but {self.name} "
+                                       f"labels are 0..{self.file_classes - 1}. {_REPLACE}")
             xs.append(x)
             ys.append(y)
         return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
@@ -229,3 +238,4 @@ class CIFAR100DataModule(CIFAR10DataModule):
     meta = ("meta", "fine_label_names")
     label_key = "fine_labels"
     torchvision_class = "CIFAR100"
+    file_classes = 100
