@@ -102,6 +102,28 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+def _unsafe_checkpoint(path: Path, e: BaseException) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{path} cannot be loaded safely: it contains pickled Python objects beyond tensors and plain data "
+        f"({_first_line(e)}). labkit only reads weights_only checkpoints; nothing was executed. "
+        "Re-save the weights as a state_dict if you trust the file.")
+
+
+def refuse_unsafe_weights(path: str | Path) -> None:
+    """Raise :class:`UnsafeCheckpointError` when ``path`` is a PyTorch file whose pickle needs more than tensors
+    and plain data; any other problem is left to the caller's loader. For files that third-party code then loads
+    with ``weights_only=False`` (torchvision's cached ImageNet weights)."""
+    path = Path(path)
+    try:
+        if not _looks_like_torch_file(path):
+            return
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unsafe_checkpoint(path, e) from None
+    except Exception:  # unreadable for another reason: the caller's own loader reports it
+        return
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
@@ -118,10 +140,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"{path} cannot be loaded safely: it contains pickled Python objects beyond tensors and plain data "
-            f"({_first_line(e)}). labkit only reads weights_only checkpoints; nothing was executed. "
-            "Re-save the weights as a state_dict if you trust the file.") from None
+        raise _unsafe_checkpoint(path, e) from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise UnsafeCheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
                                     f"{type(e).__name__}: {_first_line(e)}") from None

@@ -472,3 +472,19 @@ def test_labels_outside_the_dataset_range_name_the_file(tmp_path):
         pickle.dump(_cifar_batch(n=4, labels=[0, 1, 2, 10]), f)
     with pytest.raises(CorruptFileError, match=r"test_batch is corrupt: its labels go from 0 to 10"):
         CIFAR10DataModule(data_dir=str(tmp_path / "data"), channels=3).setup()
+
+
+def test_cached_pretrained_weights_carrying_code_are_refused(tmp_path, monkeypatch):
+    import torchvision.models as tvm
+
+    from labkit.models import zoo
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    bad = cache / zoo.weights_file(tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1)
+    torch.save({"features.0.weight": torch.zeros(1), "x": _Open(marker)}, bad)
+    with pytest.raises(UnsafeCheckpointError, match=rf"{bad} cannot be loaded safely.*nothing was executed"):
+        zoo.squeezenet1_0(num_classes=5, pretrained=True)
+    assert not marker.exists()
