@@ -304,7 +304,7 @@ class ImageFolderDataModule(LabDataModule):
         if [round(f, 6) for f in self.split] != [0.6, 0.1, 0.3]:
             name += "_" + "-".join(f"{f:g}" for f in self.split)
         assert self.images_root is not None
-        legacy = self.images_root / LABKIT_DIR / name  # where labkit < 0.x saved it: keep the same test set
+        legacy = self.images_root / LABKIT_DIR / name  # where older labkit versions saved it: same test set
         if not self.work_dir and all((legacy / f"{s}.csv").is_file() for s in SPLITS):
             return legacy
         return self.labkit_dir / name
