@@ -122,7 +122,9 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that serializes in memory, then writes a temporary file and renames it."""
+    """``TorchCheckpointIO`` that serializes in memory, then writes a temporary file and renames it
+    (:func:`labkit.runs.atomic_write_bytes`): the checkpoint gets the permissions the umask gives, and the first
+    save into a folder removes the temporaries (``.<name>.<pid>-<host>-<random>.labkit-tmp``) of killed saves."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:

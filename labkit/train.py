@@ -284,6 +284,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     data, task = build(cfg, apply_init_from=resume_ckpt is None)
     init_report = getattr(task, "init_from_report", None)
     out = _output_dir(cfg)
+    for folder in (out, out / runs.CKPT_DIR):  # temporaries that a killed writer left behind
+        runs.clean_stale_temporaries(folder)
     if cfg.get("resume"):
         _record_resume(cfg, resume_ckpt, changes, out)
     runs.save_config(cfg, out)

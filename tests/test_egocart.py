@@ -48,6 +48,7 @@ def egocart_root(tmp_path) -> Path:
 
 
 def _module(root: Path, **kw) -> EgoCartDataModule:
+    kw.setdefault("cache_root", str(root.parent.parent / "cache"))  # <tmp>/cache, not ~/.cache
     kw.setdefault("image_size", 16)
     kw.setdefault("num_workers", 0)
     kw.setdefault("batch_size", 8)
@@ -129,7 +130,8 @@ def test_cache_matches_jpeg_decoding_and_is_reused(egocart_root):
     assert cached.input_shape == plain.input_shape == (3, 16, 26)  # 40x24 -> shorter side 16, as Resize(16)
     cached.prepare_data()
     cached.setup()
-    files = sorted((egocart_root / ".labkit_cache").glob("egocart_*_16x26_*.npy"))
+    assert not (egocart_root / ".labkit_cache").exists()  # nothing is written into the dataset folder
+    files = sorted((egocart_root.parent.parent / "cache").glob("egocart-*/egocart_*_16x26_*.npy"))
     assert [f.name.split("_")[1] for f in files] == ["test", "train"]
     mtimes = [f.stat().st_mtime_ns for f in files]
     plain.setup()
@@ -214,3 +216,41 @@ def test_rgb_baseline_preset_runs_without_training(cfg_factory, tmp_path):
                                name="evaluate", sub="eval"))["localization"]
     assert rep["features"] == 3 * 32 * 53 and "baseline_rgb32_features" not in rep
     assert rep["position_error_mean_m"] < 0.5
+
+
+# ----- file safety ---------------------------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cache_is_never_unpickled_and_a_bad_one_is_named(egocart_root, tmp_path):
+    from labkit.safe_load import CorruptFileError
+
+    data = _module(egocart_root, cache_resized=True)
+    path = data.cache_path("test")
+    path.parent.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    np.save(path, np.array([_Payload(marker)], dtype=object), allow_pickle=True)  # a hostile "cache"
+    data.build_cache("train")
+    with pytest.raises(CorruptFileError, match=rf"{path}.*delete it"):
+        data.setup()
+    assert not marker.exists()
+    np.save(path, np.zeros((3, 3, 16, 26), np.uint8))  # the wrong number of frames
+    with pytest.raises(CorruptFileError, match=r"expected uint8 \(16, 3, 16, 26\)"):
+        _module(egocart_root, cache_resized=True).setup()
+
+
+def test_a_killed_cache_build_leaves_nothing_behind_for_the_next_run(egocart_root):
+    from labkit import runs
+
+    data = _module(egocart_root, cache_resized=True)
+    path = data.cache_path("train")
+    path.parent.mkdir(parents=True)
+    dead = f".{path.name}.999999999-{runs._HOST}-0badcafe{runs.TMP_SUFFIX}"  # no such pid
+    (path.parent / dead).write_bytes(b"\0" * 1000)
+    data.prepare_data()
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(data.cache_path(s).name for s in ("train", "test"))

@@ -17,6 +17,13 @@ from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 CLASSES = ["Faces", "accordion", "airplanes"]  # sorted() order: capitals first, like torchvision
 
 
+@pytest.fixture(autouse=True)
+def _cache_root(tmp_path, monkeypatch):
+    """Modules built without a cache_root use $LABKIT_CACHE_DIR: keep it inside the test's folder."""
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 def write_tree(root: Path, classes=CLASSES, per_class: int = 8, background: bool = True, corrupt: bool = True,
                seed: int = 0) -> Path:
     """JPEG files per class (a class-dependent colour plus noise; every 4th one greyscale), a
@@ -71,7 +78,9 @@ def test_caltech101_classes_split_and_corrupt_report(caltech, tmp_path, caplog):
     assert list(dm.corrupt) == ["Faces/image_9999.jpg"]
     assert str(bad) in caplog.text and "unreadable" in caplog.text
 
-    split_dir = caltech / ".labkit" / "splits_seed0"
+    work = F.dataset_cache_dir(None, caltech)
+    assert work.parent == tmp_path / "cache" and work.name.startswith("101_ObjectCategories-")
+    split_dir = work / "splits_seed0"
     assert dm.split_dir == split_dir
     rows = {s: read_split(split_dir, s) for s in ("train", "val", "test")}
     everything = [p for s in rows.values() for p, _ in s]
@@ -82,7 +91,7 @@ def test_caltech101_classes_split_and_corrupt_report(caltech, tmp_path, caplog):
     for p, label in [r for s in rows.values() for r in s]:
         assert CLASSES[int(label)] == p.split("/")[0]
     assert {int(lab) for _, lab in rows["test"]} == {0, 1, 2}  # stratified
-    assert (split_dir / "classes.csv").exists() and (caltech / ".labkit" / "verified.csv").exists()
+    assert (split_dir / "classes.csv").exists() and (work / "verified.csv").exists()
 
     # a second run reuses the CSV files and the image verdicts (no file is decoded again)
     mtimes = {s: (split_dir / f"{s}.csv").stat().st_mtime_ns for s in ("train", "val", "test")}
@@ -143,7 +152,7 @@ def test_resized_cache(caltech, tmp_path):
     plain = Caltech101DataModule(data_dir=str(tmp_path / "data"), num_classes=3, **small())
     plain.setup()
     first = [dm.dataset("val")[i][0] for i in range(len(dm.samples["val"]))]
-    cached = sorted((caltech / ".labkit" / "cache_36").rglob("*.png"))
+    cached = sorted((F.dataset_cache_dir(None, caltech) / "cache_36").rglob("*.png"))
     assert len(cached) == len(dm.samples["val"])
     with Image.open(cached[0]) as im:
         assert min(im.size) == 36
@@ -181,7 +190,7 @@ def test_image_folder_split_fractions_and_stale_split(tmp_path):
     root = write_tree(tmp_path / "flowers", background=False, corrupt=False, per_class=10)
     dm = ImageFolderDataModule(root=str(root), num_classes=3, split=[0.5, 0.2, 0.3], **small())
     dm.setup()
-    assert dm.split_dir == root / ".labkit" / "splits_seed0_0.5-0.2-0.3"
+    assert dm.split_dir == F.dataset_cache_dir(None, root) / "splits_seed0_0.5-0.2-0.3"
     assert [len(dm.samples[s]) for s in ("train", "val", "test")] == [15, 6, 9]
     removed = root / dm.samples["test"][0][0]
     removed.unlink()

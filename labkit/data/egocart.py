@@ -19,8 +19,10 @@ pairs and triplets.
 Images are resized like torchvision's ``Resize(image_size)`` (shorter side = ``image_size``, aspect kept;
 ``square: true`` gives ``image_size x image_size``) and normalized with ImageNet's statistics, as in the
 note. The dataset is 2.5 GB of JPEGs: with ``cache_resized: true`` the resized uint8 images of each split
-are decoded once into ``<root>/.labkit_cache/egocart_<split>_<H>x<W>_<hash>.npy`` and then memory-mapped, so
-later epochs and runs skip JPEG decoding.
+are decoded once into ``<cache>/egocart_<split>_<H>x<W>_<hash>.npy`` and then memory-mapped, so later epochs and
+runs skip JPEG decoding. ``<cache>`` is ``cache_dir`` when set, else labkit's folder for this dataset under
+``cache_root`` (``paths.cache_dir`` in the configs): nothing is written into the dataset folder. Caches made by
+older labkit versions in ``<root>/.labkit_cache`` are still used.
 """
 from __future__ import annotations
 
@@ -34,10 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from labkit.data.folder import dataset_cache_dir
 from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
 from labkit.errors import ConfigError, DatasetNotFoundError
 from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
+from labkit.safe_load import CorruptFileError
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +52,35 @@ SPLITS = {"train": ("train_set", "train_RGB", "train_set.txt"), "test": ("test_s
 def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     """(image names, poses float32 (N, 4) = x, y, u, v with (u, v) of unit length) of one label file.
 
-    A malformed line raises ``ValueError`` naming the file and the line number.
+    A malformed line raises :class:`~labkit.safe_load.CorruptFileError` (a ``ValueError``) naming the file and the
+    line number.
     """
     path = Path(path)
     names, rows = [], []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            where = f"{path}, line {lineno}"
-            if len(parts) < 6:
-                raise ValueError(f"{where}: expected 6 whitespace-separated columns (image, depth image, x, y, u, v), "
-                                 f"found {len(parts)}: {line.strip()!r}")
-            try:
-                vals = [float(v) for v in parts[2:6]]
-            except ValueError:
-                raise ValueError(f"{where}: columns 3-6 (x, y, u, v) must be numbers: {line.strip()!r}") from None
-            if not np.all(np.isfinite(vals)) or vals[2] == 0 and vals[3] == 0:
-                raise ValueError(f"{where}: x, y, u, v must be finite and (u, v) non-zero: {line.strip()!r}")
-            names.append(parts[0])
-            rows.append(vals)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path} is not a text file of labels ({e}): expected one line per image with 6 "
+                               "whitespace-separated columns (image, depth image, x, y, u, v)") from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        where = f"{path}, line {lineno}"
+        if len(parts) < 6:
+            raise CorruptFileError(f"{where}: expected 6 whitespace-separated columns (image, depth image, x, y, "
+                                   f"u, v), found {len(parts)}: {line.strip()!r}")
+        try:
+            vals = [float(v) for v in parts[2:6]]
+        except ValueError:
+            raise CorruptFileError(f"{where}: columns 3-6 (x, y, u, v) must be numbers: {line.strip()!r}") from None
+        if not np.all(np.isfinite(vals)) or vals[2] == 0 and vals[3] == 0:
+            raise CorruptFileError(f"{where}: x, y, u, v must be finite and (u, v) non-zero: {line.strip()!r}")
+        names.append(parts[0])
+        rows.append(vals)
     if not rows:
-        raise ValueError(f"{path} holds no label lines")
+        raise CorruptFileError(f"{path} holds no label lines: expected one line per image with 6 "
+                               "whitespace-separated columns (image, depth image, x, y, u, v)")
     poses = np.asarray(rows, dtype=np.float64)
     poses[:, 2:4] /= np.linalg.norm(poses[:, 2:4], axis=1, keepdims=True)
     return names, poses.astype(np.float32)
@@ -185,7 +195,9 @@ class EgoCartDataModule(InMemoryImageDataModule):
         val_size: frames of the training set held out for validation (count or fraction, random); 0 validates
             on the test set, as note 002 does.
         cache_resized: decode every image once into a resized uint8 ``.npy`` per split, memory-mapped afterwards.
-        cache_dir: where those files go (null: ``<root>/.labkit_cache``).
+        cache_dir: where those files go (null: this dataset's folder under ``cache_root``).
+        cache_root: labkit's cache folder (the configs pass ``paths.cache_dir``; null: ``$LABKIT_CACHE_DIR`` or
+            ``~/.cache/labkit``).
         fast_decode: let libjpeg decode at a reduced scale before resizing (faster, slightly different pixels).
         keep_on_device: must stay false (the frames do not fit on a GPU at 224 px).
     """
@@ -195,7 +207,8 @@ class EgoCartDataModule(InMemoryImageDataModule):
 
     def __init__(self, image_size: int = 224, square: bool = False, similar_distance: float = 0.3,
                  similar_angle: float = 45.0, val_size: int | float = 0, cache_resized: bool = True,
-                 cache_dir: str | None = None, fast_decode: bool = False, keep_on_device: bool = False, **kwargs):
+                 cache_dir: str | None = None, fast_decode: bool = False, keep_on_device: bool = False,
+                 cache_root: str | None = None, **kwargs):
         kwargs.setdefault("channels", 3)
         kwargs.setdefault("num_classes", 1)
         kwargs["mean"] = kwargs.get("mean") or list(IMAGENET_MEAN)
@@ -215,6 +228,7 @@ class EgoCartDataModule(InMemoryImageDataModule):
         self.similar_angle = float(similar_angle)
         self.cache_resized = bool(cache_resized)
         self.cache_dir = cache_dir
+        self.cache_root = cache_root
         self.fast_decode = bool(fast_decode)
         self._labels: dict[str, tuple[list[str], np.ndarray]] = {}
         self._similarity: dict[str, NeighbourSimilarity] = {}
@@ -275,8 +289,13 @@ class EgoCartDataModule(InMemoryImageDataModule):
         digest = hashlib.sha1((self.root / folder / txt).read_bytes()).hexdigest()[:8]
         h, w = self.out_hw
         fast = "_fast" if self.fast_decode else ""
-        base = Path(self.cache_dir) if self.cache_dir else self.root / ".labkit_cache"
-        return base / f"egocart_{split}_{h}x{w}{fast}_{digest}.npy"
+        name = f"egocart_{split}_{h}x{w}{fast}_{digest}.npy"
+        if self.cache_dir:
+            return Path(str(self.cache_dir)).expanduser() / name
+        legacy = self.root / ".labkit_cache" / name  # made by an older labkit: still valid, reuse it
+        if legacy.is_file():
+            return legacy
+        return dataset_cache_dir(self.cache_root, self.root) / name
 
     def build_cache(self, split: str) -> Path:
         """Decode and resize every image of ``split`` once into its ``.npy`` (no-op when it exists)."""
@@ -286,9 +305,12 @@ class EgoCartDataModule(InMemoryImageDataModule):
         from numpy.lib.format import open_memmap
         from tqdm.auto import tqdm
 
+        from labkit.runs import clean_stale_temporaries, temporary_path
+
         files = self.files(split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        clean_stale_temporaries(path.parent)  # a build that was killed half-way leaves a large temporary
+        tmp = temporary_path(path)
         arr = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, *self.out_hw))
         images = JpegImages(files, self.out_hw, self.fast_decode)
         loader = DataLoader(images, sampler=BatchSampler(SequentialSampler(images), 64, drop_last=False),
@@ -310,7 +332,17 @@ class EgoCartDataModule(InMemoryImageDataModule):
 
     def _images(self, split: str):
         if self.cache_resized:
-            return ArrayImages(np.load(self.build_cache(split), mmap_mode="r"))
+            path = self.build_cache(split)
+            try:  # allow_pickle stays False: a cache file can never run code
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise CorruptFileError(f"{path} is not a valid egocart cache ({type(e).__name__}: {str(e)[:200]}); "
+                                       "delete it and it is rebuilt from the images on the next run") from None
+            expected = (len(self.labels(split)[0]), 3, *self.out_hw)
+            if array.dtype != np.uint8 or array.shape != expected:
+                raise CorruptFileError(f"{path} is not a valid egocart cache: it holds {array.dtype} {array.shape}, "
+                                       f"expected uint8 {expected}; delete it and it is rebuilt on the next run")
+            return ArrayImages(array)
         return JpegImages(self.files(split), self.out_hw, self.fast_decode)
 
     # ----- Lightning hooks ----------------------------------------------------------------------

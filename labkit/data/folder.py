@@ -3,24 +3,30 @@
 Layout: ``<root>/<class name>/<image file>``; classes are the sorted folder names (labels 0..K-1).
 At setup the module
 
-1. checks every image once (open + verify + decode) and caches the verdicts in
-   ``<root>/.labkit/verified.csv`` (later runs only check new or changed files); unreadable files are
+1. checks that every class folder holds images (an empty one stops the run, naming it);
+2. checks every image once (open + verify + decode) and caches the verdicts in
+   ``<work dir>/verified.csv`` (later runs only check new or changed files); unreadable files are
    skipped with a warning listing them (``on_corrupt: skip``) or stop the run (``on_corrupt: error``);
-2. makes a seeded, stratified train/val/test split (60/10/30 by default, note 000) and saves it as
+3. makes a seeded, stratified train/val/test split (60/10/30 by default, note 000) and saves it as
    ``train.csv``, ``val.csv``, ``test.csv`` (columns ``path,label``, paths relative to ``root``) plus
-   ``classes.csv`` in ``<root>/.labkit/splits_seed<seed>/``; the next run with the same seed and
+   ``classes.csv`` in ``<work dir>/splits_seed<seed>/``; the next run with the same seed and
    fractions reuses those files, so the test set never changes.
+
+The work dir is ``work_dir`` when set, else ``<cache_root>/<folder name>-<hash of its absolute path>``
+(``cache_root`` is ``paths.cache_dir`` in the configs, ``$LABKIT_CACHE_DIR`` or ``~/.cache/labkit`` otherwise):
+labkit never writes into the dataset folder, which may be shared or read-only. A split saved by older labkit
+versions in ``<root>/.labkit/splits_seed<seed>/`` is still found and reused.
 
 Workers decode and transform the images (the notes' ImageNet pipeline: training Resize(resize) +
 RandomCrop(image_size) + RandomHorizontalFlip, evaluation Resize(resize) + CenterCrop(image_size),
 then ImageNet normalization), so :meth:`transform` is the identity. ``cache_resized: true`` stores
-each image once with its shorter side already ``resize`` pixels (PNG under ``<root>/.labkit/cache_<resize>/``)
-so later epochs do not decode full-size JPEGs again. ``work_dir`` moves everything labkit writes
-elsewhere (e.g. for a read-only dataset folder).
+each image once with its shorter side already ``resize`` pixels (PNG under ``<work dir>/cache_<resize>/``)
+so later epochs do not decode full-size JPEGs again.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -51,6 +57,21 @@ class CorruptImagesError(LabkitError, ValueError):
     """Some image files cannot be decoded (and ``on_corrupt: error`` was asked for)."""
 
 
+# ----- where labkit writes ----------------------------------------------------------------------------
+def default_cache_root() -> Path:
+    """labkit's cache folder when no config gives one: ``$LABKIT_CACHE_DIR``, else ``~/.cache/labkit``."""
+    return Path(os.environ.get("LABKIT_CACHE_DIR") or Path.home() / ".cache" / "labkit").expanduser()
+
+
+def dataset_cache_dir(cache_root: str | os.PathLike | None, dataset_root: str | os.PathLike) -> Path:
+    """``<cache_root>/<folder name>-<hash>``: labkit's files about the dataset at ``dataset_root`` (splits, checks,
+    resized copies), one folder per dataset location (the hash is of its absolute path)."""
+    resolved = Path(dataset_root).expanduser().resolve()
+    digest = hashlib.sha1(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    root = Path(str(cache_root)).expanduser() if cache_root else default_cache_root()
+    return root / f"{resolved.name or 'root'}-{digest}"
+
+
 # ----- small file helpers -------------------------------------------------------------------------
 def _write_csv(path: Path, header: Sequence[str], rows) -> None:
     from labkit.runs import atomic_write_text
@@ -65,6 +86,19 @@ def _write_csv(path: Path, header: Sequence[str], rows) -> None:
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _read_table(path: Path, columns: Sequence[str], fix: str) -> list[dict[str, str]]:
+    """The rows of a CSV file labkit saved, or a :class:`CorruptFileError` naming it (edited, truncated...)."""
+    from labkit.safe_load import CorruptFileError
+
+    try:
+        rows = _read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CorruptFileError(f"{path} cannot be read ({type(e).__name__}: {e}); {fix}") from None
+    if any(any(r.get(c) is None for c in columns) for r in rows):
+        raise CorruptFileError(f"{path} is corrupt: every row needs the columns {', '.join(columns)}; {fix}")
+    return rows
 
 
 def check_image(path: Path) -> str:
@@ -156,10 +190,16 @@ class ImageFileDataset(Dataset):
         with Image.open(src) as im:
             img = im.convert(self.mode)
         img = resize_shorter_side(img, self.resize)
+        from labkit.runs import temporary_path
+
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        img.save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, cached)
+        tmp = temporary_path(cached)
+        try:
+            img.save(tmp, format="PNG", compress_level=1)
+            os.replace(tmp, cached)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return img
 
     def __getitem__(self, i: int):
@@ -182,7 +222,9 @@ class ImageFolderDataModule(LabDataModule):
         exclude: class folder names to ignore.
         on_corrupt: ``skip`` unreadable files with a warning listing them, or ``error``.
         cache_resized: keep resized copies of the images (PNG) to avoid decoding large files every epoch.
-        work_dir: where splits, verdicts and the cache go (null: ``<root>/.labkit``).
+        work_dir: where splits, verdicts and the cache go (null: a folder for this dataset under ``cache_root``).
+        cache_root: labkit's cache folder (the configs pass ``paths.cache_dir``; null: ``$LABKIT_CACHE_DIR`` or
+            ``~/.cache/labkit``).
         mean, std: normalization (null: ImageNet's, for pretrained networks).
     """
 
@@ -191,7 +233,8 @@ class ImageFolderDataModule(LabDataModule):
 
     def __init__(self, root: str | None = None, split: Sequence[float] = (0.6, 0.1, 0.3), resize: int = 256,
                  augment: bool = True, hflip: float = 0.5, exclude: Sequence[str] | None = None,
-                 on_corrupt: str = "skip", cache_resized: bool = False, work_dir: str | None = None, **kwargs):
+                 on_corrupt: str = "skip", cache_resized: bool = False, work_dir: str | None = None,
+                 cache_root: str | None = None, **kwargs):
         kwargs.setdefault("channels", 3)
         kwargs.setdefault("image_size", 224)
         channels = kwargs["channels"]
@@ -224,6 +267,7 @@ class ImageFolderDataModule(LabDataModule):
         self.on_corrupt = on_corrupt
         self.cache_resized = cache_resized
         self.work_dir = work_dir
+        self.cache_root = cache_root
         self.samples: dict[str, list[tuple[str, int]]] = {}
         self.corrupt: dict[str, str] = {}
         self.images_root: Path | None = None
@@ -245,14 +289,21 @@ class ImageFolderDataModule(LabDataModule):
 
     @property
     def labkit_dir(self) -> Path:
+        """Where labkit writes about this dataset: ``work_dir``, else its folder under the cache root."""
         assert self.images_root is not None
-        return Path(self.work_dir).expanduser() if self.work_dir else self.images_root / LABKIT_DIR
+        if self.work_dir:
+            return Path(str(self.work_dir)).expanduser()
+        return dataset_cache_dir(self.cache_root, self.images_root)
 
     @property
     def split_dir(self) -> Path:
         name = f"splits_seed{self.seed}"
         if [round(f, 6) for f in self.split] != [0.6, 0.1, 0.3]:
             name += "_" + "-".join(f"{f:g}" for f in self.split)
+        assert self.images_root is not None
+        legacy = self.images_root / LABKIT_DIR / name  # where older labkit versions saved it: same test set
+        if not self.work_dir and all((legacy / f"{s}.csv").is_file() for s in SPLITS):
+            return legacy
         return self.labkit_dir / name
 
     # ----- Lightning hooks ----------------------------------------------------------------------
@@ -267,6 +318,8 @@ class ImageFolderDataModule(LabDataModule):
             raise self._not_found()
         self.images_root = root
         classes, samples = scan_class_folders(root, self.exclude)
+        if samples:
+            self._check_no_empty_class(root, classes, [label for _, label in samples], "image files")
         if not samples:
             raise DatasetNotFoundError(f"{self.name}: no image files in the class folders of {root.resolve()} "
                                        f"(found folders: {', '.join(classes) or 'none'}). Expected layout: "
@@ -277,13 +330,34 @@ class ImageFolderDataModule(LabDataModule):
                 f"{', ...' if len(classes) > 10 else ''}) but data.num_classes={self.num_classes}; "
                 f"set data.num_classes={len(classes)}")
         self.classes = classes
+        from labkit.runs import clean_stale_temporaries
+
+        if self.cache_resized:  # resized copies whose writer was killed
+            clean_stale_temporaries(self.labkit_dir / f"cache_{self.resize}", recursive=True)
         self.corrupt = self._verify(root, [p for p, _ in samples])
         self._report_corrupt()
         good = [s for s in samples if s[0] not in self.corrupt]
+        self._check_no_empty_class(root, classes, [label for _, label in good], "readable images")
         self.samples = self._load_or_make_split(good, classes)
         self._datasets = {}
         log.info("%s: %d classes, %d train / %d val / %d test images (split files in %s)", self.name,
                  len(classes), *(len(self.samples[s]) for s in SPLITS), self.split_dir)
+
+    def _check_no_empty_class(self, root: Path, classes: list[str], labels: list[int], what: str) -> None:
+        """Every class folder must give samples: an empty one would silently train on fewer classes."""
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+        empty = [c for c, n in zip(classes, counts) if n == 0]
+        if not empty:
+            return
+        folders = ", ".join(str(root / c) for c in empty[:10]) + (", ..." if len(empty) > 10 else "")
+        rest = len(classes) - len(empty)
+        raise IncompatibleError(
+            f"{self.name}: {len(empty)} class folder(s) hold no {what}: {folders}. With them, {root} has "
+            f"{len(classes)} class folders (data.num_classes={self.num_classes}) but only {rest} classes to learn. "
+            f"Add images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) to {'it' if len(empty) == 1 else 'them'}, or "
+            f"leave {'it' if len(empty) == 1 else 'them'} out with data.exclude=[{','.join(self.exclude + empty)}] "
+            f"and "
+            f"data.num_classes={rest}.")
 
     def _verify(self, root: Path, paths: list[str]) -> dict[str, str]:
         """``{relative path: reason}`` of unreadable images; verdicts cached by size and modification time."""
@@ -355,9 +429,10 @@ class ImageFolderDataModule(LabDataModule):
         return out
 
     def _read_split(self, d: Path, files: dict[str, Path], good, classes) -> dict[str, list]:
+        fix = f"delete {d} to make a new split"
         saved_classes = d / "classes.csv"
         if saved_classes.exists():
-            names = [r["class"] for r in _read_csv(saved_classes)]
+            names = [r["class"] for r in _read_table(saved_classes, ("label", "class"), fix)]
             if names != classes:
                 raise IncompatibleError(f"{self.name}: the class folders changed since the split in {d} was made "
                                         f"(saved {len(names)}, now {len(classes)}); delete {d} to make a new split")
@@ -365,8 +440,14 @@ class ImageFolderDataModule(LabDataModule):
         out, missing, dropped = {}, [], []
         for s in SPLITS:
             rows = []
-            for r in _read_csv(files[s]):
-                p, label = r["path"], int(r["label"])
+            for r in _read_table(files[s], ("path", "label"), fix):
+                p, label = r["path"], r["label"]
+                if not label.isdigit() or int(label) >= len(classes):
+                    from labkit.safe_load import CorruptFileError
+
+                    raise CorruptFileError(f"{files[s]} is corrupt: label {label!r} of {p} is not one of 0..."
+                                           f"{len(classes) - 1}; {fix}")
+                label = int(label)
                 if p in self.corrupt:
                     dropped.append(p)
                 elif p not in good_set:

@@ -6,8 +6,9 @@ CIFAR) by labkit itself; torchvision is only used to download them when ``downlo
 from __future__ import annotations
 
 import gzip
+import math
 import os
-import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
 from labkit.errors import DatasetNotFoundError
+from labkit.safe_load import CorruptFileError, safe_unpickle
 
 
 class DigitsDataModule(InMemoryImageDataModule):
@@ -45,17 +47,30 @@ class DigitsDataModule(InMemoryImageDataModule):
         return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx])
 
 
+_REPLACE = "Replace it with a genuine copy (or delete it and run once with data.download=true)."
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip: bad header, truncated stream, CRC error
+        raise CorruptFileError(f"{path} cannot be read as a gzip-compressed IDX file ({type(e).__name__}: "
+                               f"{str(e)[:200]}). {_REPLACE}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {data[:4].hex()})")
+        raise CorruptFileError(f"{path} is not an IDX file of unsigned bytes: it starts with "
+                               f"{data[:4].hex() or 'nothing'}, where an IDX file starts with 000008 and its number "
+                               f"of dimensions. {_REPLACE}")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise CorruptFileError(f"{path} is truncated or corrupt: its header announces {ndim} dimensions but the file "
+                               f"has {len(data)} bytes. {_REPLACE}")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {body.size} bytes of data")
+    if body.size != math.prod(dims):
+        raise CorruptFileError(f"{path} is truncated or corrupt: its header says {' x '.join(map(str, dims))} bytes "
+                               f"of data, the file holds {body.size}. {_REPLACE}")
     return body.reshape(dims)
 
 
@@ -76,6 +91,7 @@ class MNISTDataModule(InMemoryImageDataModule):
     files = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
     torchvision_class = "MNIST"
+    file_classes = 10  # labels in the files are 0..9
 
     @property
     def raw_dir(self) -> Path:
@@ -115,9 +131,15 @@ class MNISTDataModule(InMemoryImageDataModule):
                                        f"{self.raw_dir.resolve()}. " + self._how_to())
         out = []
         for split in ("train", "test"):
-            img, lab = (_read_idx(self._find(n)) for n in self.files[split])
+            img_file, lab_file = (self._find(n) for n in self.files[split])
+            img, lab = _read_idx(img_file), _read_idx(lab_file)
             if img.ndim != 3 or lab.ndim != 1 or len(img) != len(lab):
-                raise ValueError(f"{self.name} {split}: images {img.shape} and labels {lab.shape} do not match")
+                raise CorruptFileError(f"{self.name} {split}: the images in {img_file} (shape {img.shape}) and the "
+                                       f"labels in {lab_file} (shape {lab.shape}) do not match: expected N images "
+                                       f"and N labels. {_REPLACE}")
+            if len(lab) and int(lab.max()) >= self.file_classes:
+                raise CorruptFileError(f"{lab_file} is corrupt: it holds the label {int(lab.max())}, but {self.name} "
+                                       f"labels are 0..{self.file_classes - 1}. {_REPLACE}")
             out.append(Split(torch.from_numpy(img.copy()).unsqueeze(1), torch.from_numpy(lab.astype(np.int64))))
         return out[0], out[1]
 
@@ -145,6 +167,7 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     meta = ("batches.meta", "label_names")
     label_key = "labels"
     torchvision_class = "CIFAR10"
+    file_classes = 10
 
     @property
     def root(self) -> Path:
@@ -171,12 +194,24 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def _read(self, names: list[str]) -> Split:
         xs, ys = [], []
         for n in names:
-            with open(self.root / n, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
-            if "data" not in entry or self.label_key not in entry:
-                raise ValueError(f"{self.root / n} is not a CIFAR batch: it lacks 'data' or '{self.label_key}'")
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(entry[self.label_key], dtype=np.int64))
+            path = self.root / n
+            entry = safe_unpickle(path, f"a {self.name} batch (a python-version pickle)")
+            if not isinstance(entry, dict) or "data" not in entry or self.label_key not in entry:
+                raise CorruptFileError(f"{path} is not a {self.name} batch: it lacks 'data' or '{self.label_key}'. "
+                                       + _REPLACE)
+            try:
+                x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(entry[self.label_key], dtype=np.int64).reshape(-1)
+            except (ValueError, TypeError) as e:
+                raise CorruptFileError(f"{path} is not a {self.name} batch: its 'data' is not rows of 3072 bytes or "
+                                       f"its '{self.label_key}' not integers ({e}). {_REPLACE}") from None
+            if len(x) != len(y):
+                raise CorruptFileError(f"{path} is corrupt: {len(x)} images but {len(y)} labels. {_REPLACE}")
+            if len(y) and (y.min() < 0 or y.max() >= self.file_classes):
+                raise CorruptFileError(f"{path} is corrupt: its labels go from {y.min()} to {y.max()}, but {self.name} "
+                                       f"labels are 0..{self.file_classes - 1}. {_REPLACE}")
+            xs.append(x)
+            ys.append(y)
         return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
 
     def load(self) -> tuple[Split, Split]:
@@ -186,8 +221,8 @@ class CIFAR10DataModule(InMemoryImageDataModule):
                                        f"{self.root.resolve()}. " + self._how_to())
         meta = self.root / self.meta[0]
         if meta.exists():
-            with open(meta, "rb") as f:
-                names = pickle.load(f, encoding="latin1").get(self.meta[1])
+            entry = safe_unpickle(meta, f"the {self.name} meta file (a python-version pickle)")
+            names = entry.get(self.meta[1]) if isinstance(entry, dict) else None
             if names:
                 self.classes = list(names)
         return self._read(self.train_files), self._read(self.test_files)
@@ -203,3 +238,4 @@ class CIFAR100DataModule(CIFAR10DataModule):
     meta = ("meta", "fine_label_names")
     label_key = "fine_labels"
     torchvision_class = "CIFAR100"
+    file_classes = 100

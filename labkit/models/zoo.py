@@ -110,6 +110,9 @@ def _build_torchvision(arch: str, weights) -> nn.Module:
         return fam.builder(weights=None, **fam.build_kwargs(False))
     cached = weights_cache_dir() / weights_file(weights)
     was_cached = cached.exists()
+    if was_cached:  # torchvision unpickles cached weights with weights_only=False: refuse code before it runs
+        from labkit.safe_load import refuse_unsafe_weights
+        refuse_unsafe_weights(cached)
     try:
         return fam.builder(weights=weights, progress=False)
     except Exception as e:  # network errors come in many types (URLError, socket errors, HTTP errors)
