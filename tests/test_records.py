@@ -167,3 +167,12 @@ def test_hparams_reach_tensorboard(cfg_factory):
     assert "_hparams_/session_start_info" in found
     blob = found["_hparams_/session_start_info"]
     assert b"task.optimizer.lr" in blob and b"hparams/test/acc" in found["_hparams_/experiment"]
+
+
+def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplog):
+    cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.9789, test/top9: 0.5}",
+                      sub="exp")
+    with caplog.at_level("INFO", logger="labkit"):
+        metrics = train(cfg, overrides=[])
+    assert f"test/acc: notes: 0.9789, this run: {metrics['test/acc']:.4f}" in caplog.text
+    assert "test/top9: notes: 0.5, this run: not measured" in caplog.text
