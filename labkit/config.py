@@ -51,16 +51,31 @@ def check_keys(node: Any, path: str, extra: set[str] = frozenset()) -> None:
             check_keys(child, f"{path}.{key}")
 
 
-def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None) -> None:
+def _missing_keys(node: DictConfig, path: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, without resolving any interpolation (Hydra's node left out)."""
+    out = []
+    for key in node.keys():
+        child = node._get_node(key)
+        full = f"{path}.{key}" if path else str(key)
+        if full == "hydra" or child is None:
+            continue
+        if child._is_missing():
+            out.append(full)
+        elif isinstance(child, DictConfig) and not child._is_interpolation():
+            out += _missing_keys(child, full)
+    return out
+
+
+def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None, command: str = "this command") -> None:
     """Refuse mandatory values (``???`` in the YAML) that were not given, naming the key and the config that asks
     for it (``choices``: Hydra's group choices, e.g. ``{"data": "image_folder"}``)."""
-    missing = [k for k in OmegaConf.missing_keys(cfg) if not str(k).startswith("hydra.")]
+    missing = _missing_keys(cfg)
     if not missing:
         return
     key = missing[0]
     group = key.split(".", 1)[0]
     option = (choices or {}).get(group)
-    who = f"{group}={option} (conf/{group}/{option}.yaml)" if option and "." in key else "this command"
+    who = f"{group}={option} (conf/{group}/{option}.yaml)" if option and "." in key else command
     also = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
     how = f" Usage: {usage}." if usage else ""
     raise ConfigError(f"{key} is not set{also}: {who} needs it, add {key}=<value> to the command line.{how}")
