@@ -13,7 +13,12 @@ def main(cfg) -> None:
     evaluate(cfg)
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
     from labkit.config import check_evaluate
 
-    run("evaluate", main, check_evaluate, help=True)
+    return run("evaluate", main, check_evaluate, help=True, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -37,7 +37,12 @@ def main(cfg) -> float | None:
     return None
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
     from labkit.config import check_train
 
-    run("train", main, check_train)
+    return run("train", main, check_train, argv=argv)
+
+
+if __name__ == "__main__":
+    cli()

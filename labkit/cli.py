@@ -218,8 +218,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
     script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
     if help and ("--help" in args or "-h" in args):
-        print(help_text(conf_dir, config_name, sys.modules[fn.__module__].__doc__ if fn.__module__ in sys.modules
-                        else None))
+        print(help_text(conf_dir, config_name, getattr(fn, "__globals__", {}).get("__doc__")))
         return None
     flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
     if not flags & _NO_PREFLIGHT:
@@ -240,6 +239,9 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
                 raise
             fail(e)
 
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # hydra.main initializes it again
     saved = sys.argv
     sys.argv = [saved[0] if argv is None else script, *args]
     try:
