@@ -62,6 +62,10 @@ def message(e: BaseException) -> str:
 
 def fail(e: BaseException) -> NoReturn:
     """Print ``error: <one paragraph>`` on stderr and exit with status 1."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(e, InstantiationException) and e.__cause__ is not None:
+        e = e.__cause__  # the constructor's own message, not Hydra's 'Error in call to target' wrapper
     sys.stderr.flush()
     print(f"error: {message(e)}", file=sys.stderr, flush=True)
     raise SystemExit(1)

@@ -118,6 +118,22 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
                                  checks.did_you_mean(str(monitor), declared))
 
 
+# metrics.json keys besides the task's logged metrics (see labkit.train.train)
+RUN_METRICS = ("test/error", "params", "trainable_params", "epochs", "global_step", "wall_time_s")
+
+
+def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
+    """``optimized_metric`` (what a search returns) must be a key of the run's metrics.json."""
+    metric = cfg.get("optimized_metric")
+    declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
+    if metric is None or not declared:
+        return
+    allowed = (*declared, *(f"best_{m}" for m in declared), *RUN_METRICS)
+    if metric not in allowed and metric not in {f"{m}{s}" for m in declared for s in ("_step", "_epoch")}:
+        raise checks.invalid("optimized_metric", metric, f"a key of the run's metrics.json: {', '.join(allowed)}",
+                             checks.did_you_mean(str(metric), allowed))
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem found in a train config.
 
@@ -140,7 +156,9 @@ def validate(cfg: DictConfig) -> None:
     checks.check_target(cfg.data._target_, _plain(cfg.data))
     checks.check_target(cfg.task._target_, _plain(cfg.task))
     _check_trainer(cfg.trainer)
-    check_monitors(cfg, checks.locate(cfg.task._target_))
+    task_class = checks.locate(cfg.task._target_)
+    check_monitors(cfg, task_class)
+    check_optimized_metric(cfg, task_class)
 
 
 def check_train(cfg: DictConfig) -> None:

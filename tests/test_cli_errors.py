@@ -86,6 +86,7 @@ IN_PROCESS = [
     T("callbacks.model_checkpoint.monitor=val/accuracy", phrase="ClassificationTask logs"),
     T("task=autoencoder", "model=conv_autoencoder", "callbacks=early_stopping",
       "callbacks.early_stopping.monitor=val/acc", phrase="AutoencoderTask logs: train/loss"),
+    T("optimized_metric=val/acc_best", phrase="optimized_metric='val/acc_best' is invalid"),
     # ----- paths and resume -----
     T("resume=true", phrase="no run to resume"),
     T("resume=/no/such/run", phrase="does not exist"),
