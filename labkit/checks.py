@@ -34,10 +34,15 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def invalid(name: str, value: Any, must: str, hint: str = "") -> ConfigError:
-    """The error (to raise) for ``name=value``: ``"<name>=<value> is invalid: it must be <must>[. <hint>]"``."""
-    tail = f". {hint[0].upper()}{hint[1:]}" if hint else ""
-    return ConfigError(f"{name}={_show(value)} is invalid: it must be {must}{tail}")
+def invalid(name: str, value: Any, must: str, hint: str = "", suggestion: str = "") -> ConfigError:
+    """The error (to raise) for ``name=value``: ``"<name>=<value> is invalid: it must be <must>"``, then the hint
+    (after ``;``, or as a sentence of its own when it starts with a capital) and a suggestion (``Did you mean``)."""
+    text = f"{name}={_show(value)} is invalid: it must be {must}"
+    if hint:
+        text += (". " if hint[0].isupper() else "; ") + hint
+    if suggestion:
+        text += ". " + suggestion
+    return ConfigError(text)
 
 
 def _is_int(v: Any) -> bool:
@@ -119,13 +124,15 @@ def fraction(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     return in_range(name, value, 0.0, 1.0, optional=optional, hint=hint)
 
 
-def count_or_fraction(name: str, value: Any, *, hint: str = ""):
-    """A count (integer >= 0) or a fraction (a float in [0, 1)), as a hold-out size."""
+def count_or_fraction(name: str, value: Any, *, whole: bool = False, optional: bool = False, hint: str = ""):
+    """A count (integer >= 0) or a fraction (a float in [0, 1), or [0, 1] with ``whole``), e.g. a hold-out size."""
+    if value is None and optional:
+        return value
     if _is_int(value) and value >= 0:
         return value
-    if isinstance(value, float) and 0.0 <= value < 1.0:
+    if isinstance(value, float) and 0.0 <= value and (value <= 1.0 if whole else value < 1.0):
         return value
-    raise invalid(name, value, "a fraction in [0, 1) or a count (an integer >= 0)", hint)
+    raise invalid(name, value, f"a fraction in [0, 1{']' if whole else ')'} or a count (an integer >= 0)", hint)
 
 
 def per_channel(name: str, value: Any, channels: int, *, above: float | None = None, optional: bool = False):
@@ -149,8 +156,7 @@ def one_of(name: str, value: Any, choices: Iterable[Any], *, hint: str = ""):
         return value
     words = ["null" if c is None else str(c) for c in choices]
     close = did_you_mean(str(value), [w for w in words if w != "null"]) if isinstance(value, str) else ""
-    must = "one of " + ", ".join(words)
-    raise invalid(name, value, must, " ".join(x for x in (close, hint) if x))
+    raise invalid(name, value, "one of " + ", ".join(words), hint, close)
 
 
 def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:

@@ -95,11 +95,8 @@ def _check_trainer(trainer: DictConfig) -> None:
         checks.positive_int(f"trainer.{key}", get(key), optional=True)
     checks.non_negative("trainer.gradient_clip_val", get("gradient_clip_val"), optional=True)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        v = get(key)
-        if isinstance(v, float):
-            checks.fraction(f"trainer.{key}", v, hint="a fraction of the batches, or an integer count")
-        else:
-            checks.non_negative_int(f"trainer.{key}", v, optional=True, hint="a count of batches, or a fraction")
+        checks.count_or_fraction(f"trainer.{key}", get(key), whole=True, optional=True)
+
 
 
 def check_monitors(cfg: DictConfig, task_class: type) -> None:
@@ -115,7 +112,7 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
         if monitor not in accepted:
             raise checks.invalid(f"callbacks.{key}.monitor", monitor,
                                  f"one of the metrics {task_class.__name__} logs: {', '.join(declared)}",
-                                 checks.did_you_mean(str(monitor), declared))
+                                 suggestion=checks.did_you_mean(str(monitor), declared))
 
 
 # metrics.json keys besides the task's logged metrics (see labkit.train.train)
@@ -131,7 +128,7 @@ def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
     allowed = (*declared, *(f"best_{m}" for m in declared), *RUN_METRICS)
     if metric not in allowed and metric not in {f"{m}{s}" for m in declared for s in ("_step", "_epoch")}:
         raise checks.invalid("optimized_metric", metric, f"a key of the run's metrics.json: {', '.join(allowed)}",
-                             checks.did_you_mean(str(metric), allowed))
+                             suggestion=checks.did_you_mean(str(metric), allowed))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -152,7 +149,7 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig):
             for key in node.keys():
                 check_keys(node[key], f"{group}.{key}")
-    checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="null draws a random seed")
+    checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="seed=null draws a random one")
     checks.check_target(cfg.data._target_, _plain(cfg.data))
     checks.check_target(cfg.task._target_, _plain(cfg.task))
     _check_trainer(cfg.trainer)
@@ -200,4 +197,4 @@ def check_evaluate(cfg: DictConfig) -> None:
         for name in names:
             if name not in REPORTS:
                 raise checks.invalid("reports", names, f"a list of report names: {', '.join(sorted(REPORTS))}",
-                                     f"'{name}' is not one. " + checks.did_you_mean(str(name), REPORTS))
+                                     f"'{name}' is not one", checks.did_you_mean(str(name), REPORTS))

@@ -71,7 +71,7 @@ IN_PROCESS = [
     T("task.label_smoothing=1.0", phrase="task.label_smoothing=1.0 is invalid: it must be a number in [0, 1)"),
     T("task.scheduler_interval=hour", phrase="task.scheduler_interval='hour' is invalid"),
     T("task.freeze=all", phrase="task.freeze='all' is invalid"),
-    T("task.unfreeze_at_epoch=2", phrase="unless task.freeze=backbone"),
+    T("task.unfreeze_at_epoch=2", phrase="task.unfreeze_at_epoch=2 needs task.freeze=backbone"),
     T("task=triplet", "model=embedding_net", "task.miner=semihard", phrase="Did you mean 'semi_hard'?"),
     T("task=siamese", "model=embedding_net", "task.margin=-1", phrase="task.margin=-1 is invalid"),
     T("task=denoising_autoencoder", "model=conv_autoencoder", "task.noise_factor=-1",

@@ -60,7 +60,7 @@ class LabTask(pl.LightningModule):
         opt = a["optimizer"] or {}
         checks.positive("task.optimizer.lr", opt.get("lr"), optional=True)
         checks.fraction("task.optimizer.momentum", opt.get("momentum"), optional=True,
-                        hint="0 = none, the notes use 0.99; above 1 the updates grow without bound")
+                        hint="the notes use 0.99, and above 1 the updates grow without bound")
         checks.non_negative("task.optimizer.weight_decay", opt.get("weight_decay"), optional=True)
         checks.positive("task.optimizer.eps", opt.get("eps"), optional=True)
         for i, beta in enumerate(opt.get("betas") or ()):

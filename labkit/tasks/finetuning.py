@@ -38,8 +38,9 @@ def check_finetune_args(freeze: Any, unfreeze_at_epoch: Any, unfreeze_lr_factor:
         checks.integer("task.unfreeze_at_epoch", unfreeze_at_epoch, 1,
                        hint="0-based: N epochs of head-only training come first; null never unfreezes")
         if freeze is None:
-            raise checks.invalid("task.unfreeze_at_epoch", unfreeze_at_epoch, "null unless task.freeze=backbone",
-                                 "There is nothing frozen to unfreeze")
+            raise checks.invalid("task.unfreeze_at_epoch", unfreeze_at_epoch, "null here",
+                                 f"task.unfreeze_at_epoch={unfreeze_at_epoch} needs task.freeze=backbone: without it "
+                                 "nothing is frozen, so there is nothing to unfreeze")
     checks.positive("task.unfreeze_lr_factor", unfreeze_lr_factor,
                     hint="the learning rate is multiplied by it when the backbone is unfrozen, e.g. 0.1")
     return freeze
