@@ -76,9 +76,11 @@ def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None,
     group = key.split(".", 1)[0]
     option = (choices or {}).get(group)
     who = f"{group}={option} (conf/{group}/{option}.yaml)" if option and "." in key else command
-    also = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
+    names = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
+    adds = " ".join(f"{k}=<value>" for k in missing)
     how = f" Usage: {usage}." if usage else ""
-    raise ConfigError(f"{key} is not set{also}: {who} needs it, add {key}=<value> to the command line.{how}")
+    raise ConfigError(f"{names} not set: {who} needs {'them' if len(missing) > 1 else 'it'}; add {adds} to the "
+                      f"command line.{how}")
 
 
 def _plain(node: Any) -> dict:

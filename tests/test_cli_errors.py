@@ -87,6 +87,8 @@ IN_PROCESS = [
     T("task=autoencoder", "model=conv_autoencoder", "callbacks=early_stopping",
       "callbacks.early_stopping.monitor=val/acc", phrase="AutoencoderTask logs: train/loss"),
     T("optimized_metric=val/acc_best", phrase="optimized_metric='val/acc_best' is invalid"),
+    T("data=image_folder", "data.num_classes=3", phrase="data.root is not set: data=image_folder"),
+    T("trainer.max_epochs=${nope}", phrase="Interpolation key 'nope' not found"),
     # ----- paths and resume -----
     T("resume=true", phrase="no run to resume"),
     T("resume=/no/such/run", phrase="does not exist"),
@@ -121,7 +123,7 @@ SUBPROCESS = [
     T("trainer.max_epoch=3", phrase="Did you mean 'trainer.max_epochs'?"),
     T("model=lenett", phrase="Did you mean 'model=lenet'?"),
     T("trainer.max_epochs=[", phrase="cannot read the override 'trainer.max_epochs=['"),
-    T("data=image_folder", phrase="data.root is not set"),
+    T("data=image_folder", phrase="data.root and data.num_classes are not set: data=image_folder"),
     T("-m", "trainer.max_epoch=3", phrase="Did you mean 'trainer.max_epochs'?"),
     T("task.label_smoothing=2", phrase="task.label_smoothing=2 is invalid"),
     E(phrase="run is not set: python evaluate.py needs it", absent=()),

@@ -105,7 +105,8 @@ def test_checks_vocabulary_message_shape():
     from labkit import checks
 
     cases = [
-        (lambda: checks.positive_int("data.batch_size", 0), "data.batch_size=0 is invalid: it must be a positive integer"),
+        (lambda: checks.positive_int("data.batch_size", 0),
+         "data.batch_size=0 is invalid: it must be a positive integer"),
         (lambda: checks.positive_int("data.batch_size", True), "data.batch_size=True is invalid"),
         (lambda: checks.non_negative("task.margin", -1), "task.margin=-1 is invalid: it must be a number >= 0"),
         (lambda: checks.fraction("data.hflip", 1.5), "data.hflip=1.5 is invalid: it must be a number in [0, 1]"),
