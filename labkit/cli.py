@@ -217,38 +217,44 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug(args)
     args = [a for a in args if a != DEBUG_FLAG]
-    if debug:
-        os.environ["HYDRA_FULL_ERROR"] = "1"
     conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
     script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
     if help and ("--help" in args or "-h" in args):
         print(help_text(conf_dir, config_name, getattr(fn, "__globals__", {}).get("__doc__")))
         return None
-    flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
-    if not flags & _NO_PREFLIGHT:
-        try:
-            preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
-                      f"python {script}")
-        except Exception as e:
-            if debug or not is_user_error(e):
-                raise
-            fail(e)
-
-    @functools.wraps(fn)
-    def job(cfg):
-        try:
-            return fn(cfg)
-        except Exception as e:
-            if debug or not is_user_error(e):
-                raise
-            fail(e)
-
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()  # hydra.main initializes it again
-    saved = sys.argv
-    sys.argv = [saved[0] if argv is None else script, *args]
+    # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
+    # the same process (tests)
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+        if not flags & _NO_PREFLIGHT:
+            try:
+                preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
+                          f"python {script}")
+            except Exception as e:
+                if debug or not is_user_error(e):
+                    raise
+                fail(e)
+
+        @functools.wraps(fn)
+        def job(cfg):
+            try:
+                return fn(cfg)
+            except Exception as e:
+                if debug or not is_user_error(e):
+                    raise
+                fail(e)
+
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()  # hydra.main initializes it again
+        sys.argv = [saved_argv[0] if argv is None else script, *args]
         return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(job)()
     finally:
-        sys.argv = saved
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env

@@ -205,14 +205,21 @@ def test_subprocess(case: Case, tmp_path):
     check(case, tmp_path, p.returncode, p.stdout + p.stderr)
 
 
-def test_debug_shows_the_traceback(tmp_path, capsys):
+@pytest.mark.parametrize("how", ["--debug", "HYDRA_FULL_ERROR=1"])
+def test_debug_shows_the_traceback(how, tmp_path, monkeypatch):
     """--debug (or HYDRA_FULL_ERROR=1) lets the error through with its traceback, and --debug is not an override."""
     from labkit.errors import ConfigError
 
     args = prepare(T("data.batch_size=0", phrase=""), tmp_path)
+    if how == "--debug":
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+        args.append("--debug")
+    else:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigError, match="data.batch_size=0"):
-        script("train").cli([*args, "--debug"])
+        script("train").cli(args)
     assert not (tmp_path / "logs").exists()
+    assert os.environ.get("HYDRA_FULL_ERROR") == (None if how == "--debug" else "1")  # nothing leaks to later calls
 
 
 def test_help_flags_still_work():
