@@ -165,6 +165,12 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
         plus = "" if checks.did_you_mean(key, keys) else f" (to add a key the config does not have, write " \
                                                            f"+{override}={value})"
         return checks.unknown_key(path, key, keys, where + plus + ".")
+    m = re.search(r"An item is already at '([^']+)'", text)
+    if m:  # +key=value for a key the config already has
+        key = m.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), "...")
+        return ConfigError(f"+{key}: {key} is already in the config, so there is nothing to add: drop the + and "
+                           f"write {key}={value} (++{key}={value} sets it whether or not it exists)")
     if re.search(r"Could not override '([^']+)'\. No match in the defaults list", text):
         name = re.search(r"Could not override '([^']+)'", text).group(1)
         return ConfigError(f"{name} is not a config group of {config_name}.yaml, so it cannot be overridden. "

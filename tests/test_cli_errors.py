@@ -53,6 +53,7 @@ IN_PROCESS = [
     T("task/optimizer=sgdd", phrase="Did you mean 'task/optimizer=sgd'?"),
     T("+data.colour_jitter=1", phrase="Did you mean 'data.color_jitter'?"),
     T("paths.nonsense=1", phrase="+paths.nonsense=1"),
+    T("+trainer.max_epochs=3", phrase="drop the + and write trainer.max_epochs=3"),
     # ----- impossible values, one message shape -----
     T("data.batch_size=0", phrase="data.batch_size=0 is invalid: it must be a positive integer"),
     T("data.batch_size=abc", phrase="data.batch_size='abc' is invalid"),
