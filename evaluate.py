@@ -2,24 +2,23 @@
 """Evaluate a finished run: ``python evaluate.py run=logs/runs/<run dir> [split=val] [ckpt=last]``.
 
 Reloads the run's own config.yaml and checkpoint and writes reports (JSON, PNG) to ``<run>/evaluation/<split>``.
+A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from labkit import runs  # noqa: F401
-from labkit.errors import LabkitError
-from labkit.evaluate import evaluate
+from labkit.cli import run
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (LabkitError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+def main(cfg) -> None:
+    from labkit.evaluate import evaluate
+
+    evaluate(cfg)
+
+
+def cli(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
+    from labkit.config import check_evaluate
+
+    return run("evaluate", main, check_evaluate, help=True, argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -2,24 +2,21 @@
 """Train a model: ``python train.py model=minialexnet_v4 data=cifar100 trainer.max_epochs=5``.
 
 Sweep with ``-m``: ``python train.py -m model=lenet,lenet_v2 task.optimizer.lr=0.1,0.01``.
+A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
 import logging
-import sys
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from labkit import runs  # noqa: F401  (registers the run-directory resolvers)
-from labkit.errors import LabkitError
-from labkit.train import record_failure, train
+from labkit.cli import run
 
 log = logging.getLogger("labkit")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from labkit.train import record_failure, train
+
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg)
@@ -28,10 +25,7 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # the other jobs go on; the sweep summary reports this one and the exit status is 1
             log.error("job failed: %s: %s", type(e).__name__, e)
             return float("nan") if cfg.get("optimized_metric") else None
-        if isinstance(e, (LabkitError, FileNotFoundError, PermissionError)):
-            log.error("%s", e)  # one clear paragraph, no stack trace
-            sys.exit(1)
-        raise
+        raise  # labkit.cli prints one paragraph for an error the user can fix, a traceback for a bug
     for key in ("test/acc", "test/error", "test/loss"):
         if key in metrics:
             log.info("%s = %.4f", key, metrics[key])
@@ -43,5 +37,12 @@ def main(cfg: DictConfig) -> float | None:
     return None
 
 
+def cli(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
+    from labkit.config import check_train
+
+    return run("train", main, check_train, argv=argv)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -4,13 +4,13 @@ Every check runs before any data is read, and every message names the key path a
 """
 from __future__ import annotations
 
-import difflib
 import inspect
-from typing import Any
+from pathlib import Path
+from typing import Sequence, Any
 
-from hydra._internal.utils import _locate
 from omegaconf import DictConfig, OmegaConf
 
+from labkit import checks
 from labkit.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -18,10 +18,7 @@ HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 def accepted_params(target: str) -> set[str] | None:
     """Keyword arguments ``target`` accepts, following ``**kwargs`` up the class hierarchy; None = anything."""
-    try:
-        obj = _locate(target)  # a class or a function, without hydra.utils' error logging
-    except Exception as e:
-        raise ConfigError(f"_target_ '{target}' cannot be imported: {e}") from None
+    obj = checks.locate(target)
     names: set[str] = set()
     funcs = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
     for fn in funcs:
@@ -46,35 +43,102 @@ def check_keys(node: Any, path: str, extra: set[str] = frozenset()) -> None:
             allowed |= HYDRA_KEYS | set(extra)
             for key in node.keys():
                 if key not in allowed:
-                    close = difflib.get_close_matches(str(key), sorted(allowed - HYDRA_KEYS), n=1)
-                    hint = f" Did you mean '{path}.{close[0]}'?" if close else ""
-                    raise ConfigError(f"unknown key '{path}.{key}': {target.rsplit('.', 1)[-1]} takes no argument "
-                                      f"'{key}'.{hint} Valid keys: {', '.join(sorted(allowed - HYDRA_KEYS))}")
+                    raise checks.unknown_key(path, str(key), allowed - HYDRA_KEYS,
+                                             f"{target.rsplit('.', 1)[-1]} takes no argument '{key}'.")
     for key in node.keys():
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             check_keys(child, f"{path}.{key}")
 
 
-def _num(cfg, key, *, positive=False, nonneg=False, integer=False, allow_none=True, minimum=None):
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None:
-        if allow_none:
-            return
-        raise ConfigError(f"{key} must be set")
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type:
-        raise ConfigError(f"{key}={value!r} is invalid: it must be {'an integer' if integer else 'a number'}")
-    if positive and value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid: it must be > 0")
-    if nonneg and value < 0:
-        raise ConfigError(f"{key}={value!r} is invalid: it must be >= 0")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key}={value!r} is invalid: it must be >= {minimum}")
+def _missing_keys(node: DictConfig, path: str = "") -> list[str]:
+    """Dotted keys whose value is ``???``, without resolving any interpolation (Hydra's node left out)."""
+    out = []
+    for key in node.keys():
+        child = node._get_node(key)
+        full = f"{path}.{key}" if path else str(key)
+        if full == "hydra" or child is None:
+            continue
+        if child._is_missing():
+            out.append(full)
+        elif isinstance(child, DictConfig) and not child._is_interpolation():
+            out += _missing_keys(child, full)
+    return out
+
+
+def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None, command: str = "this command") -> None:
+    """Refuse mandatory values (``???`` in the YAML) that were not given, naming the key and the config that asks
+    for it (``choices``: Hydra's group choices, e.g. ``{"data": "image_folder"}``)."""
+    missing = _missing_keys(cfg)
+    if not missing:
+        return
+    key = missing[0]
+    group = key.split(".", 1)[0]
+    option = (choices or {}).get(group)
+    who = f"{group}={option} (conf/{group}/{option}.yaml)" if option and "." in key else command
+    names = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
+    adds = " ".join(f"{k}=<value>" for k in missing)
+    how = f" Usage: {usage}." if usage else ""
+    raise ConfigError(f"{names} not set: {who} needs {'them' if len(missing) > 1 else 'it'}; add {adds} to the "
+                      f"command line.{how}")
+
+
+def _plain(node: Any) -> dict:
+    """A config node as a plain dict with interpolations resolved and Hydra's own keys left out."""
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in HYDRA_KEYS}
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    get = trainer.get
+    checks.integer("trainer.max_epochs", get("max_epochs"), -1, optional=True, hint="-1 = no limit")
+    checks.non_negative_int("trainer.min_epochs", get("min_epochs"), optional=True)
+    checks.integer("trainer.max_steps", get("max_steps"), -1, optional=True, hint="-1 = no limit")
+    for key in ("log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch"):
+        checks.positive_int(f"trainer.{key}", get(key), optional=True)
+    checks.non_negative("trainer.gradient_clip_val", get("gradient_clip_val"), optional=True)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        checks.count_or_fraction(f"trainer.{key}", get(key), whole=True, optional=True)
+
+
+
+def check_monitors(cfg: DictConfig, task_class: type) -> None:
+    """A callback's ``monitor`` (EarlyStopping, ModelCheckpoint, ...) must be a metric the task logs."""
+    declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
+    if not declared:
+        return  # the task does not declare its metrics: nothing to check against
+    accepted = set(declared) | {f"{m}{s}" for m in declared for s in ("_step", "_epoch")}
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if not isinstance(node, DictConfig) or node.get("monitor") is None:
+            continue
+        monitor = node.monitor
+        if monitor not in accepted:
+            raise checks.invalid(f"callbacks.{key}.monitor", monitor,
+                                 f"one of the metrics {task_class.__name__} logs: {', '.join(declared)}",
+                                 suggestion=checks.did_you_mean(str(monitor), declared))
+
+
+# metrics.json keys besides the task's logged metrics (see labkit.train.train)
+RUN_METRICS = ("test/error", "params", "trainable_params", "epochs", "global_step", "wall_time_s")
+
+
+def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
+    """``optimized_metric`` (what a search returns) must be a key of the run's metrics.json."""
+    metric = cfg.get("optimized_metric")
+    declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
+    if metric is None or not declared:
+        return
+    allowed = (*declared, *(f"best_{m}" for m in declared), *RUN_METRICS)
+    if metric not in allowed and metric not in {f"{m}{s}" for m in declared for s in ("_step", "_epoch")}:
+        raise checks.invalid("optimized_metric", metric, f"a key of the run's metrics.json: {', '.join(allowed)}",
+                             suggestion=checks.did_you_mean(str(metric), allowed))
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` on the first problem found in a train config."""
+    """Raise :class:`ConfigError` on the first problem found in a train config.
+
+    Nothing is built, read or written: unknown keys, every value a constructor would refuse (each class's
+    ``check_args``, see :mod:`labkit.checks`), the trainer's counts and the callbacks' monitors."""
+    check_missing(cfg)
     for group in ("model", "data", "task", "trainer"):
         if not isinstance(cfg.get(group), DictConfig) or "_target_" not in cfg[group]:
             raise ConfigError(f"config group '{group}' is missing or has no _target_: choose one, e.g. {group}=...")
@@ -87,15 +151,63 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig):
             for key in node.keys():
                 check_keys(node[key], f"{group}.{key}")
-    seed = cfg.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError(f"seed={seed!r} is invalid: use a non-negative integer, or null for a random seed")
-    _num(cfg, "data.batch_size", positive=True, integer=True, allow_none=False)
-    _num(cfg, "data.eval_batch_size", positive=True, integer=True)
-    _num(cfg, "data.num_workers", nonneg=True, integer=True)
-    _num(cfg, "task.optimizer.lr", positive=True)
-    _num(cfg, "task.optimizer.momentum", nonneg=True)
-    _num(cfg, "task.optimizer.weight_decay", nonneg=True)
-    _num(cfg, "task.margin", nonneg=True)
-    _num(cfg, "trainer.max_epochs", integer=True, minimum=-1)
-    _num(cfg, "trainer.log_every_n_steps", positive=True, integer=True)
+    checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="seed=null draws a random one")
+    checks.check_target(cfg.data._target_, _plain(cfg.data))
+    checks.check_target(cfg.task._target_, _plain(cfg.task))
+    _check_trainer(cfg.trainer)
+    task_class = checks.locate(cfg.task._target_)
+    check_monitors(cfg, task_class)
+    check_optimized_metric(cfg, task_class)
+
+
+def check_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """``train.py``'s checks before Hydra makes the run directory: the log folder, then
+    :func:`labkit.train.prepare` when ``resume`` or ``init_from`` is given (the run's saved config plus the
+    overrides a resume may apply, the checkpoints they name), else the preset's required keys and :func:`validate`."""
+    checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
+    if cfg.get("resume") not in (None, False) or cfg.get("init_from"):
+        from labkit.train import prepare
+
+        prepare(cfg, overrides)
+        return
+    check_required(cfg)
+    validate(cfg)
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Keys a preset lists in ``requires`` (e.g. ``[init_from]``) must be given on the command line."""
+    for key in cfg.get("requires") or []:
+        if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) in (None, "", "???"):
+            raise ConfigError(f"{key} must be set for this preset: add {key}=... to the command line "
+                              f"(the preset's comment says what it expects)")
+
+
+def check_evaluate(cfg: DictConfig) -> None:
+    """``evaluate.py``'s checks before anything is loaded: the run and checkpoint exist, split, report names and
+    counts are valid, and the run's evaluation folder can be written."""
+    from labkit import runs
+
+    checks.one_of("split", cfg.get("split"), ("train", "val", "test"))
+    run_dir, ckpt = runs.resolve_run(cfg.run)
+    runs.load_config(run_dir)
+    if ckpt is None:
+        ckpt = runs.find_checkpoint(run_dir, cfg.get("ckpt", "best"))
+        if not ckpt.exists():
+            raise FileNotFoundError(f"ckpt={cfg.ckpt}: {ckpt} does not exist; use best, last or a checkpoint file "
+                                    f"in {ckpt.parent}")
+    checks.writable_folder("run", Path(run_dir) / "evaluation")
+    checks.positive_int("batch_size", cfg.get("batch_size"), optional=True)
+    for key in ("knn_k", "shots", "draws"):
+        checks.positive_int(key, cfg.get(key), optional=True)
+    checks.non_negative_int("tsne_samples", cfg.get("tsne_samples"), optional=True)
+    checks.non_negative_int("seed", cfg.get("seed"), optional=True)
+    reports = cfg.get("reports")
+    if reports is not None:
+        from labkit.evaluation import REPORTS, _load_builtin
+
+        _load_builtin()
+        names = [reports] if isinstance(reports, str) else list(reports)
+        for name in names:
+            if name not in REPORTS:
+                raise checks.invalid("reports", names, f"a list of report names: {', '.join(sorted(REPORTS))}",
+                                     f"'{name}' is not one", checks.did_you_mean(str(name), REPORTS))

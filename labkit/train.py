@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from labkit import runs
 from labkit.callbacks import AtomicCheckpointIO
-from labkit.config import validate
+from labkit.config import check_required, validate
 from labkit.errors import ConfigError, LabkitError
 from labkit.models._shape import count_parameters
 
@@ -197,11 +197,8 @@ def prepare(cfg: DictConfig, overrides=None) -> tuple[DictConfig, Path | None, d
     if cfg.get("seed") is None:
         with open_dict(cfg):
             cfg.seed = random.randint(0, 2**31 - 1)
+    check_required(cfg)
     validate(cfg)
-    for key in cfg.get("requires") or []:
-        if OmegaConf.select(cfg, key, default=None, throw_on_missing=False) in (None, "", "???"):
-            raise ConfigError(f"{key} must be set for this preset: add {key}=... to the command line "
-                              f"(the preset's comment says what it expects)")
     _resolve_init_from(cfg)
     return cfg, resume_ckpt, changes
 

@@ -98,3 +98,57 @@ def test_evaluate_bad_run_and_split(cfg_factory):
         evaluate(cfg_factory("run=/no/such/run", name="evaluate"))
     with pytest.raises(ConfigError, match="split='bogus'"):
         evaluate(cfg_factory("run=/no/such/run", "split=bogus", name="evaluate"))
+
+
+# ----- labkit.checks: one vocabulary, one message shape, each check declared once -----------------------------
+def test_checks_vocabulary_message_shape():
+    from labkit import checks
+
+    cases = [
+        (lambda: checks.positive_int("data.batch_size", 0),
+         "data.batch_size=0 is invalid: it must be a positive integer"),
+        (lambda: checks.positive_int("data.batch_size", True), "data.batch_size=True is invalid"),
+        (lambda: checks.non_negative("task.margin", -1), "task.margin=-1 is invalid: it must be a number >= 0"),
+        (lambda: checks.fraction("data.hflip", 1.5), "data.hflip=1.5 is invalid: it must be a number in [0, 1]"),
+        (lambda: checks.in_range("task.label_smoothing", 1, 0, 1, hi_open=True),
+         "task.label_smoothing=1 is invalid: it must be a number in [0, 1)"),
+        (lambda: checks.count_or_fraction("data.val_size", 2.0),
+         "data.val_size=2.0 is invalid: it must be a fraction in [0, 1) or a count (an integer >= 0)"),
+        (lambda: checks.one_of("task.miner", "semihard", (None, "batch_hard", "semi_hard")),
+         "task.miner='semihard' is invalid: it must be one of null, batch_hard, semi_hard. Did you mean 'semi_hard'?"),
+    ]
+    for call, text in cases:
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value).startswith(text), str(e.value)
+    assert checks.positive_int("data.batch_size", None, optional=True) is None
+    assert checks.count_or_fraction("data.val_size", 0) == 0 and checks.fraction("p", 1) == 1
+
+
+@pytest.mark.parametrize("override,build", [
+    ("task.label_smoothing=2", lambda: __import__("labkit.tasks", fromlist=["x"]).ClassificationTask(
+        model={"_target_": "labkit.models.LeNet"}, label_smoothing=2)),
+    ("task.optimizer.momentum=1.5", lambda: __import__("labkit.tasks", fromlist=["x"]).ClassificationTask(
+        model={"_target_": "labkit.models.LeNet"}, optimizer={"_target_": "torch.optim.SGD", "momentum": 1.5})),
+    ("data.batch_size=0", lambda: __import__("labkit.data", fromlist=["x"]).DigitsDataModule(batch_size=0)),
+    ("data.val_size=2.0", lambda: __import__("labkit.data", fromlist=["x"]).DigitsDataModule(val_size=2.0)),
+])
+def test_config_and_constructor_share_one_check(override, build, cfg_factory):
+    """The constructor's check_args is what validate runs on the config: the same message, before anything is built."""
+    from labkit.config import validate
+
+    with pytest.raises(ConfigError) as at_config:
+        validate(cfg_factory(override))
+    with pytest.raises(ConfigError) as in_python:
+        build()
+    assert str(at_config.value) == str(in_python.value)
+    assert override.split("=")[0] in str(at_config.value)
+
+
+def test_every_task_declares_its_logged_metrics():
+    import labkit.tasks as T
+
+    for cls in (T.ClassificationTask, T.AutoencoderTask, T.DenoisingAutoencoderTask, T.SparseAutoencoderTask,
+                T.SiameseTask, T.TripletTask):
+        assert cls.monitor[0] in cls.logged_metrics, cls
+        assert "train/loss" in cls.logged_metrics and "test/loss" in cls.logged_metrics

@@ -10,16 +10,9 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 
-from labkit.errors import ConfigError
+from labkit import checks
 
 SAMPLINGS = ("single", "pairs", "triplets")
-
-
-def check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"data.{name}={value!r} is invalid: it must be a positive integer")
 
 
 class LabDataModule(pl.LightningDataModule):
@@ -32,18 +25,7 @@ class LabDataModule(pl.LightningDataModule):
                  num_classes: int = 10, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  sampling: str = "single"):
         super().__init__()
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("eval_batch_size", eval_batch_size, allow_none=True)
-        check_positive_int("channels", channels)
-        check_positive_int("image_size", image_size)
-        check_positive_int("num_classes", num_classes)
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} is invalid: it must be an integer >= 0")
-        for key, v in (("mean", mean), ("std", std)):
-            if v is not None and len(v) != channels:
-                raise ConfigError(f"data.{key} has {len(v)} values but data.channels={channels}")
-        if std is not None and any(s <= 0 for s in std):
-            raise ConfigError(f"data.std={list(std)} is invalid: every value must be > 0")
+        LabDataModule.check_args(locals())
         self.data_dir = str(data_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -57,15 +39,25 @@ class LabDataModule(pl.LightningDataModule):
         self.sampling = sampling
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
+        anything is built, by :func:`labkit.checks.check_target`."""
+        checks.positive_int("data.batch_size", a["batch_size"])
+        checks.positive_int("data.eval_batch_size", a["eval_batch_size"], optional=True)
+        for key in ("channels", "image_size", "num_classes"):
+            checks.positive_int(f"data.{key}", a[key])
+        checks.non_negative_int("data.num_workers", a["num_workers"])
+        for key, minimum in (("mean", None), ("std", 0.0)):
+            checks.per_channel(f"data.{key}", a[key], a["channels"], above=minimum, optional=True)
+
     @property
     def sampling(self) -> str:
         return self._sampling
 
     @sampling.setter
     def sampling(self, value: str) -> None:
-        if value not in SAMPLINGS:
-            raise ConfigError(f"sampling={value!r} is invalid: choose one of {', '.join(SAMPLINGS)}")
-        self._sampling = value
+        self._sampling = checks.one_of("sampling", value, SAMPLINGS)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -92,8 +84,7 @@ class LabDataModule(pl.LightningDataModule):
     def loader(self, split: str):
         """Evaluation DataLoader over ``train``, ``val`` or ``test``: no shuffling, no augmentation,
         yielding ``(x, y)`` batches that :meth:`transform` turns into model input."""
-        if split not in ("train", "val", "test"):
-            raise ConfigError(f"split={split!r} is invalid: choose train, val or test")
+        checks.one_of("split", split, ("train", "val", "test"))
         return self._loader(split, train=False, evaluation=True)
 
     def transform(self, x, train: bool):

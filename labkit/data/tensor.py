@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from labkit.data import augment as A
 from labkit.data.base import LabDataModule
 from labkit.data.samplers import EpochBatchSampler
-from labkit.errors import ConfigError, IncompatibleError
+from labkit import checks
+from labkit.errors import IncompatibleError
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,19 @@ class BatchDataset(Dataset):
                      for t in (self.split.x, self.split.y))
 
 
-def holdout(y: np.ndarray, size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of ``arange(len(y))`` into (keep, held_out); ``size`` is a count or a fraction."""
+def holdout(y: np.ndarray, size: int | float, seed: int, name: str = "hold-out size",
+            what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of ``arange(len(y))`` into (keep, held_out); ``size`` is a count or a fraction.
+
+    ``name`` is the config key the size comes from (e.g. ``data.val_size``), named in the error with the sizes."""
     from sklearn.model_selection import train_test_split
 
     n = len(y)
-    if isinstance(size, float) and not 0.0 <= size < 1.0:
-        raise ConfigError(f"hold-out fraction {size} is invalid: use a fraction in [0, 1) or a count")
+    checks.count_or_fraction(name, size)
     count = int(round(size * n)) if isinstance(size, float) else int(size)
-    if count < 0 or count >= n:
-        raise ConfigError(f"hold-out size {size} is invalid for {n} samples")
+    if count >= n:
+        raise checks.invalid(name, size, f"smaller than the {n} {what} it is taken from", f"The hold-out size {size} "
+                             f"would leave none of them for training: choose a count < {n} or a fraction in [0, 1)")
     idx = np.arange(n)
     if count == 0:
         return idx, idx[:0]
@@ -94,20 +98,26 @@ class InMemoryImageDataModule(LabDataModule):
                  color_jitter: dict | None = None, keep_on_device: bool = True, download: bool = False,
                  channels_last: bool | None = None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= hflip <= 1.0:
-            raise ConfigError(f"data.hflip={hflip} is invalid: it is a probability in [0, 1]")
+        InMemoryImageDataModule.check_args(locals())
         self.val_size = val_size
         self.augment = augment
         self.hflip = hflip
         self.color_jitter = dict(color_jitter or {})
-        unknown = set(self.color_jitter) - {"brightness", "contrast", "saturation"}
-        if unknown:
-            raise ConfigError(f"data.color_jitter has unknown keys {sorted(unknown)}: "
-                              "use brightness, contrast, saturation")
         self.keep_on_device = keep_on_device
         self.download = download
         self.channels_last = channels_last
         self.splits: dict[str, Split] = {}
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`)."""
+        checks.count_or_fraction("data.val_size", a["val_size"])
+        checks.fraction("data.hflip", a["hflip"])
+        jitter = ("brightness", "contrast", "saturation")
+        for key, v in dict(a["color_jitter"] or {}).items():
+            if key not in jitter:
+                raise checks.unknown_key("data.color_jitter", key, jitter)
+            checks.non_negative(f"data.color_jitter.{key}", v)
 
     # ----- to implement -------------------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:
@@ -120,7 +130,7 @@ class InMemoryImageDataModule(LabDataModule):
             return
         train, test = self.load()
         self._check(train)
-        keep, held = holdout(train.y.numpy(), self.val_size, self.seed)
+        keep, held = holdout(train.y.numpy(), self.val_size, self.seed, "data.val_size", "training images")
         keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
         self.splits = {"train": Split(train.x[keep_t], train.y[keep_t]),
                        "val": Split(train.x[held_t], train.y[held_t]),

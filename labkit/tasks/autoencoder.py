@@ -12,9 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labkit.errors import ConfigError, IncompatibleError
+from labkit import checks
+from labkit.errors import IncompatibleError
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, probe_output
+from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_image_grids
 
 # fixed seed of the noise drawn at validation/test time, so that val/loss is comparable across epochs
@@ -29,15 +30,20 @@ class AutoencoderTask(LabTask):
     """
 
     monitor = ("val/loss", "min")
+    logged_metrics = per_stage("loss", "mse")
     evaluations = ("representation", "compression", "anomaly")
 
     def __init__(self, model, optimizer=None, scheduler=None, log_images: int = 50, **kwargs: Any):
+        AutoencoderTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, **kwargs)
-        if isinstance(log_images, bool) or not isinstance(log_images, int) or log_images < 0:
-            raise ConfigError(f"task.log_images={log_images!r} is invalid: use an integer >= 0")
         self.save_hyperparameters({"log_images": log_images})
         self._first_val = FirstBatch()
         self._eval_gen: torch.Generator | None = None
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.non_negative_int("task.log_images", a["log_images"], hint="0 disables the image grids")
 
     # ----- what the variants change --------------------------------------------------------------
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -135,12 +141,16 @@ class DenoisingAutoencoderTask(AutoencoderTask):
 
     def __init__(self, model, optimizer=None, scheduler=None, noise_factor: float = 0.5, target: str = "clean",
                  **kwargs: Any):
+        DenoisingAutoencoderTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, **kwargs)
-        if isinstance(noise_factor, bool) or not isinstance(noise_factor, (int, float)) or noise_factor < 0:
-            raise ConfigError(f"task.noise_factor={noise_factor!r} is invalid: use a number >= 0")
-        if target not in ("clean", "noisy"):
-            raise ConfigError(f"task.target={target!r} is invalid: use clean (standard) or noisy (note 003's code)")
         self.save_hyperparameters({"noise_factor": float(noise_factor), "target": target})
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.non_negative("task.noise_factor", a["noise_factor"])
+        checks.one_of("task.target", a["target"], ("clean", "noisy"),
+                      hint="clean is the standard definition, noisy reproduces note 003's code")
 
     def corrupt(self, x, generator=None):
         if generator is None:
@@ -162,16 +172,21 @@ class SparseAutoencoderTask(AutoencoderTask):
     the code units, mean over the batch). Defaults s = 0.05, beta = 0.5 as in the note.
     """
 
+    logged_metrics = AutoencoderTask.logged_metrics + per_stage("sparsity")
+
     def __init__(self, model, optimizer=None, scheduler=None, sparsity: float = 0.05, beta: float = 0.5,
                  reduction: str = "mean", **kwargs: Any):
+        SparseAutoencoderTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, **kwargs)
-        for key, v in (("sparsity", sparsity), ("beta", beta)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"task.{key}={v!r} is invalid: use a number >= 0")
-        if reduction not in ("mean", "sum"):
-            raise ConfigError(f"task.reduction={reduction!r} is invalid: use mean (note 003's code) "
-                              "or sum (its formula)")
         self.save_hyperparameters({"sparsity": float(sparsity), "beta": float(beta), "reduction": reduction})
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.non_negative("task.sparsity", a["sparsity"])
+        checks.non_negative("task.beta", a["beta"])
+        checks.one_of("task.reduction", a["reduction"], ("mean", "sum"),
+                      hint="mean follows note 003's code, sum its formula")
 
     def sparsity_penalty(self, code: torch.Tensor) -> torch.Tensor:
         """``beta * |code - s|`` reduced by ``reduction``."""

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from labkit import checks
 from labkit.errors import ConfigError, IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
@@ -21,35 +22,46 @@ from labkit.tasks.finetuning import check_finetune_args, finetuning_callbacks
 log = logging.getLogger(__name__)
 
 
+def per_stage(*names: str, stages: tuple[str, ...] = ("train", "val", "test")) -> tuple[str, ...]:
+    """``("train/<name>", "val/<name>", "test/<name>", ...)``: metric names for :attr:`LabTask.logged_metrics`."""
+    return tuple(f"{s}/{n}" for s in stages for n in names)
+
+
 class LabTask(pl.LightningModule):
     sampling = "single"
     monitor = ("val/loss", "min")
+    # every metric name the task logs with self.log (what a callback's monitor may name, checked at config time);
+    # empty = not declared, nothing checked. A subclass that logs more extends its parent's tuple.
+    logged_metrics: tuple[str, ...] = ()
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None, scheduler_interval: str = "epoch",
                  compile: bool = False, freeze: str | None = None, unfreeze_at_epoch: int | None = None,
                  unfreeze_lr_factor: float = 0.1):
         super().__init__()
-        freeze = check_finetune_args(freeze, unfreeze_at_epoch, unfreeze_lr_factor)
-        if scheduler_interval not in ("epoch", "step"):
-            raise ConfigError(f"task.scheduler_interval={scheduler_interval!r} is invalid: use epoch or step")
+        LabTask.check_args(locals())
+        freeze = None if freeze is False else freeze
         self.save_hyperparameters({"model": as_dict(model), "optimizer": as_dict(optimizer),
                                    "scheduler": as_dict(scheduler), "scheduler_interval": scheduler_interval,
                                    "compile": compile, "freeze": freeze, "unfreeze_at_epoch": unfreeze_at_epoch,
                                    "unfreeze_lr_factor": unfreeze_lr_factor})
-        self._check_optimizer(self.hparams.optimizer)
         self.hparams.model.pop("init_from", None)  # stored by labkit < 0.2, whose weights are in the checkpoint
         self.model = build_model(self.hparams.model)
 
     @staticmethod
-    def _check_optimizer(opt: Mapping[str, Any] | None) -> None:
-        if not opt:
-            return
-        for key in ("lr", "momentum", "weight_decay"):
-            v = opt.get(key)
-            if v is not None and (not isinstance(v, (int, float)) or v < 0 or (key == "lr" and v == 0)):
-                raise ConfigError(f"task.optimizer.{key}={v!r} is invalid: it must be a "
-                                  f"{'positive' if key == 'lr' else 'non-negative'} number")
+    def check_args(a: Mapping[str, Any]) -> None:
+        """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
+        anything is built, by :func:`labkit.checks.check_target`. Subclasses declare their own the same way."""
+        check_finetune_args(a["freeze"], a["unfreeze_at_epoch"], a["unfreeze_lr_factor"])
+        checks.one_of("task.scheduler_interval", a["scheduler_interval"], ("epoch", "step"))
+        opt = a["optimizer"] or {}
+        checks.positive("task.optimizer.lr", opt.get("lr"), optional=True)
+        checks.fraction("task.optimizer.momentum", opt.get("momentum"), optional=True,
+                        hint="the notes use 0.99, and above 1 the updates grow without bound")
+        checks.non_negative("task.optimizer.weight_decay", opt.get("weight_decay"), optional=True)
+        checks.positive("task.optimizer.eps", opt.get("eps"), optional=True)
+        for i, beta in enumerate(opt.get("betas") or ()):
+            checks.in_range(f"task.optimizer.betas[{i}]", beta, 0.0, 1.0, hi_open=True)
 
     def forward(self, x):
         return self.model(x)

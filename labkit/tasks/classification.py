@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from labkit import checks
 from labkit.errors import IncompatibleError
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, probe_output
+from labkit.tasks.base import LabTask, per_stage, probe_output
 
 
 class ClassificationTask(LabTask):
@@ -17,10 +18,12 @@ class ClassificationTask(LabTask):
     """
 
     monitor = ("val/acc", "max")
+    logged_metrics = per_stage("loss", "acc") + ("test/top5",)
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
                  compile: bool = False, label_smoothing: float = 0.0, freeze: str | None = None,
                  unfreeze_at_epoch: int | None = None, unfreeze_lr_factor: float = 0.1):
+        ClassificationTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, scheduler_interval, compile, freeze=freeze,
                          unfreeze_at_epoch=unfreeze_at_epoch, unfreeze_lr_factor=unfreeze_lr_factor)
         self.save_hyperparameters({"label_smoothing": label_smoothing})
@@ -32,6 +35,12 @@ class ClassificationTask(LabTask):
         self.val_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.test_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro", validate_args=False)
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.in_range("task.label_smoothing", a["label_smoothing"], 0.0, 1.0, hi_open=True,
+                        hint="0 = plain cross-entropy, typical values 0.05-0.2")
 
     def _infer_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]

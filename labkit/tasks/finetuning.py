@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from labkit import checks
 from labkit.errors import ConfigError
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
@@ -32,20 +33,17 @@ def check_finetune_args(freeze: Any, unfreeze_at_epoch: Any, unfreeze_lr_factor:
     """Validate the three task arguments; returns ``freeze`` normalized (``False`` -> ``None``)."""
     if freeze is False:
         freeze = None
-    if freeze not in FREEZE_CHOICES:
-        raise ConfigError(f"task.freeze={freeze!r} is invalid: use null (train the whole network) or backbone "
-                          "(train only the new head)")
+    checks.one_of("task.freeze", freeze, FREEZE_CHOICES,
+                  hint="null trains the whole network, backbone only the new head")
     if unfreeze_at_epoch is not None:
-        if isinstance(unfreeze_at_epoch, bool) or not isinstance(unfreeze_at_epoch, int) or unfreeze_at_epoch < 1:
-            raise ConfigError(f"task.unfreeze_at_epoch={unfreeze_at_epoch!r} is invalid: use an epoch number >= 1 "
-                              "(0-based: N epochs of head-only training come first) or null to never unfreeze")
+        checks.integer("task.unfreeze_at_epoch", unfreeze_at_epoch, 1,
+                       hint="0-based: N epochs of head-only training come first; null never unfreezes")
         if freeze is None:
-            raise ConfigError(f"task.unfreeze_at_epoch={unfreeze_at_epoch} needs task.freeze=backbone: there is "
-                              "nothing frozen to unfreeze")
-    if isinstance(unfreeze_lr_factor, bool) or not isinstance(unfreeze_lr_factor, (int, float)) \
-            or unfreeze_lr_factor <= 0:
-        raise ConfigError(f"task.unfreeze_lr_factor={unfreeze_lr_factor!r} is invalid: it must be a number > 0 "
-                          "(the learning rate is multiplied by it when the backbone is unfrozen, e.g. 0.1)")
+            raise checks.invalid("task.unfreeze_at_epoch", unfreeze_at_epoch, "null here",
+                                 f"task.unfreeze_at_epoch={unfreeze_at_epoch} needs task.freeze=backbone: without it "
+                                 "nothing is frozen, so there is nothing to unfreeze")
+    checks.positive("task.unfreeze_lr_factor", unfreeze_lr_factor,
+                    hint="the learning rate is multiplied by it when the backbone is unfrozen, e.g. 0.1")
     return freeze
 
 

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.errors import ConfigError, IncompatibleError
+from labkit import checks
+from labkit.errors import IncompatibleError
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, probe_output
+from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_projector
 
 MINERS = ("batch_hard", "semi_hard")
@@ -35,12 +36,6 @@ def contrastive_loss(phi_i: torch.Tensor, phi_j: torch.Tensor, pair_label: torch
     return (0.5 * (1 - l) * d.pow(2) + 0.5 * l * (margin - d).clamp(min=0).pow(2)).mean()
 
 
-def _check_number(key: str, v, minimum: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < minimum:
-        raise ConfigError(f"task.{key}={v!r} is invalid: use a number >= {minimum}")
-    return float(v)
-
-
 class MetricTask(LabTask):
     """Shared parts: the embedding (``embed``), the compatibility check and the projector logging.
 
@@ -51,15 +46,21 @@ class MetricTask(LabTask):
     """
 
     monitor = ("val/loss", "min")
+    logged_metrics = per_stage("loss", "dist_pos", "dist_neg")
     evaluations = ("retrieval",)
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
                  compile: bool = False, margin: float = 1.0, projector: int = 256):
+        MetricTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, scheduler_interval, compile)
-        if isinstance(projector, bool) or not isinstance(projector, int) or projector < 0:
-            raise ConfigError(f"task.projector={projector!r} is invalid: use an integer >= 0 (0 = off)")
-        self.save_hyperparameters({"margin": _check_number("margin", margin), "projector": projector})
+        self.save_hyperparameters({"margin": float(margin), "projector": projector})
         self._first_val = FirstBatch()
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.non_negative("task.margin", a["margin"])
+        checks.non_negative_int("task.projector", a["projector"], hint="0 = off")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding of a batch of images: ``(N, D)``."""
@@ -150,22 +151,27 @@ class TripletTask(MetricTask):
     """
 
     sampling = "triplets"
+    logged_metrics = MetricTask.logged_metrics + per_stage("triplet_acc") + ("train/mined",)
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
                  compile: bool = False, margin: float = 1.0, projector: int = 256, norm_penalty: float = 0.0,
                  norm_reduction: str = "batch", miner: str | None = None):
+        TripletTask.check_args(locals())
         super().__init__(model, optimizer, scheduler, scheduler_interval, compile, margin, projector)
-        if norm_reduction not in ("batch", "mean"):
-            raise ConfigError(f"task.norm_reduction={norm_reduction!r} is invalid: use batch (note 002's code) "
-                              "or mean (per triplet)")
-        if miner is not None and miner not in MINERS:
-            raise ConfigError(f"task.miner={miner!r} is invalid: use null, {' or '.join(MINERS)}")
-        self.save_hyperparameters({"norm_penalty": _check_number("norm_penalty", norm_penalty),
+        self.save_hyperparameters({"norm_penalty": float(norm_penalty),
                                    "norm_reduction": norm_reduction, "miner": miner})
         self.criterion = nn.TripletMarginLoss(margin=self.hparams.margin)
         if miner is not None:
             self.sampling = "single"
             self.miner, self.mined_loss = _pml(miner, self.hparams.margin)
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
+        checks.non_negative("task.norm_penalty", a["norm_penalty"])
+        checks.one_of("task.norm_reduction", a["norm_reduction"], ("batch", "mean"),
+                      hint="batch follows note 002's code, mean is per triplet")
+        checks.one_of("task.miner", a["miner"], (None, *MINERS))
 
     def check_compatible(self, data) -> None:
         super().check_compatible(data)

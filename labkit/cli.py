@@ -1,0 +1,269 @@
+"""Command-line entry points: ``run(config_name, fn, check=...)`` is all a script (train.py, evaluate.py, later
+predict.py or export.py) needs.
+
+Before Hydra creates anything (a run directory, ``.hydra/``, ``train.log``) the command line is checked in-process:
+the overrides are parsed, the config is composed from the script's ``conf/`` folder, a misspelt key gets the same
+"did you mean" with or without ``+``, a mandatory value that was not given is named, and the script's own
+``check(cfg)`` runs on the composed config (train.py: :func:`labkit.config.check_train`). Sweeps with several
+values per override (``-m a=1,2``) skip this: Hydra composes each job, and each job checks itself.
+
+Errors a user can cause (labkit's own, missing or unreadable files, Hydra's composition errors, OmegaConf's
+errors from bad overrides) print one paragraph, ``error: ...``, and exit with status 1, before or during the job.
+``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the full traceback instead. ``help=True`` gives the script a
+``--help`` of its own: its docstring and its YAML's options with their comments.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+from labkit import checks
+from labkit import runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
+from labkit.errors import ConfigError, LabkitError
+
+DEBUG_FLAG = "--debug"
+# Hydra flags that print something instead of running, or change which config is composed: no pre-flight
+_NO_PREFLIGHT = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion",
+                 "-sc", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
+                 "--package", "-p", "--resolve"}
+
+
+# ----- which errors are the user's -------------------------------------------------------------------------------
+def _user_error_types() -> tuple[type, ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (LabkitError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError,
+            HydraException, OmegaConfBaseException)
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for errors a user causes with their input (and that print one paragraph, no traceback)."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(e, InstantiationException):  # a constructor failed: the user's fault only if the cause is
+        cause = e.__cause__
+        return cause is not None and is_user_error(cause)
+    return isinstance(e, _user_error_types())
+
+
+def message(e: BaseException) -> str:
+    """The error as one paragraph: lines joined, errno prefixes dropped."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and text.startswith("[Errno"):
+        text = f"{e.filename}: {e.strerror}"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def fail(e: BaseException) -> NoReturn:
+    """Print ``error: <one paragraph>`` on stderr and exit with status 1."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(e, InstantiationException) and e.__cause__ is not None:
+        e = e.__cause__  # the constructor's own message, not Hydra's 'Error in call to target' wrapper
+    sys.stderr.flush()
+    print(f"error: {message(e)}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def _debug(argv: list[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+# ----- --help from the script's own YAML ---------------------------------------------------------------------------
+def _usage(yaml_text: str) -> str:
+    """The YAML's first comment line, when it shows a command (``# python evaluate.py run=...``)."""
+    first = yaml_text.lstrip().splitlines()[0] if yaml_text.strip() else ""
+    m = re.search(r"(python \S+\.py.*)$", first)
+    return m.group(1).strip() if m else ""
+
+
+def help_text(conf_dir: Path, config_name: str, doc: str | None) -> str:
+    """The script's docstring, then its options: ``conf/<config_name>.yaml`` with its comments, without the
+    ``defaults`` list and the ``hydra`` block."""
+    text = (Path(conf_dir) / f"{config_name}.yaml").read_text()
+    kept, skip = [], False
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            skip = line.split(":", 1)[0].strip() in ("defaults", "hydra")
+        if not skip:
+            kept.append(line)
+    while kept and (not kept[-1].strip() or kept[-1].startswith("#")) and skip:
+        kept.pop()  # comments that introduced a dropped block at the end
+    script = f"{config_name}.py"
+    return (f"{(doc or '').strip()}\n\n"
+            f"Options (key=value on the command line; defaults and comments from conf/{config_name}.yaml):\n\n"
+            + "\n".join(kept).strip("\n") +
+            f"\n\n{DEBUG_FLAG}  on an error, show the full traceback (same as HYDRA_FULL_ERROR=1)\n"
+            f"--cfg job  print the composed config and exit\n\nExample: {_usage(text) or 'python ' + script}\n")
+
+
+# ----- the pre-flight --------------------------------------------------------------------------------------------
+def _parse(overrides: Sequence[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "syntax error"
+            raise ConfigError(f"cannot read the override '{text}': {first}. Write key=value (group=option for a "
+                              "config group, +key=value to add a key); quote values with spaces or special "
+                              "characters, e.g. 'data.root=\"/my data\"'. See "
+                              "https://hydra.cc/docs/advanced/override_grammar/basic/") from None
+    return parsed
+
+
+def _compose(conf_dir: Path, config_name: str, overrides: Sequence[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3", job_name=config_name):
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence[str]) -> Exception:
+    """Hydra's composition error as labkit's one paragraph, with a 'did you mean' where one can be found."""
+    from omegaconf import DictConfig, OmegaConf
+
+    text = str(e)
+    m = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if m:  # group=option with an option that does not exist
+        group, option = m.groups()
+        block = text.split("Available options", 1)[-1].split("Config search path", 1)[0]
+        options = re.findall(r"^\t(\S+)$", block, re.M)
+        return ConfigError(f"{group}={option} is invalid: {group} must be one of {', '.join(options)} "
+                           f"(conf/{group}/*.yaml). {checks.did_you_mean(option, options, group + '=')}".strip())
+    m = re.search(r"Could not override '([^']+)'", text)
+    cause = e.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if m and full_key:  # a key that is not in the config (without +)
+        override = m.group(1)
+        path, _, key = str(full_key).rpartition(".")
+        try:  # the config without the bad override, to list the keys that do exist there
+            rest = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") != override]
+            cfg = _compose(conf_dir, config_name, rest)
+        except Exception:
+            return ConfigError(message(e))
+        node = OmegaConf.select(cfg, path) if path else cfg
+        keys = {str(k) for k in node.keys()} if isinstance(node, DictConfig) else set()
+        if not path:
+            keys.discard("hydra")
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == override), "...")
+        where = f"'{path}' has no key '{key}'" if path else "there is no such top-level key"
+        plus = "" if checks.did_you_mean(key, keys) else f" (to add a key the config does not have, write " \
+                                                           f"+{override}={value})"
+        return checks.unknown_key(path, key, keys, where + plus + ".")
+    m = re.search(r"An item is already at '([^']+)'", text)
+    if m:  # +key=value for a key the config already has
+        key = m.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == key), "...")
+        return ConfigError(f"+{key}: {key} is already in the config, so there is nothing to add: drop the + and "
+                           f"write {key}={value} (++{key}={value} sets it whether or not it exists)")
+    if re.search(r"Could not override '([^']+)'\. No match in the defaults list", text):
+        name = re.search(r"Could not override '([^']+)'", text).group(1)
+        return ConfigError(f"{name} is not a config group of {config_name}.yaml, so it cannot be overridden. "
+                           f"{checks.did_you_mean(name, _groups(conf_dir))} Groups: {', '.join(_groups(conf_dir))}")
+    return ConfigError(message(e))
+
+
+def _groups(conf_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(conf_dir)) for p in Path(conf_dir).rglob("*") if p.is_dir())
+
+
+def preflight(conf_dir: Path, config_name: str, overrides: Sequence[str], check: Callable | None = None,
+              command: str = "") -> Any:
+    """Parse and compose the command line's config, name what is missing, run ``check(cfg)``; returns the composed
+    config (without Hydra's node), or None for a sweep with several values per override."""
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+
+    from labkit.config import check_missing
+
+    parsed = _parse(overrides)
+    if any(o.is_sweep_override() for o in parsed):
+        return None
+    try:
+        cfg = _compose(conf_dir, config_name, overrides)
+    except HydraException as e:
+        raise _explain(e, conf_dir, config_name, overrides) from e
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    usage = _usage((Path(conf_dir) / f"{config_name}.yaml").read_text())
+    check_missing(cfg, f"{usage} (--help lists the options)" if usage else "", choices, command)
+    if check is not None:
+        if len(inspect.signature(check).parameters) > 1:
+            check(cfg, list(overrides))  # e.g. resume=...: which keys the command line changes
+        else:
+            check(cfg)
+    return cfg
+
+
+# ----- the entry point -------------------------------------------------------------------------------------------
+def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: bool = False,
+        config_dir: str | Path | None = None, argv: Sequence[str] | None = None) -> Any:
+    """Run ``fn(cfg)`` as a Hydra app on ``<config_dir>/<config_name>.yaml`` (default: ``conf/`` beside the file
+    that defines ``fn``), after the pre-flight; user errors print one paragraph and exit 1.
+
+    ``check``: the script's own checks of the composed config (before Hydra creates anything).
+    ``help``: answer ``--help`` with the script's docstring and its own options instead of Hydra's listing.
+    ``argv``: the command-line arguments (default ``sys.argv[1:]``; tests pass them).
+    """
+    import hydra
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug(args)
+    args = [a for a in args if a != DEBUG_FLAG]
+    conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
+    script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
+    if help and ("--help" in args or "-h" in args):
+        print(help_text(conf_dir, config_name, getattr(fn, "__globals__", {}).get("__doc__")))
+        return None
+    # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
+    # the same process (tests)
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+        if not flags & _NO_PREFLIGHT:
+            try:
+                preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
+                          f"python {script}")
+            except Exception as e:
+                if debug or not is_user_error(e):
+                    raise
+                fail(e)
+
+        @functools.wraps(fn)
+        def job(cfg):
+            try:
+                return fn(cfg)
+            except Exception as e:
+                if debug or not is_user_error(e):
+                    raise
+                fail(e)
+
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()  # hydra.main initializes it again
+        sys.argv = [saved_argv[0] if argv is None else script, *args]
+        return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(job)()
+    finally:
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
