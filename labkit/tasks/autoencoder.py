@@ -29,6 +29,8 @@ class AutoencoderTask(LabTask):
 
     monitor = ("val/loss", "min")
     evaluations = ("representation", "compression", "anomaly")
+    # what sweep summaries and compare.py show first (labkit.summary): the test reconstruction loss
+    headline_metrics = ("test/loss",)
 
     def __init__(self, model, optimizer=None, scheduler=None, log_images: int = 50, **kwargs: Any):
         super().__init__(model, optimizer, scheduler, **kwargs)
