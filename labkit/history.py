@@ -214,6 +214,7 @@ def plot_learning_curves(rows: list[dict], monitor: str, path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [m for m in curve_panels(monitor) if any(_finite(r.get(f"{s}/{m}")) for r in rows for s in ("train", "val"))]
     if not panels:
@@ -225,6 +226,7 @@ def plot_learning_curves(rows: list[dict], monitor: str, path) -> Path | None:
             if pts:
                 ax.plot(*zip(*pts), style, label=f"{stage}/{metric}", markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.grid(alpha=0.3)
