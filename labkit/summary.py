@@ -187,6 +187,14 @@ def split_override(o: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
+def override_value(text: str):
+    """A swept override's value for the table: numbers as numbers (rounded when shown), anything else as given."""
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text) if any(c in text for c in ".eE") else text
+    except ValueError:
+        return text
+
+
 def swept_and_constant(records: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
     """(keys whose override differs between jobs, {key: value} shared by every job)."""
     per_job = [dict(split_override(o) for o in r.overrides) for r in records]
@@ -260,7 +268,7 @@ def build_summary(sweep_dir) -> dict:
     for r in records:
         given = dict(split_override(o) for o in r.overrides)
         row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
-        row.update({k: given.get(k, "") for k in swept})
+        row.update({k: override_value(given.get(k, "")) for k in swept})
         if objective_col and objective_col not in heads:
             row[objective_col] = r.value(metric)
         row.update({k: r.value(k) for k in heads})
@@ -346,7 +354,7 @@ def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label
 def chart_labels(rows: list[dict], swept: list[str]) -> None:
     """Add a ``label`` to each row: the job number and its swept values (``0 task=siamese``)."""
     for r in rows:
-        r["label"] = " ".join([str(r["job"])] + [f"{k.split('.')[-1]}={r[k]}" for k in swept if r.get(k) != ""])
+        r["label"] = " ".join([str(r["job"])] + [f"{k.split('.')[-1]}={fmt(r[k])}" for k in swept if r.get(k) != ""])
 
 
 # ----- the Hydra callback -----------------------------------------------------------------------------------------
