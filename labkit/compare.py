@@ -21,7 +21,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from labkit.errors import LabkitError
-from labkit.history import read_history
 from labkit.runs import atomic_write_text, save_figure
 from labkit.summary import (REPORT_HEADLINES, RunRecord, csv_text, fmt, headline_columns,
                             is_run_dir, load_record, markdown_table, monitor_of, print_summary, sweep_jobs)
@@ -159,6 +158,8 @@ def final_and_best(record: RunRecord, history: list[dict], metric: str, mode: st
 
 
 def build_table(runs: list[tuple[Path, str]]) -> dict:
+    from labkit.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
+
     records = [load_record(r) for r, _ in runs]
     histories = [read_history(r) for r, _ in runs]
     differ, flat = differing_settings(records)
