@@ -178,6 +178,12 @@ class History(pl.Callback):
                  "  ".join(f"{k} {_short(row[k])}" for k in shown if row.get(k) is not None))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._draw(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._draw(trainer, pl_module)  # a run that fails (or is interrupted) still shows its curves so far
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.plot and trainer.is_global_zero and self.path.exists()):
             return
         monitor = getattr(pl_module, "monitor", ("val/loss", "min"))[0]

@@ -117,3 +117,16 @@ def test_learning_curves_show_the_loss_and_the_monitored_metric(tmp_path):
     # two panels (loss, acc) for a classifier, one (loss) for a task that monitors its loss
     assert matplotlib.image.imread(wide).shape[1] > 1.6 * matplotlib.image.imread(narrow).shape[1]
     assert plot_learning_curves([{"epoch": 0}], "val/loss", tmp_path / "none.png") is None
+
+
+def test_runs_without_history_csv_fall_back_to_the_csv_logger_file(tmp_path):
+    """Lightning's CSVLogger (logger=csv) writes step and epoch rows separately; read_history merges them."""
+    path = tmp_path / "csv" / "metrics.csv"
+    path.parent.mkdir()
+    path.write_text("epoch,lr-SGD,step,train/loss_epoch,train/loss_step,val/acc,val/loss\n"
+                    "0,,9,,2.1,,\n0,,20,,,0.5,1.9\n0,,20,2.0,,,\n0,0.01,20,,,,\n"
+                    "1,,29,,1.4,,\n1,,41,,,0.7,1.2\n1,,41,1.5,,,\n")
+    rows = read_history(tmp_path)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert rows[0]["train/loss"] == 2.0 and rows[0]["val/acc"] == 0.5 and rows[1]["val/loss"] == 1.2
+    assert "train/loss_step" not in rows[0] and rows[1]["step"] == 41

@@ -103,6 +103,7 @@ def test_siamese_vs_triplet_sweep_shows_losses_then_retrieval_figures(tmp_path, 
     assert "same in every job: model=embedding_net data=digits" in (sweep / "summary.md").read_text()
     assert "| job | status | task | test/loss |" in r.stdout
     before = matplotlib.image.imread(sweep / "summary.png").shape
+    assert "epoch 0 (1 of 1): train/dist_neg" in (sweep / "0" / "train.log").read_text()  # labkit.history's line
 
     # evaluate.py writes the retrieval reports; rebuilding the summary picks them up as headline figures
     reports = {}
