@@ -4,7 +4,8 @@ epoch in train.log.
 :class:`History` appends one row per training epoch (epoch, step, every ``train/`` and ``val/`` epoch metric, the
 learning rate, wall time) as the run trains, flushing each row, so the file survives a kill. A resumed run
 continues the same file: rows of epochs the checkpoint had not reached are dropped first, so no epoch appears
-twice. ``epoch`` counts from 0, like Lightning's epochs and the ``epochNNN.ckpt`` checkpoint names.
+twice, and the row of the checkpoint's own epoch, kept in the checkpoint, is restored if a kill came between the
+checkpoint and the row. ``epoch`` counts from 0, like Lightning's epochs and the ``epochNNN.ckpt`` checkpoint names.
 """
 from __future__ import annotations
 
@@ -125,13 +126,23 @@ class History(pl.Callback):
     def __init__(self, dirpath: str, plot: bool = True):
         self.dirpath = Path(dirpath)
         self.plot = plot
-        self._epoch_start = 0.0
+        self._epoch_start = self._fit_start = time.time()
         self._wall_offset = 0.0
         self._val_ran = False
+        # the newest row, saved in every checkpoint: a run killed after an end-of-epoch checkpoint but before that
+        # epoch's row reached history.csv gets the row back (its validation metrics at least) when it resumes
+        self._pending: dict | None = None
+        self._restored: dict | None = None
 
     @property
     def path(self) -> Path:
         return self.dirpath / HISTORY_FILE
+
+    def state_dict(self) -> dict:
+        return {"row": dict(self._pending)} if self._pending else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = state_dict.get("row")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the checkpoint's training state is restored: current_epoch is the first epoch this fit trains
@@ -143,6 +154,11 @@ class History(pl.Callback):
         if dropped:
             log.info("history: dropped %d row(s) of epochs >= %d that the checkpoint had not reached", dropped, first)
         rows = read_csv_rows(self.path)[1] if self.path.exists() else []
+        restored, self._restored = self._restored, None
+        if restored and restored.get("epoch") == first - 1 and all(r["epoch"] != first - 1 for r in rows):
+            append_row(self.path, restored)
+            rows.append(restored)
+            log.info("history: restored the row of epoch %d from the checkpoint", first - 1)
         last = rows[-1].get("wall_time_s") if rows else None
         self._wall_offset = float(last) if isinstance(last, (int, float)) else 0.0
         self._fit_start = time.time()
@@ -151,19 +167,17 @@ class History(pl.Callback):
         self._epoch_start = time.time()
         self._val_ran = False
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # before the end-of-epoch checkpoints (Lightning runs checkpoint callbacks last): keep what is known so far
         if not trainer.sanity_checking:
             self._val_ran = True
+            self._pending = self._row(trainer, ("val/",))
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # runs after the epoch's validation, with the epoch-aggregated train metrics in callback_metrics
-        if not trainer.is_global_zero:
-            return
+    def _row(self, trainer: pl.Trainer, prefixes: tuple[str, ...]) -> dict:
         now = time.time()
         row: dict = {"epoch": trainer.current_epoch, "step": trainer.global_step, "lr": _learning_rate(trainer),
                      "epoch_time_s": round(now - self._epoch_start, 3),
-                     "wall_time_s": round(self._wall_offset + now - getattr(self, "_fit_start", now), 3)}
-        prefixes = ("train/", "val/") if self._val_ran else ("train/",)
+                     "wall_time_s": round(self._wall_offset + now - self._fit_start, 3)}
         for key, value in sorted(trainer.callback_metrics.items()):
             if key.startswith(prefixes) and not key.endswith("_step"):
                 name = key[: -len("_epoch")] if key.endswith("_epoch") else key
@@ -171,6 +185,14 @@ class History(pl.Callback):
                     row[name] = float(value)
                 except (TypeError, ValueError):
                     continue
+        return row
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # runs after the epoch's validation, with the epoch-aggregated train metrics in callback_metrics
+        row = self._row(trainer, ("train/", "val/") if self._val_ran else ("train/",))
+        self._pending = row
+        if not trainer.is_global_zero:
+            return
         append_row(self.path, row)
         of = f" of {trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         shown = [k for k in row if "/" in k] + ["lr", "step", "epoch_time_s"]

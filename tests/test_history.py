@@ -85,6 +85,12 @@ def test_resume_continues_the_history_without_duplicate_epochs(tmp_path):
     walls = [r["wall_time_s"] for r in rows]
     assert walls == sorted(walls) and walls[2] >= walls[1]  # the resumed run's clock continues
     assert rows[3]["val/loss"] < rows[0]["val/loss"]
+
+    # killed between saving the epoch-3 checkpoint and writing epoch 3's row: the checkpoint brings the row back
+    truncate_history(run / HISTORY_FILE, 3)
+    _fit(run, 5, ckpt=run / "last.ckpt")
+    again = read_history(run)
+    assert [r["epoch"] for r in again] == [0, 1, 2, 3, 4] and again[3]["val/loss"] == rows[3]["val/loss"]
     png = run / "learning_curves.png"
     assert png.stat().st_size > 5000
 
