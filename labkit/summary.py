@@ -330,23 +330,24 @@ def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label
     import matplotlib.pyplot as plt
 
     names = [str(r[label]) for r in rows]
-    width = max(4.0, 0.6 * len(rows) + 1.5)
-    fig, axes = plt.subplots(len(columns), 1, figsize=(width, 2.8 * len(columns)), squeeze=False)
-    for ax, col in zip(axes[:, 0], columns):
+    label_in = min(0.075 * max(map(len, names)), 4.5)  # room for the job labels, in inches
+    fig, axes = plt.subplots(1, len(columns), figsize=(label_in + 3.2 * len(columns), 0.45 * len(rows) + 1.3),
+                             sharey=True, squeeze=False)
+    for ax, col in zip(axes[0], columns):
         vals = [r.get(col) if _finite(r.get(col)) else 0.0 for r in rows]
         colors = ["tab:blue" if _finite(r.get(col)) else "lightgray" for r in rows]
-        bars = ax.bar(range(len(rows)), vals, color=colors)
+        bars = ax.barh(range(len(rows)), vals, color=colors)
         for bar, r in zip(bars, rows):
-            ax.annotate(fmt(r.get(col)) if _finite(r.get(col)) else r.get("status", "n/a"),
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
-                        fontsize=8)
-        ax.set_ylabel(col)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(names, rotation=30 if max(map(len, names)) > 6 else 0, ha="right"
-                           if max(map(len, names)) > 6 else "center", fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+            ax.annotate(" " + (fmt(r.get(col)) if _finite(r.get(col)) else str(r.get("status", "n/a"))),
+                        (bar.get_width(), bar.get_y() + bar.get_height() / 2), ha="left", va="center", fontsize=8)
+        ax.set_title(col, fontsize=9)
+        ax.margins(x=0.25)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(range(len(rows)))
+    axes[0, 0].set_yticklabels(names, fontsize=8)
+    axes[0, 0].invert_yaxis()
     if title:
-        axes[0, 0].set_title(title)
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
