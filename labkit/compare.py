@@ -259,7 +259,7 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) 
     atomic_write_text(out_dir / "comparison.md", md)
     atomic_write_text(out_dir / "comparison.csv", csv_text(table["rows"], table["columns"] + ["path"]))
     if echo:
-        print(f"\nComparison ({out_dir / 'comparison.md'}):\n" + md)
+        print(f"\nComparison ({out_dir / 'comparison.md'}):\n" + md.split("\n![")[0])
         print(f"written: {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}"
               + (f", {png}" if png is not None else " (no validation curves: no run has a per-epoch history)"))
     table.update({"out_dir": out_dir, "png": png, "sweeps": sweeps})

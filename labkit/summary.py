@@ -369,7 +369,9 @@ def print_summary(sweep_dir) -> list[dict]:
     """Rebuild the sweep's summary files and print the table; returns the rows."""
     sweep_dir = Path(sweep_dir)
     rows = summarize_sweep(sweep_dir)
-    print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + (sweep_dir / "summary.md").read_text())
+    text = (sweep_dir / "summary.md").read_text().replace("![headline metrics per job](summary.png)",
+                                                          f"bar chart: {sweep_dir / 'summary.png'}")
+    print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text)
     return rows
 
 
