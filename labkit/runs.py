@@ -1,8 +1,7 @@
-"""Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup, sweep summaries."""
+"""Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import json
@@ -405,62 +404,11 @@ def find_checkpoint(run_dir, which: str = "best") -> Path:
                            f"without its {CKPT_DIR}/ folder?")
 
 
-# ----- sweep summary -----------------------------------------------------------------------------
-SUMMARY_COLUMNS = ["job", "overrides", "status", "test_acc", "test_error", "params", "epochs", "wall_time_s",
-                   "error"]
+# ----- sweep summary: moved to labkit.summary ----------------------------------------------------------
+def __getattr__(name: str):
+    """``labkit.runs.SweepSummary`` & co. still work; imported lazily because labkit.summary imports this module."""
+    if name in ("SweepSummary", "summarize_sweep", "markdown_table"):
+        from labkit import summary
 
-
-def summarize_sweep(sweep_dir) -> list[dict]:
-    """One row per job directory (``<sweep>/<n>/metrics.json``), written to summary.csv and summary.md."""
-    sweep_dir = Path(sweep_dir)
-    rows = []
-    for mfile in sorted(sweep_dir.glob(f"*/{METRICS_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        m = read_json(mfile)
-        acc = m.get("test/acc")
-        rows.append({
-            "job": mfile.parent.name,
-            "overrides": " ".join(m.get("overrides", [])),
-            "status": m.get("status", "?"),
-            "test_acc": f"{acc:.4f}" if isinstance(acc, (int, float)) else "",
-            "test_error": f"{100 * (1 - acc):.2f}%" if isinstance(acc, (int, float)) else "",
-            "params": m.get("params", ""),
-            "epochs": m.get("epochs", ""),
-            "wall_time_s": f"{m['wall_time_s']:.1f}" if isinstance(m.get("wall_time_s"), (int, float)) else "",
-            "error": m.get("error", ""),
-        })
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(sweep_dir / "summary.csv", buf.getvalue())
-    atomic_write_text(sweep_dir / "summary.md", markdown_table(rows, SUMMARY_COLUMNS))
-    return rows
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    def cell(v):
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object
-
-
-class SweepSummary(_HydraCallback):
-    """Hydra callback: after a multirun, write and print the summary; exit non-zero if any job failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarize_sweep(sweep_dir)
-        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + markdown_table(rows, SUMMARY_COLUMNS[:-1]
-                                                                                + ["error"]))
-        failed = [r["job"] for r in rows if r["status"] != "ok"]
-        if failed:
-            raise SystemExit(f"{len(failed)} of {len(rows)} sweep jobs failed (jobs {', '.join(failed)}); "
-                             f"see {sweep_dir / 'summary.md'}")
+        return getattr(summary, name)
+    raise AttributeError(f"module 'labkit.runs' has no attribute {name!r}")

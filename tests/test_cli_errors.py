@@ -108,16 +108,14 @@ IN_PROCESS = [
     E("run=@data", phrase="config.yaml not found"),
 ]
 
-# a corrupt data file is found when the data is read; its error becomes a LabkitError on the file-safety branch
-_DATA_FILE_ERRORS = pytest.mark.xfail(strict=True, reason="data-file errors are plain ValueError/UnpicklingError "
-                                      "until the file-safety change makes them LabkitErrors; remove this mark then")
+# a corrupt data file is found when the data is read (labkit.safe_load.CorruptFileError names the file)
 IN_PROCESS += [
     pytest.param(T("data=mnist", phrase="is not an IDX file", absent=NO_CHECKPOINT, data="mnist_bad_magic"),
-                 marks=_DATA_FILE_ERRORS, id="mnist-bad-magic"),
+                 id="mnist-bad-magic"),
     pytest.param(T("data=mnist", phrase="is truncated", absent=NO_CHECKPOINT, data="mnist_truncated"),
-                 marks=_DATA_FILE_ERRORS, id="mnist-truncated"),
+                 id="mnist-truncated"),
     pytest.param(T("data=cifar10", phrase="data_batch_1", absent=NO_CHECKPOINT, data="cifar_not_pickle"),
-                 marks=_DATA_FILE_ERRORS, id="cifar-not-pickle"),
+                 id="cifar-not-pickle"),
 ]
 
 SUBPROCESS = [

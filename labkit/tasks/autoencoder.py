@@ -32,6 +32,8 @@ class AutoencoderTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "mse")
     evaluations = ("representation", "compression", "anomaly")
+    # what sweep summaries and compare.py show first (labkit.summary): the test reconstruction loss
+    headline_metrics = ("test/loss",)
 
     def __init__(self, model, optimizer=None, scheduler=None, log_images: int = 50, **kwargs: Any):
         AutoencoderTask.check_args(locals())

@@ -19,6 +19,8 @@ class ClassificationTask(LabTask):
 
     monitor = ("val/acc", "max")
     logged_metrics = per_stage("loss", "acc") + ("test/top5",)
+    # what sweep summaries and compare.py show first (labkit.summary): metrics.json keys
+    headline_metrics = ("test/acc", "test/error")
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
                  compile: bool = False, label_smoothing: float = 0.0, freeze: str | None = None,

@@ -48,6 +48,9 @@ class MetricTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "dist_pos", "dist_neg")
     evaluations = ("retrieval",)
+    # what sweep summaries and compare.py show first (labkit.summary): a metrics.json key, or "<report>/<key>" of
+    # <run>/evaluation/test/report.json when evaluate.py has written it (retrieval precision@1 and MAP@R)
+    headline_metrics = ("test/loss", "retrieval/precision_at_1", "retrieval/map_at_r")
 
     def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
                  compile: bool = False, margin: float = 1.0, projector: int = 256):

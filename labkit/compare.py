@@ -1,0 +1,282 @@
+"""``python compare.py <run dirs, sweep dirs or globs> [--out DIR]``: compare any runs side by side.
+
+Writes ``comparison.md``, ``comparison.csv`` and ``validation_curves.png`` (the runs' validation curves per epoch,
+overlaid, from their ``history.csv``) to ``--out`` or a new ``compare/<timestamp>/`` folder under the runs' log
+dir, and prints the table. Columns: the settings that differ between the runs (flattened config.yaml), the tasks'
+headline metrics, the final and best value of each monitored metric, and the headline figures of the runs'
+evaluation reports (``evaluation/<split>/report.json``). A sweep folder given as an argument also gets its
+summary rebuilt (summary.md/csv/png), e.g. after a killed sweep.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from labkit.errors import LabkitError
+from labkit.runs import atomic_write_text, save_figure
+from labkit.summary import (REPORT_HEADLINES, RunRecord, csv_text, fmt, headline_columns,
+                            is_run_dir, load_record, markdown_table, monitor_of, print_summary, sweep_jobs)
+
+# settings that differ between any two runs without saying anything about the experiment (where files live)
+IGNORED_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "data_dir", "log_dir", "output_dir")
+IGNORED_SUFFIXES = (".dirpath", ".save_dir", ".data_dir", ".output_dir", ".log_dir", ".default_root_dir")
+
+
+class NotARunError(LabkitError, FileNotFoundError):
+    """A path given to compare.py is not a run directory nor a folder of runs."""
+
+
+# ----- which runs ---------------------------------------------------------------------------------------------
+def _not_a_run(path, why: str) -> NotARunError:
+    return NotARunError(
+        f"{path} {why}: compare.py takes run directories (a folder with config.yaml and metrics.json, e.g. "
+        f"logs/runs/<date>_<id>_<name>), sweep folders (logs/multirun/<date>_<id>, whose numbered job folders are "
+        f"runs), folders of runs (logs/runs) or globs of them (quote the glob, e.g. 'logs/runs/2026-11-*').")
+
+
+def _is_sweep(path: Path, jobs: list[Path]) -> bool:
+    return (path / "multirun.yaml").is_file() or (bool(jobs) and all(j.name.isdigit() for j in jobs))
+
+
+def collect(args: list[str]) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """([(run dir, label)], [sweep folders]) from the command-line paths, in the order given, without repeats."""
+    runs: list[tuple[Path, str]] = []
+    sweeps: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(run: Path, label: str) -> None:
+        key = run.resolve()
+        if key not in seen:
+            seen.add(key)
+            runs.append((run, label))
+
+    for arg in args:
+        expanded = os.path.expanduser(arg)
+        if glob.has_magic(expanded):
+            paths = [Path(p) for p in sorted(glob.glob(expanded))]
+            if not paths:
+                raise _not_a_run(arg, "matches nothing")
+        else:
+            paths = [Path(expanded)]
+        for path in paths:
+            if not path.exists():
+                raise _not_a_run(path, "does not exist")
+            if path.is_file():
+                run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+                if not is_run_dir(run):
+                    raise _not_a_run(path, "is a file outside any run directory")
+                add(run, run.name)
+            elif is_run_dir(path):
+                add(path, _label(path))
+            else:
+                jobs = sweep_jobs(path)
+                if not jobs:
+                    raise _not_a_run(path, "holds no run (no config.yaml or metrics.json in it or its sub-folders)")
+                if _is_sweep(path, jobs):
+                    sweeps.append(path)
+                for job in jobs:
+                    add(job, _label(job))
+    return runs, sweeps
+
+
+def _label(run: Path) -> str:
+    """A sweep job is named ``<sweep>/<job>``, a run by its directory name."""
+    return f"{run.parent.name}/{run.name}" if run.name.isdigit() else run.name
+
+
+def log_dir_of(run: Path) -> Path:
+    run = run.resolve()
+    if run.parent.name == "runs":
+        return run.parent.parent
+    if run.parent.parent.name == "multirun":
+        return run.parent.parent.parent
+    return run.parent
+
+
+def default_out_dir(runs: list[Path]) -> Path:
+    """``<log dir>/compare/<timestamp>``: the log dir the runs share, else $LABKIT_LOG_DIR or ./logs."""
+    dirs = {log_dir_of(r) for r in runs}
+    base = dirs.pop() if len(dirs) == 1 else Path(os.environ.get("LABKIT_LOG_DIR") or "logs")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    out, n = base / "compare" / stamp, 1
+    while out.exists():
+        n += 1
+        out = base / "compare" / f"{stamp}_{n}"
+    return out
+
+
+# ----- the table ------------------------------------------------------------------------------------------------
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: "[" + ",".join(fmt(x) if not isinstance(x, (dict, list)) else str(x) for x in node) + "]"}
+    return {prefix[:-1]: node}
+
+
+def _ignored(key: str) -> bool:
+    return key.startswith(IGNORED_SETTINGS) or key.endswith(IGNORED_SUFFIXES)
+
+
+def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]:
+    """(keys whose config.yaml value differs between the runs, each run's flattened config)."""
+    flat = [flatten(OmegaConf.to_container(r.config, resolve=False)) if r.config is not None else {} for r in records]
+    keys = sorted({k for f in flat for k in f if not _ignored(k)})
+    differ = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]  # a missing key reads as null
+    if any(f.get("task._target_") for f in flat):
+        differ = [k for k in differ if k != "task._target_"]  # the task column names it
+    for f in flat:  # a class path reads as its class name
+        for k in differ:
+            if k.endswith("_target_") and isinstance(f.get(k), str):
+                f[k] = f[k].rsplit(".", 1)[-1]
+    return differ, flat
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def final_and_best(record: RunRecord, history: list[dict], metric: str, mode: str) -> tuple[Any, Any]:
+    """The metric's value at the last epoch and its best value (metrics.json, else the per-epoch history)."""
+    values = [r[metric] for r in history if _finite(r.get(metric))]
+    final = record.metrics.get(metric, values[-1] if values else None)
+    best = record.metrics.get(f"best_{metric}")
+    if best is None and values:
+        best = min(values) if mode == "min" else max(values)
+    return final, best
+
+
+def build_table(runs: list[tuple[Path, str]]) -> dict:
+    from labkit.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
+
+    records = [load_record(r) for r, _ in runs]
+    histories = [read_history(r) for r, _ in runs]
+    differ, flat = differing_settings(records)
+    heads = headline_columns(records)
+    monitors: dict[str, str] = {}
+    for rec in records:
+        m, mode = monitor_of(rec.target)
+        monitors.setdefault(m, mode)
+    if "val/loss" not in monitors:
+        monitors["val/loss"] = "min"
+    evals: list[str] = []
+    rows = []
+    for (run, label), rec, hist, conf in zip(runs, records, histories, flat):
+        row: dict[str, Any] = {"run": label, "task": rec.task_name, "status": rec.status}
+        row.update({k: conf.get(k, "") for k in differ})
+        row.update({k: rec.value(k) for k in heads})
+        for m, mode in monitors.items():
+            row[f"{m} final"], row[f"{m} best"] = final_and_best(rec, hist, m, mode)
+        for split, report in sorted(rec.reports.items(), key=lambda kv: kv[0] != "test"):
+            for name, keys in REPORT_HEADLINES.items():
+                part = report.get(name)
+                if not isinstance(part, dict):
+                    continue
+                for key in keys:
+                    col = f"{name}/{key}" if split == "test" else f"{split}:{name}/{key}"
+                    if col in heads or part.get(key) is None:
+                        continue
+                    row[col] = part[key]
+                    if col not in evals:
+                        evals.append(col)
+        row.update({"epochs": rec.metrics.get("epochs"), "wall_time_s": rec.metrics.get("wall_time_s"),
+                    "path": str(run), "error": rec.metrics.get("error", "")})
+        rows.append(row)
+    metric_cols = [c for m in monitors for c in (f"{m} final", f"{m} best") if any(r.get(c) is not None for r in rows)]
+    columns = ["run", "task", "status", *differ, *heads, *metric_cols, *evals, "epochs", "wall_time_s"]
+    if any(r["error"] for r in rows):
+        columns.append("error")
+    return {"rows": rows, "columns": columns, "records": records, "histories": histories,
+            "monitors": list(monitors), "differ": differ}
+
+
+# ----- the picture ---------------------------------------------------------------------------------------------
+def plot_validation_curves(labels: list[str], histories: list[list[dict]], metrics: list[str], path) -> Path | None:
+    """One panel per validation metric (val/loss, val/acc, ...), one line per run, per epoch."""
+    panels = [m for m in metrics if any(_finite(r.get(m)) for h in histories for r in h)]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        for label, hist in zip(labels, histories):
+            pts = [(r["epoch"], r[metric]) for r in hist if _finite(r.get(metric))]
+            if pts:
+                ax.plot(*zip(*pts), "-o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ----- the command -----------------------------------------------------------------------------------------------
+def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) -> dict:
+    """Compare the runs behind ``paths``; returns the table (rows, columns) and the files written."""
+    runs, sweeps = collect(paths)
+    if not runs:
+        raise _not_a_run(" ".join(paths), "names no run")
+    for sweep in sweeps:
+        if echo:
+            print_summary(sweep)
+        else:
+            from labkit.summary import summarize_sweep
+
+            summarize_sweep(sweep)
+    table = build_table(runs)
+    out_dir = Path(out) if out else default_out_dir([r for r, _ in runs])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = [label for _, label in runs]
+    png = plot_validation_curves(labels, table["histories"], table["monitors"], out_dir / "validation_curves.png")
+    no_history = [label for label, h in zip(labels, table["histories"]) if not h]
+    lines = [f"runs compared: {len(runs)}"]
+    if no_history:
+        lines.append("no per-epoch history (history.csv) in: " + ", ".join(no_history))
+    preamble = "\n".join(f"{ln}  " for ln in lines) + "\n"
+    md = preamble + "\n" + markdown_table(table["rows"], table["columns"])
+    md += "\n" + "\n".join(f"- {r['run']}: {r['path']}" for r in table["rows"]) + "\n"
+    if png is not None:
+        md += f"\n![validation curves]({png.name})\n"
+    atomic_write_text(out_dir / "comparison.md", md)
+    atomic_write_text(out_dir / "comparison.csv", csv_text(table["rows"], table["columns"] + ["path"]))
+    if echo:
+        print(f"\nComparison ({out_dir / 'comparison.md'}):\n" + md.split("\n![")[0])
+        print(f"written: {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}"
+              + (f", {png}" if png is not None else " (no validation curves: no run has a per-epoch history)"))
+    table.update({"out_dir": out_dir, "png": png, "sweeps": sweeps})
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="compare.py", description="Compare labkit runs side by side: a table (markdown + CSV) of their differing "
+        "settings and metrics, and their validation curves overlaid. Sweep folders also get their summary rebuilt.")
+    parser.add_argument("paths", nargs="+", help="run directories, sweep folders, folders of runs, or globs")
+    parser.add_argument("--out", default=None, help="output folder (default: <log dir>/compare/<timestamp>)")
+    args = parser.parse_args(argv)
+    try:
+        compare(args.paths, args.out)
+    except LabkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+

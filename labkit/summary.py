@@ -1,0 +1,387 @@
+"""Task-aware tables of runs: the sweep summary (``summary.csv``, ``summary.md``, ``summary.png``) and the shared
+pieces that ``compare.py`` (:mod:`labkit.compare`) builds on.
+
+Each task class declares ``headline_metrics``: keys of ``metrics.json`` (``test/acc``) or ``<report>/<key>`` of
+``<run>/evaluation/test/report.json`` (``retrieval/map_at_r``), shown when evaluate.py has written them. A sweep's
+table shows the headline metrics of the tasks present, the sweeper's objective (``optimized_metric``), one column
+per swept override (constants once above the table), status and the error of failed jobs; a job without
+``metrics.json`` (a killed sweep) is "incomplete".
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from labkit.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, read_json, save_figure
+
+log = logging.getLogger("labkit")
+
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+METRIC_PREFIXES = ("train/", "val/", "test/", "best_")
+# the figures of each evaluation report that tables show (keys of evaluation/<split>/report.json)
+REPORT_HEADLINES = {
+    "classification": ("accuracy",),
+    "retrieval": ("precision_at_1", "map_at_r"),
+    "representation": ("knn_accuracy_codes", "fewshot_accuracy_codes_mean"),
+    "compression": ("compression_ratio_float32",),
+    "anomaly": ("auroc",),
+    "localization": ("position_error_median_m", "orientation_error_median_deg"),
+}
+
+
+# ----- numbers and tables -------------------------------------------------------------------------------------
+def fmt(v: Any) -> str:
+    """A table cell: 4 significant digits for floats (whole numbers from 10,000 up), integers as they are."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if abs(v) >= 1e4:
+            return str(round(v))
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v):
+        return (v if isinstance(v, str) else fmt(v)).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({c: (r.get(c) if isinstance(r.get(c), str) else fmt(r.get(c))) for c in columns} for r in rows)
+    return buf.getvalue()
+
+
+# ----- one run, read back from its directory --------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    """What a run directory says about itself: config.yaml, metrics.json, its overrides and evaluation reports."""
+
+    dir: Path
+    config: DictConfig | None
+    metrics: dict
+    overrides: list[str]
+    reports: dict[str, dict] = field(default_factory=dict)  # split -> report.json
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", "?")) if self.metrics else "incomplete"
+
+    @property
+    def target(self) -> str:
+        if self.config is not None:
+            return str(OmegaConf.select(self.config, "task._target_", default="") or "")
+        return ""
+
+    @property
+    def task_name(self) -> str:
+        return self.target.rsplit(".", 1)[-1].replace("Task", "").lower() if self.target else "?"
+
+    def value(self, key: str, split: str = "test"):
+        """A metrics.json value, or ``<report>/<key>`` of evaluation/<split>/report.json; None when absent."""
+        if key in self.metrics:
+            return self.metrics[key]
+        if key.startswith(METRIC_PREFIXES) or "/" not in key:
+            return None
+        report, name = key.split("/", 1)
+        found = (self.reports.get(split) or {}).get(report)
+        return found.get(name) if isinstance(found, dict) else None
+
+
+def is_run_dir(path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file())
+
+
+def load_record(run_dir) -> RunRecord:
+    run_dir = Path(run_dir)
+    config = None
+    if (run_dir / CONFIG_FILE).is_file():
+        try:
+            config = OmegaConf.load(run_dir / CONFIG_FILE)
+        except Exception as e:  # a damaged file must not hide the other runs
+            log.warning("cannot read %s: %s", run_dir / CONFIG_FILE, e)
+    metrics = {}
+    if (run_dir / METRICS_FILE).is_file():
+        try:
+            metrics = read_json(run_dir / METRICS_FILE)
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("cannot read %s: %s", run_dir / METRICS_FILE, e)
+    overrides: list[str] = []
+    hydra_overrides = run_dir / ".hydra" / "overrides.yaml"
+    if hydra_overrides.is_file():
+        try:
+            overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(hydra_overrides)) or []]
+        except Exception:
+            overrides = []
+    if not overrides:
+        overrides = [str(o) for o in metrics.get("overrides") or []]
+    reports = {}
+    for rep in sorted(run_dir.glob("evaluation/*/report.json")):
+        try:
+            reports[rep.parent.name] = read_json(rep)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return RunRecord(run_dir, config, metrics, overrides, reports)
+
+
+def task_class(target: str):
+    if not target:
+        return None
+    try:
+        from hydra.utils import get_class
+
+        return get_class(target)
+    except Exception:
+        return None
+
+
+def headline_keys(target: str) -> tuple[str, ...]:
+    """The task's ``headline_metrics`` (``("test/loss",)`` for a task that declares none)."""
+    cls = task_class(target)
+    keys = getattr(cls, "headline_metrics", None)
+    if keys:
+        return tuple(keys)
+    monitor = getattr(cls, "monitor", ("val/loss", "min"))[0]
+    return ("test/" + monitor.split("/", 1)[-1],)
+
+
+def monitor_of(target: str) -> tuple[str, str]:
+    return tuple(getattr(task_class(target), "monitor", ("val/loss", "min")))
+
+
+def headline_columns(records: list[RunRecord]) -> list[str]:
+    """The headline metrics of the tasks present, in declaration order; report figures only where computed."""
+    cols: list[str] = []
+    for r in records:
+        for key in headline_keys(r.target) if r.target else ():
+            if key not in cols:
+                cols.append(key)
+    return [c for c in cols if c.startswith(METRIC_PREFIXES) or any(r.value(c) is not None for r in records)]
+
+
+def split_override(o: str) -> tuple[str, str]:
+    key, _, value = o.partition("=")
+    return key.lstrip("+~"), value
+
+
+def override_value(text: str):
+    """A swept override's value for the table: numbers as numbers (rounded when shown), anything else as given."""
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text) if any(c in text for c in ".eE") else text
+    except ValueError:
+        return text
+
+
+def swept_and_constant(records: list[RunRecord]) -> tuple[list[str], dict[str, str]]:
+    """(keys whose override differs between jobs, {key: value} shared by every job)."""
+    per_job = [dict(split_override(o) for o in r.overrides) for r in records]
+    keys: list[str] = []
+    for d in per_job:
+        keys += [k for k in d if k not in keys]
+    swept = [k for k in keys if len({d.get(k) for d in per_job}) > 1]
+    constant = {k: per_job[0][k] for k in keys if k not in swept and per_job}
+    return swept, constant
+
+
+def job_sort_key(path: Path):
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+
+
+# ----- the sweep summary ----------------------------------------------------------------------------------------
+def sweep_jobs(sweep_dir) -> list[Path]:
+    """The job directories of a sweep: every sub-directory that holds config.yaml, metrics.json or .hydra/."""
+    sweep_dir = Path(sweep_dir)
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (is_run_dir(p) or (p / ".hydra").is_dir())]
+    return sorted(jobs, key=job_sort_key)
+
+
+def _objective(records: list[RunRecord], sweep_dir: Path) -> tuple[str | None, str | None]:
+    """(optimized_metric, direction) of the sweep, or (None, None) when nothing was optimized."""
+    metric = next((OmegaConf.select(r.config, "optimized_metric") for r in records
+                   if r.config is not None and OmegaConf.select(r.config, "optimized_metric")), None)
+    if not metric:
+        return None, None
+    direction = None
+    for source in [sweep_dir / "multirun.yaml"] + [r.dir / ".hydra" / "hydra.yaml" for r in records]:
+        if source.is_file():
+            try:
+                node = OmegaConf.load(source)
+                direction = OmegaConf.select(node, "hydra.sweeper.direction", default=None)
+                direction = direction or OmegaConf.select(node, "sweeper.direction", default=None)
+            except Exception:
+                direction = None
+            if direction:
+                break
+    return str(metric), (str(direction) if direction else None)
+
+
+def summarize_sweep(sweep_dir) -> list[dict]:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` (headline metric per job) into the sweep folder
+    and return its rows (numbers unformatted). Works on a finished or a killed sweep."""
+    report = build_summary(sweep_dir)
+    sweep_dir = Path(sweep_dir)
+    atomic_write_text(sweep_dir / "summary.csv", csv_text(report["rows"], report["csv_columns"]))
+    png = plot_bars(report["rows"], report["chart_columns"], sweep_dir / "summary.png",
+                    title=f"sweep {sweep_dir.name}", label="label")
+    md = report["preamble"] + "\n" + markdown_table(report["rows"], report["columns"])
+    if png is not None:
+        md += f"\n![headline metrics per job]({png.name})\n"
+    atomic_write_text(sweep_dir / "summary.md", md)
+    report["png"] = png
+    return report["rows"]
+
+
+def build_summary(sweep_dir) -> dict:
+    """The summary's rows, columns and the lines above the table (constants, objective)."""
+    sweep_dir = Path(sweep_dir)
+    records = [load_record(p) for p in sweep_jobs(sweep_dir)]
+    swept, constant = swept_and_constant(records)
+    metric, direction = _objective(records, sweep_dir)
+    heads = headline_columns(records)
+    objective_col = None
+    if metric:
+        objective_col = metric if metric in heads else f"{metric} (objective)"
+    rows = []
+    for r in records:
+        given = dict(split_override(o) for o in r.overrides)
+        row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
+        row.update({k: override_value(given.get(k, "")) for k in swept})
+        if objective_col and objective_col not in heads:
+            row[objective_col] = r.value(metric)
+        row.update({k: r.value(k) for k in heads})
+        row.update({"epochs": r.metrics.get("epochs"), "params": r.metrics.get("params"),
+                    "wall_time_s": r.metrics.get("wall_time_s"), "overrides": " ".join(r.overrides),
+                    "error": r.metrics.get("error", "")})
+        rows.append(row)
+    chart_labels(rows, swept)
+    columns = ["job", "status", *swept]
+    if objective_col and objective_col not in heads:
+        columns.append(objective_col)
+    columns += heads + ["epochs", "params", "wall_time_s"]
+    if any(r["error"] for r in rows):
+        columns.append("error")
+    lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)} ({_status_counts(rows)})"]
+    if constant:
+        lines.append("same in every job: " + " ".join(f"{k}={v}" for k, v in constant.items()))
+    if metric:
+        best = _best(rows, objective_col or metric, direction)
+        lines.append(f"objective: {metric}" + (f" ({direction})" if direction else "")
+                     + (f", best job {best['job']} = {fmt(best[objective_col or metric])}" if best else ""))
+    tasks = sorted({r.task_name for r in records if r.target})
+    if tasks:
+        lines.append("tasks: " + ", ".join(tasks))
+    chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
+    return {"rows": rows, "columns": columns, "csv_columns": [c for c in columns if c != "error"]
+            + ["overrides", "error"], "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
+            "chart_columns": chart, "records": records}
+
+
+def _status_counts(rows: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _best(rows: list[dict], col: str, direction: str | None):
+    vals = [r for r in rows if _finite(r.get(col))]
+    if not vals:
+        return None
+    pick = min if (direction or "").startswith("min") else max
+    return pick(vals, key=lambda r: r[col])
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label: str = "job",
+              max_panels: int = 4) -> Path | None:
+    """A bar chart per metric column (one bar per row); None when no row has a value to show."""
+    columns = [c for c in columns if any(_finite(r.get(c)) for r in rows)][:max_panels]
+    if not columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(r[label]) for r in rows]
+    label_in = min(0.075 * max(map(len, names)), 4.5)  # room for the job labels, in inches
+    fig, axes = plt.subplots(1, len(columns), figsize=(label_in + 3.2 * len(columns), 0.45 * len(rows) + 1.3),
+                             sharey=True, squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        vals = [r.get(col) if _finite(r.get(col)) else 0.0 for r in rows]
+        colors = ["tab:blue" if _finite(r.get(col)) else "lightgray" for r in rows]
+        bars = ax.barh(range(len(rows)), vals, color=colors)
+        for bar, r in zip(bars, rows):
+            ax.annotate(" " + (fmt(r.get(col)) if _finite(r.get(col)) else str(r.get("status", "n/a"))),
+                        (bar.get_width(), bar.get_y() + bar.get_height() / 2), ha="left", va="center", fontsize=8)
+        ax.set_title(col, fontsize=9)
+        ax.margins(x=0.25)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(range(len(rows)))
+    axes[0, 0].set_yticklabels(names, fontsize=8)
+    axes[0, 0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def chart_labels(rows: list[dict], swept: list[str]) -> None:
+    """Add a ``label`` to each row: the job number and its swept values (``0 task=siamese``)."""
+    for r in rows:
+        r["label"] = " ".join([str(r["job"])] + [f"{k.split('.')[-1]}={fmt(r[k])}" for k in swept if r.get(k) != ""])
+
+
+# ----- the Hydra callback -----------------------------------------------------------------------------------------
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+
+def print_summary(sweep_dir) -> list[dict]:
+    """Rebuild the sweep's summary files and print the table; returns the rows."""
+    sweep_dir = Path(sweep_dir)
+    rows = summarize_sweep(sweep_dir)
+    text = (sweep_dir / "summary.md").read_text().replace("![headline metrics per job](summary.png)",
+                                                          f"bar chart: {sweep_dir / 'summary.png'}")
+    print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text)
+    return rows
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback: after a multirun, write and print the summary; exit non-zero if any job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = print_summary(sweep_dir)
+        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        if failed:
+            raise SystemExit(f"{len(failed)} of {len(rows)} sweep jobs failed (jobs {', '.join(failed)}); "
+                             f"see {sweep_dir / 'summary.md'}")

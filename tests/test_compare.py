@@ -1,0 +1,107 @@
+"""compare.py: any runs side by side (settings that differ, metrics, evaluation figures, overlaid curves)."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from omegaconf import open_dict
+
+from conftest import ROOT
+from labkit.compare import NotARunError, compare
+from labkit.history import append_row
+from labkit.runs import read_json
+from labkit.summary import fmt
+from test_summary import write_job
+
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys):
+    from labkit.evaluate import evaluate
+    from labkit.train import train
+
+    runs = tmp_path / "logs" / "runs"
+    specs = {"2026-11-27_09-00-00_aaaaaa_lenet-digits": ("task.optimizer.lr=0.05",),
+             "2026-11-28_09-00-00_bbbbbb_lenet-digits": ("task.optimizer.lr=0.01",),
+             "2026-11-29_09-00-00_cccccc_embedding_net-digits": ("task=siamese", "model=embedding_net")}
+    metrics = {}
+    for name, extra in specs.items():
+        cfg = cfg_factory("trainer.max_epochs=2", "logger=none", "data.batch_size=128", *extra, sub=name[:10])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(runs / name)
+        metrics[name] = train(cfg)
+    a, b, c = specs
+    evaluate(cfg_factory(f"run={runs / a}", name="evaluate", sub="ev_a"))
+    retrieval = evaluate(cfg_factory(f"run={runs / c}", "tsne_samples=0", name="evaluate", sub="ev_c"))["retrieval"]
+
+    table = compare([str(runs / "2026-11-2*")])
+    out = table["out_dir"]
+    assert out.parent == tmp_path / "logs" / "compare"  # the runs' common log dir
+    rows = _csv(out / "comparison.csv")
+    assert [r["run"] for r in rows] == list(specs) and [r["task"] for r in rows] == ["classification"] * 2 + ["siamese"]
+    cols = list(rows[0])
+    assert "task.optimizer.lr" in cols and "model._target_" in cols and "task.margin" in cols
+    assert not any(k.startswith("paths.") or k.endswith(("dirpath", "default_root_dir")) for k in cols)
+    assert "seed" not in cols and "data.batch_size" not in cols  # equal in all three: not a column
+    assert [r["task.optimizer.lr"] for r in rows] == ["0.05", "0.01", "0.01"]
+    assert [r["model._target_"] for r in rows] == ["LeNet", "LeNet", "EmbeddingNet"]
+    assert rows[0]["test/acc"] == fmt(metrics[a]["test/acc"]) and rows[2]["test/acc"] == ""
+    assert rows[2]["test/loss"] == fmt(metrics[c]["test/loss"])
+    assert rows[1]["val/acc best"] == fmt(metrics[b]["best_val/acc"]) and rows[2]["val/acc best"] == ""
+    assert all(r["val/loss final"] for r in rows) and rows[2]["val/loss best"] == fmt(metrics[c]["best_val/loss"])
+    report_a = read_json(runs / a / "evaluation" / "test" / "report.json")
+    assert rows[0]["classification/accuracy"] == fmt(report_a["classification"]["accuracy"])
+    assert rows[2]["retrieval/map_at_r"] == fmt(retrieval["map_at_r"]) and rows[0]["retrieval/map_at_r"] == ""
+
+    printed = capsys.readouterr().out
+    assert "| run | task | status |" in printed and a in printed
+    md = (out / "comparison.md").read_text()
+    assert "![validation curves](validation_curves.png)" in md
+    # two panels, val/loss (all three runs) and val/acc (the classifiers), of about 6 inches each
+    png = matplotlib.image.imread(out / "validation_curves.png")
+    assert png.shape[1] > 1.7 * png.shape[0]
+
+
+def test_a_killed_sweep_gets_its_summary_rebuilt_from_the_command_line(tmp_path):
+    sweep = tmp_path / "logs" / "multirun" / "2026-11-29_12-00-00_dddddd"
+    done = write_job(sweep, 0, ["model=lenet"], {"status": "ok", "test/acc": 0.875, "test/error": 12.5,
+                                                 "epochs": 2, "best_val/acc": 0.9})
+    for epoch, (loss, acc) in enumerate([(1.5, 0.6), (0.8, 0.9)]):
+        append_row(done / "history.csv", {"epoch": epoch, "step": 10 * (epoch + 1), "val/loss": loss, "val/acc": acc})
+    write_job(sweep, 1, ["model=mlp"], None)  # the sweep was killed while job 1 trained
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(sweep), "--out", str(tmp_path / "cmp")],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = _csv(sweep / "summary.csv")
+    assert [(s["job"], s["model"], s["status"], s["test/acc"]) for s in summary] == [
+        ("0", "lenet", "ok", "0.875"), ("1", "mlp", "incomplete", "")]
+    assert (sweep / "summary.png").stat().st_size > 5000 and "Sweep summary" in r.stdout
+    rows = _csv(tmp_path / "cmp" / "comparison.csv")
+    assert [(x["run"], x["status"], x["val/acc final"], x["val/loss best"]) for x in rows] == [
+        ("2026-11-29_12-00-00_dddddd/0", "ok", "0.9", "0.8"), ("2026-11-29_12-00-00_dddddd/1", "incomplete", "", "")]
+    assert (tmp_path / "cmp" / "validation_curves.png").stat().st_size > 5000
+    assert "no per-epoch history (history.csv) in: 2026-11-29_12-00-00_dddddd/1" in r.stdout
+
+
+def test_paths_that_are_not_runs_are_refused_clearly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    for bad, why in ((tmp_path / "empty", "holds no run"), (tmp_path / "missing", "does not exist"),
+                     (tmp_path / "notes.txt", "outside any run directory"), (tmp_path / "2026-*", "matches nothing")):
+        with pytest.raises(NotARunError, match=why) as e:
+            compare([str(bad)], out=tmp_path / "out")
+        assert str(bad) in str(e.value) and "config.yaml" in str(e.value)
+    assert not (tmp_path / "out").exists()  # nothing is written for a refused path
+    r = subprocess.run([sys.executable, str(ROOT / "compare.py"), str(tmp_path / "empty")], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "logs").exists()

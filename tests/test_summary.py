@@ -1,0 +1,120 @@
+"""Task-aware sweep summaries: headline metrics per task, objective, swept keys, rounding, failures, bar chart."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from labkit.runs import read_json, write_json
+from labkit.summary import fmt, summarize_sweep
+
+
+def write_job(sweep: Path, job: int, overrides: list[str], metrics: dict | None,
+              target: str = "labkit.tasks.ClassificationTask", optimized_metric: str | None = None) -> Path:
+    """A job folder as a Hydra sweep leaves it: .hydra/overrides.yaml, config.yaml and (once done) metrics.json."""
+    d = sweep / str(job)
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+    OmegaConf.save(OmegaConf.create({"task": {"_target_": target, "optimizer": {"lr": 0.01}},
+                                     "optimized_metric": optimized_metric, "paths": {"output_dir": str(d)}}),
+                   d / "config.yaml")
+    if metrics is not None:
+        write_json(d / "metrics.json", {"overrides": overrides, **metrics})
+    return d
+
+
+def _csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def test_numbers_are_rounded_to_four_significant_digits():
+    assert fmt(0.1 + 0.2) == "0.3" and fmt(0.91234567890123) == "0.9123" and fmt(8.765432109876) == "8.765"
+    assert fmt(123456.789) == "123457" and fmt(44426) == "44426" and fmt(1e-7) == "1e-07"
+    assert fmt(float("nan")) == "nan" and fmt(None) == "" and fmt(True) == "true"
+
+
+def test_search_summary_has_objective_swept_keys_constants_failures_and_a_killed_job(tmp_path):
+    sweep = tmp_path / "multirun" / "2026-11-29_10-00-00_abcdef"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"direction": "maximize"}}}), sweep / "multirun.yaml")
+    common = ["hparams_search=optuna", "data.batch_size=64"]
+    ok = {"status": "ok", "params": 44426, "epochs": 3, "wall_time_s": 12.345678}
+    write_job(sweep, 0, common + ["task.optimizer.lr=0.012345678901234567"],
+              {**ok, "best_val/acc": 0.9012345678, "test/acc": 0.91234567890123, "test/error": 8.765432109876},
+              optimized_metric="best_val/acc")
+    write_job(sweep, 1, common + ["task.optimizer.lr=0.0456"],
+              {**ok, "best_val/acc": 0.95, "test/acc": 0.94, "test/error": 6.0}, optimized_metric="best_val/acc")
+    write_job(sweep, 2, common + ["task.optimizer.lr=0.09"],
+              {"status": "failed", "error": "NonFiniteLossError: train/loss is nan at step 7"},
+              optimized_metric="best_val/acc")
+    write_job(sweep, 10, common + ["task.optimizer.lr=0.002"], None, optimized_metric="best_val/acc")  # killed
+
+    rows = summarize_sweep(sweep)
+    table = _csv(sweep / "summary.csv")
+    assert list(table[0]) == ["job", "status", "task.optimizer.lr", "best_val/acc (objective)", "test/acc",
+                              "test/error", "epochs", "params", "wall_time_s", "overrides", "error"]
+    assert [r["job"] for r in table] == ["0", "1", "2", "10"]  # numeric order, not 0, 1, 10, 2
+    assert [r["status"] for r in table] == ["ok", "ok", "failed", "incomplete"]
+    assert table[0]["task.optimizer.lr"] == "0.01235" and table[0]["test/acc"] == "0.9123"
+    assert table[0]["test/error"] == "8.765" and table[0]["wall_time_s"] == "12.35"
+    assert table[0]["best_val/acc (objective)"] == "0.9012" and table[1]["best_val/acc (objective)"] == "0.95"
+    assert "NonFiniteLossError" in table[2]["error"] and table[3]["test/acc"] == ""
+    assert rows[1]["test/acc"] == 0.94  # the returned rows keep the numbers
+
+    md = (sweep / "summary.md").read_text()
+    assert "same in every job: hparams_search=optuna data.batch_size=64" in md
+    assert "objective: best_val/acc (maximize), best job 1 = 0.95" in md
+    assert "data.batch_size |" not in md and "| hparams_search" not in md  # constants are not columns
+    body = md[md.index("| job |"):]
+    assert not re.search(r"0123456|1234567|345678|765432", body), body  # no long floats in the table
+    assert "1 incomplete" in md and "1 failed" in md
+    assert (sweep / "summary.png").stat().st_size > 5000 and "![" in md
+
+
+def _train(args, cwd: Path):
+    env = dict(os.environ, LABKIT_LOG_DIR=str(cwd / "logs"), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_siamese_vs_triplet_sweep_shows_losses_then_retrieval_figures(tmp_path, cfg_factory):
+    from labkit.evaluate import evaluate
+
+    r = _train(["-m", "task=siamese,triplet", "model=embedding_net", "data=digits", "trainer.max_epochs=1",
+                "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "logger=none",
+                "trainer.enable_progress_bar=false"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "multirun").iterdir())
+    table = _csv(sweep / "summary.csv")
+    assert [(row["task"], row["status"]) for row in table] == [("siamese", "ok"), ("triplet", "ok")]
+    for row in table:
+        metrics = read_json(sweep / row["job"] / "metrics.json")
+        assert row["test/loss"] == fmt(metrics["test/loss"]) and row["test/loss"]
+    assert "test_acc" not in table[0] and "test/acc" not in table[0]  # no classification columns
+    assert "same in every job: model=embedding_net data=digits" in (sweep / "summary.md").read_text()
+    assert "| job | status | task | test/loss |" in r.stdout
+    before = matplotlib.image.imread(sweep / "summary.png").shape
+    assert "epoch 0 (1 of 1): train/dist_neg" in (sweep / "0" / "train.log").read_text()  # labkit.history's line
+
+    # evaluate.py writes the retrieval reports; rebuilding the summary picks them up as headline figures
+    reports = {}
+    for job in ("0", "1"):
+        reports[job] = evaluate(cfg_factory(f"run={sweep / job}", "tsne_samples=0", name="evaluate",
+                                            sub=f"eval{job}"))["retrieval"]
+    rows = summarize_sweep(sweep)
+    for row in rows:
+        assert row["retrieval/precision_at_1"] == pytest.approx(reports[row["job"]]["precision_at_1"])
+        assert row["retrieval/map_at_r"] == pytest.approx(reports[row["job"]]["map_at_r"])
+    header = (sweep / "summary.md").read_text()
+    assert "| test/loss | retrieval/precision_at_1 | retrieval/map_at_r |" in header
+    after = matplotlib.image.imread(sweep / "summary.png").shape
+    assert after[1] > 1.8 * before[1]  # three bar panels (loss, precision@1, MAP@R) side by side instead of one
