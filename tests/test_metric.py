@@ -316,3 +316,20 @@ def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
     for name, tensor in siamese.state_dict().items():
         assert torch.equal(clf.model.state_dict()[name], tensor), name
     assert clf.model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_metric_runs_record_retrieval_figures_that_evaluate_reproduces(cfg_factory):
+    from labkit.evaluate import evaluate
+    from labkit.train import train
+
+    cfg = cfg_factory("task=triplet", "model=embedding_net", "data=digits", "trainer.max_epochs=1", "logger=none",
+                      "trainer.limit_train_batches=3")
+    metrics = train(cfg)
+    for key in ("retrieval/precision_at_1", "retrieval/map_at_r", "retrieval/pixels_precision_at_1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["retrieval/map_at_r"] == \
+        pytest.approx(metrics["retrieval/map_at_r"])
+    report = evaluate(cfg_factory(f"run={cfg.paths.output_dir}", "reports=[retrieval]", "tsne_samples=0",
+                                  name="evaluate", sub="ev"))["retrieval"]
+    assert report["precision_at_1"] == pytest.approx(metrics["retrieval/precision_at_1"], abs=1e-6)
+    assert report["map_at_r"] == pytest.approx(metrics["retrieval/map_at_r"], abs=1e-6)
