@@ -58,6 +58,38 @@ def _run_name_resolver(experiment, task, model, data) -> str:
     return "-".join(str(x) for x in (task, model, data) if not _unset(x))
 
 
+def _job_name_resolver() -> str:
+    """A sweep job's readable name, ``<number>_<its overrides>`` (TensorBoard's version folder, so that
+    ``tensorboard --logdir <sweep>`` lists ``3_model=lenet,task.optimizer.lr=0.1``); '' for a single run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return ""
+        job = list(hc.overrides.task)
+    except Exception:  # composed outside a Hydra job (tests, notebooks)
+        return ""
+    swept = _swept_keys()  # only what differs between the jobs, when the sweep's command line is known
+    shown = [o for o in job if o.split("=", 1)[0].lstrip("+~") in swept] if swept else job
+    name = "_".join([str(hc.job.num), ",".join(shown)]).rstrip("_")
+    return re.sub(r"[^\w=.,+-]+", "-", name)[:120]
+
+
+def _swept_keys() -> set[str]:
+    """Keys given several values on this process's command line (``-m task=siamese,triplet``)."""
+    import sys
+
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+    except Exception:
+        return set()
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
+
+
 def is_run_dir(path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
@@ -90,6 +122,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labkit_run_dir", _run_dir_resolver)
     if not OmegaConf.has_resolver("labkit_hydra_subdir"):
         OmegaConf.register_new_resolver("labkit_hydra_subdir", _hydra_subdir_resolver)
+    if not OmegaConf.has_resolver("labkit_job_name"):
+        OmegaConf.register_new_resolver("labkit_job_name", _job_name_resolver)
     if not OmegaConf.has_resolver("labkit_run_name"):
         OmegaConf.register_new_resolver("labkit_run_name", _run_name_resolver)
 
