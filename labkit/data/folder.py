@@ -40,7 +40,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from labkit.data.base import LabDataModule
-from labkit.data.tensor import holdout
+from labkit.data.memory import holdout
 from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError, LabkitError
 from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
 
