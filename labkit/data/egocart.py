@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from labkit.data.folder import dataset_cache_dir
+from labkit.data.files import dataset_cache_dir
 from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
 from labkit.errors import ConfigError, DatasetNotFoundError
