@@ -253,7 +253,11 @@ class ImageFolderDataModule(LabDataModule):
         return torch.cuda.is_available()
 
 
-# saved configs name labkit.data.folder.Caltech101DataModule: it stays importable from here
-from labkit.data.caltech import Caltech101DataModule  # noqa: E402
+def __getattr__(name: str):
+    # saved configs name labkit.data.folder.Caltech101DataModule: it stays importable from here (lazily: caltech.py
+    # imports this module)
+    if name == "Caltech101DataModule":
+        from labkit.data.caltech import Caltech101DataModule
 
-__all__ = ["ImageFolderDataModule", "Caltech101DataModule", "CorruptImagesError"]
+        return Caltech101DataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
