@@ -66,6 +66,7 @@ class LabDataModule(pl.LightningDataModule):
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
         self.sampling = sampling
+        # class names, label i is classes[i]; modules that know the names (CIFAR, image folders) replace them
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
     @property
