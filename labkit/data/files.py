@@ -147,7 +147,7 @@ def verify_images(root: Path, paths: list[str], cache_file: Path, name: str = "d
                 verdicts[p] = err
         try:
             write_csv(cache_file, ["path", "size", "mtime_ns", "error"],
-                       [(p, *stats[p], verdicts[p]) for p in paths])
+                      [(p, *stats[p], verdicts[p]) for p in paths])
         except OSError as e:
             log.warning("%s: cannot save the image check cache %s (%s); set data.work_dir to a writable "
                         "folder to make later runs faster", name, cache_file, e.strerror)
