@@ -7,8 +7,9 @@ datasets: ``vision`` (digits, MNIST, Fashion-MNIST, CIFAR), ``folder`` (class fo
 """
 from labkit.data.base import LabDataModule
 from labkit.data.batches import PairBatch, TripletBatch
+from labkit.data.caltech import Caltech101DataModule
 from labkit.data.egocart import EgoCartDataModule
-from labkit.data.folder import Caltech101DataModule, ImageFolderDataModule
+from labkit.data.folder import ImageFolderDataModule
 from labkit.data.memory import InMemoryImageDataModule, Split
 from labkit.data.vision import (CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, FashionMNISTDataModule,
                                 MNISTDataModule)
