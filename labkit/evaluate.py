@@ -39,8 +39,7 @@ def load_run(run: str | Path, ckpt: str = "best", data_dir: str | None = None, b
             saved.data.data_dir = str(data_dir)
         if batch_size:
             saved.data.eval_batch_size = int(batch_size)
-    data = instantiate(saved.data)
-    data.sampling = "single"
+    data = instantiate(saved.data)  # reports read plain (x, y) batches through data.loader(split)
     data.setup("test")
     return saved, task, data, Path(ckpt_path)
 

@@ -67,8 +67,7 @@ def build(cfg: DictConfig, apply_init_from: bool = True):
     data = build_object(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     task = build_object(cfg.task, model=model_cfg)
-    data.sampling = task.sampling
-    task.check_compatible(data)
+    task.check_compatible(data)  # tells the data module its sampling, then checks the pair fits
     if apply_init_from and cfg.get("init_from"):
         from labkit.models.init import init_from
 

@@ -40,7 +40,7 @@ DATA = '''
 import torch
 
 from labkit.data import InMemoryImageDataModule
-from labkit.data.tensor import Split
+from labkit.data.memory import Split
 
 
 class StripesDataModule(InMemoryImageDataModule):

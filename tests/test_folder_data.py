@@ -99,7 +99,7 @@ def test_caltech101_classes_split_and_corrupt_report(caltech, tmp_path, caplog):
     def no_check(path):
         raise AssertionError(f"{path} checked again")
 
-    import labkit.data.folder as folder_module
+    import labkit.data.files as folder_module
     orig = folder_module.check_image
     folder_module.check_image = no_check
     try:

@@ -8,7 +8,7 @@ import torchvision.transforms as T
 from omegaconf import OmegaConf
 from torch import nn
 
-from labkit.data.folder import resize_shorter_side
+from labkit.data.files import resize_shorter_side
 from labkit.images import shorter_side_size
 from labkit.models import EmbeddingClassifier, EmbeddingNet, LeNet, MiniAlexNetV4, MLP, RawPixels, zoo
 from labkit.models.autoencoders import ConvAutoencoder, EncoderClassifier, MLPAutoencoder

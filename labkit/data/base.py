@@ -1,8 +1,15 @@
-"""Base class of labkit's data modules.
+"""Base class of labkit's data modules, and the contract tasks and reports rely on.
 
-A data module knows its images (channels, size, classes, normalization) and nothing about losses.
-A task tells it which samples it needs through :attr:`LabDataModule.sampling` (``"single"``,
-``"pairs"`` or ``"triplets"``) before ``setup``.
+A data module knows its images (channels, size, classes, normalization) and nothing about losses. What tasks
+and reports may use is declared on :class:`LabDataModule`, each with a documented default:
+
+* ``classes`` (names), ``label_kind`` (``"class"``; ``"pose"`` for EgoCart), ``input_shape``, ``mean``/``std``;
+* ``sampling``: what the training batches hold (``"single"``, ``"pairs"`` or ``"triplets"``), told by the task
+  once, in :meth:`labkit.tasks.LabTask.check_compatible` (which :func:`labkit.train.build` calls);
+* ``train/val/test_dataloader()``: ``(x, y)`` batches, or :class:`~labkit.data.batches.PairBatch` /
+  :class:`~labkit.data.batches.TripletBatch`; :meth:`loader` always gives plain ``(x, y)`` batches
+  (what evaluation reads, whatever ``sampling`` is);
+* :meth:`similarity` (which samples are alike) and :meth:`poses` (pose-labelled data only).
 """
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from labkit import checks
+from labkit.data.batches import PairBatch, TripletBatch
+from labkit.errors import IncompatibleError
 
 SAMPLINGS = ("single", "pairs", "triplets")
 
@@ -19,6 +28,9 @@ class LabDataModule(pl.LightningDataModule):
     """Common settings: ``data_dir``, ``batch_size``, ``num_workers``, ``seed`` and the image geometry."""
 
     name = "data"
+    #: what a label is: ``"class"`` (an integer in ``0..num_classes-1``, named by :attr:`classes`) or ``"pose"``
+    #: (EgoCart's ``(x, y, u, v)`` rows, see :meth:`poses`)
+    label_kind = "class"
 
     def __init__(self, data_dir: str = "data", batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, seed: int = 0, channels: int = 1, image_size: int = 28,
@@ -37,6 +49,7 @@ class LabDataModule(pl.LightningDataModule):
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
         self.sampling = sampling
+        # class names, label i is classes[i]; modules that know the names (CIFAR, image folders) replace them
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
     @staticmethod
@@ -53,6 +66,8 @@ class LabDataModule(pl.LightningDataModule):
 
     @property
     def sampling(self) -> str:
+        """What training batches hold: ``"single"`` ``(x, y)``, ``"pairs"`` or ``"triplets"``. The task sets it
+        once, in :meth:`labkit.tasks.LabTask.check_compatible`; :meth:`loader` ignores it."""
         return self._sampling
 
     @sampling.setter
@@ -87,6 +102,21 @@ class LabDataModule(pl.LightningDataModule):
         checks.one_of("split", split, ("train", "val", "test"))
         return self._loader(split, train=False, evaluation=True)
 
+    def similarity(self, split: str):
+        """Which samples of ``split`` are alike, for pair/triplet sampling: an object of
+        :mod:`labkit.data.sampling` (``ClassSimilarity``: same class label, the default of
+        :class:`~labkit.data.InMemoryImageDataModule`; EgoCart: nearby frames). Data modules that give single
+        samples only have none."""
+        raise IncompatibleError(f"data '{self.name}' gives single (image, label) samples only, not pairs or "
+                                "triplets: use an in-memory data module (labkit.data.InMemoryImageDataModule) for "
+                                "pair/triplet tasks")
+
+    def poses(self, split: str):
+        """``(N, 4)`` poses ``(x, y, u, v)`` of ``split`` in :meth:`loader` order, for ``label_kind == "pose"``
+        only (EgoCart); class-labelled data have none."""
+        raise IncompatibleError(f"data '{self.name}' has {self.label_kind} labels, not poses: pose-based reports "
+                                "need pose-labelled data (data=egocart)")
+
     def transform(self, x, train: bool):
         """Batch transform applied on the device after transfer (identity for modules whose workers
         already return normalized tensors)."""
@@ -95,12 +125,8 @@ class LabDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = getattr(self, "_trainer", None)
         training = bool(trainer is not None and trainer.training)
-        if self.sampling != "single":
-            # pairs (x1, x2, pair_label, y1, y2) / triplets (xa, xp, xn, ya, yp, yn): transform each image tensor
-            images, length = {"pairs": (2, 5), "triplets": (3, 6)}[self.sampling]
-            if isinstance(batch, (list, tuple)) and len(batch) == length:
-                return tuple(self.transform(b, train=training) if i < images else b for i, b in enumerate(batch))
-            return batch
+        if isinstance(batch, (PairBatch, TripletBatch)):  # transform each image tensor, keep the labels
+            return batch.map_images(lambda x: self.transform(x, train=training))
         if not isinstance(batch, (list, tuple)) or len(batch) != 2:
             return batch
         x, y = batch

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from labkit.data.folder import dataset_cache_dir
+from labkit.data.files import dataset_cache_dir
 from labkit.data.sampling import NeighbourSimilarity
-from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
+from labkit.data.memory import InMemoryImageDataModule, Split, holdout
 from labkit.errors import ConfigError, DatasetNotFoundError
 from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
 from labkit.safe_load import CorruptFileError

@@ -1,24 +1,26 @@
-"""Pairs and triplets for metric learning, drawn with vectorized NumPy (no Python loop per sample).
+"""Which samples a batch holds: seeded batch samplers, and pairs/triplets for metric learning.
 
-A *similarity* says which samples are alike:
+Every order here depends only on ``(seed, epoch)`` (Lightning sets the epoch through ``set_epoch``), so a run
+resumed from an end-of-epoch checkpoint sees exactly the batches the uninterrupted run would have seen.
 
-* :class:`ClassSimilarity`: same label (MNIST, CIFAR, ...), as in notes 000/002;
-* :class:`NeighbourSimilarity`: precomputed neighbour lists (CSR), e.g. EgoCart frames closer than 0.3 m
-  and 45 degrees (:mod:`labkit.data.egocart`).
+* :class:`EpochBatchSampler`: shuffled (or sequential) index batches of single samples.
+* Pairs and triplets, drawn with vectorized NumPy (no Python loop per sample). A *similarity* says which
+  samples are alike (a data module's :meth:`~labkit.data.LabDataModule.similarity`):
 
-From it, :func:`sample_pairs` gives every sample one partner, similar for exactly half of the samples
-(as the notes' probability 1/2; pair label 0 = similar, 1 = dissimilar, the notes' convention), and :func:`sample_triplets`
-gives every sample that has a positive one (anchor, positive, negative) triplet. A positive is never
-the anchor itself: a pair whose anchor has no similar sample becomes a dissimilar pair, and such an
-anchor has no triplet.
+  * :class:`ClassSimilarity`: same label (MNIST, CIFAR, ...), as in notes 000/002;
+  * :class:`NeighbourSimilarity`: precomputed neighbour lists (CSR), e.g. EgoCart frames closer than 0.3 m
+    and 45 degrees (:mod:`labkit.data.egocart`).
 
-:class:`TupleBatchSampler` draws the tuples again at every epoch from ``seed`` and the epoch number
-(same seed and epoch, same draws; Lightning sets the epoch through ``set_epoch``) and yields batches of
-index rows; :class:`TupleDataset` turns a row batch into tensors by asking a batch-indexed dataset
-(``ds[indices] -> (x, y)``) for each column:
+  From it, :func:`sample_pairs` gives every sample one partner, similar for exactly half of the samples
+  (as the notes' probability 1/2; pair label 0 = similar, 1 = dissimilar, the notes' convention), and
+  :func:`sample_triplets` gives every sample that has a positive one (anchor, positive, negative) triplet. A
+  positive is never the anchor itself: a pair whose anchor has no similar sample becomes a dissimilar pair, and
+  such an anchor has no triplet.
 
-* pairs:    ``(x1, x2, pair_label, y1, y2)``
-* triplets: ``(x_anchor, x_positive, x_negative, y_anchor, y_positive, y_negative)``
+  :class:`TupleBatchSampler` draws the tuples again at every epoch from ``seed`` and the epoch number (same seed
+  and epoch, same draws) and yields batches of index rows; :class:`TupleDataset` turns a row batch into a
+  :class:`~labkit.data.batches.PairBatch` or :class:`~labkit.data.batches.TripletBatch` by asking a batch-indexed
+  dataset (``ds[indices] -> (x, y)``) for each column.
 """
 from __future__ import annotations
 
@@ -28,11 +30,52 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from labkit.data.batches import PairBatch, TripletBatch
 from labkit.errors import ConfigError, IncompatibleError
 
 MODES = ("pairs", "triplets")
 
 
+# ----- single samples ---------------------------------------------------------------------------
+class EpochBatchSampler(DistributedSampler):
+    """Shuffled (or sequential) index batches; the permutation of epoch ``e`` is drawn from ``seed`` and ``e``.
+
+    Lightning calls :meth:`set_epoch` at the start of every training epoch. Because no generator state
+    is carried from one epoch to the next, a run resumed from an end-of-epoch checkpoint draws exactly
+    the batches the uninterrupted run would have drawn.
+
+    Under DDP (``num_replicas`` > 1) ``batch_size`` is the *global* batch: every rank takes its share of
+    each global batch, so the optimisation is the same on 1 or N devices. It subclasses
+    ``DistributedSampler`` only so that Lightning sees the sharding is handled and leaves it alone.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 num_replicas: int = 1, rank: int = 0):
+        # DistributedSampler.__init__ is not called: it needs a dataset and a process group, neither used here
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        for i in range(len(self)):
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.num_replicas > 1:
+                batch = torch.from_numpy(np.array_split(batch.numpy(), self.num_replicas)[self.rank])
+            yield batch.tolist()
+
+
+# ----- pairs and triplets -------------------------------------------------------------------------
 class ClassSimilarity:
     """Similar = same label. ``labels``: any 1-D integer (or hashable numeric) vector."""
 
@@ -177,7 +220,7 @@ class TupleBatchSampler(DistributedSampler):
     seeded likewise.
 
     Under DDP (``num_replicas`` > 1) ``batch_size`` is the global batch and every rank takes its share of each
-    global batch, as :class:`labkit.data.samplers.EpochBatchSampler` does; subclassing ``DistributedSampler``
+    global batch, as :class:`EpochBatchSampler` does; subclassing ``DistributedSampler``
     (without calling its ``__init__``) tells Lightning the sharding is handled.
     """
 
@@ -229,9 +272,9 @@ class TupleDataset(Dataset):
         rows = np.asarray(rows)
         if self.mode == "pairs":
             (x1, y1), (x2, y2) = self.base[rows[:, 0]], self.base[rows[:, 1]]
-            return x1, x2, torch.from_numpy(rows[:, 2].copy()), y1, y2
+            return PairBatch(x1, x2, torch.from_numpy(rows[:, 2].copy()), y1, y2)
         (xa, ya), (xp, yp), (xn, yn) = (self.base[rows[:, c]] for c in range(3))
-        return xa, xp, xn, ya, yp, yn
+        return TripletBatch(xa, xp, xn, ya, yp, yn)
 
 
 def tuple_loader(base: Dataset, sim, mode: str, batch_size: int, seed: int, train: bool, num_workers: int = 0,
@@ -248,10 +291,3 @@ def tuple_loader(base: Dataset, sim, mode: str, batch_size: int, seed: int, trai
                       persistent_workers=num_workers > 0, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed))
 
-
-def similarity_of(data, split: str):
-    """The data module's own ``similarity(split)`` if it has one, else same-label similarity on its labels."""
-    fn = getattr(data, "similarity", None)
-    if callable(fn):
-        return fn(split)
-    return ClassSimilarity(data.splits[split].y)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.data.tensor import InMemoryImageDataModule, Split, holdout
+from labkit.data.memory import InMemoryImageDataModule, Split, holdout
 from labkit.errors import DatasetNotFoundError
 from labkit.safe_load import CorruptFileError, safe_unpickle
 

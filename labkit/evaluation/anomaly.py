@@ -37,7 +37,7 @@ class UniformNoise:
     def __init__(self, data, seed: int = 0):
         self.data = data
         self.seed = seed
-        self.batch_size = int(getattr(data, "eval_batch_size", None) or 256)
+        self.batch_size = int(data.eval_batch_size)
         self.channels = data.channels
 
     def loader(self, split: str):
@@ -87,12 +87,12 @@ def ood_source(name: str, data, seed: int = 0):
         raise ConfigError(f"ood={name!r} is invalid: {path} does not exist; choose one of {', '.join(ood_names())}")
     node = OmegaConf.load(path)
     node.pop("defaults", None)
-    ctx = OmegaConf.create({"paths": {"data_dir": str(data.data_dir)}, "seed": int(getattr(data, "seed", 0) or 0)})
+    ctx = OmegaConf.create({"paths": {"data_dir": str(data.data_dir)}, "seed": int(data.seed or 0)})
     ctx.data = node
     resolved = OmegaConf.to_container(ctx, resolve=True)["data"]
     resolved["data_dir"] = str(data.data_dir)
     for key in ("image_size", "eval_batch_size"):  # the run's geometry
-        if key in resolved and getattr(data, key, None) is not None:
+        if key in resolved:
             resolved[key] = getattr(data, key)
     if "val_size" in resolved:  # the same fraction of validation images as the run's data
         n_val, n_train = split_size(data, "val"), split_size(data, "train")

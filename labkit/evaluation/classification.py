@@ -53,7 +53,7 @@ def classification_report(task, data, cfg, out_dir: Path) -> dict:
     acc = float((pred == labels).mean())
     cm = confusion_matrix(labels, pred, n)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
-    classes = list(getattr(data, "classes", None) or range(n))
+    classes = list(data.classes or range(n))
     report = {"split": split, "samples": int(len(labels)), "accuracy": acc, "error_percent": 100 * (1 - acc),
               "per_class_accuracy": {str(classes[i]) if i < len(classes) else str(i): float(per_class[i])
                                      for i in range(n)}}

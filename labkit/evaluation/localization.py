@@ -73,10 +73,9 @@ def untrained_copy(task, seed: int):
 
 @register("localization")
 def localization_report(task, data, cfg, out_dir: Path) -> dict:
-    if not callable(getattr(data, "poses", None)):
+    if data.label_kind != "pose":
         raise IncompatibleError(f"the localization report needs pose-labelled data (data=egocart), but data "
-                                f"'{getattr(data, 'name', type(data).__name__)}' has class labels: use "
-                                "reports=[retrieval]")
+                                f"'{data.name}' has {data.label_kind} labels: use reports=[retrieval]")
     split = cfg.split
     gsplit = gallery_split(split)
     seed = option(cfg, "seed", 0, minimum=0)

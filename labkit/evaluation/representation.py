@@ -46,7 +46,7 @@ def gallery_split(split: str) -> str:
 
 def unnormalize(x: torch.Tensor, data) -> torch.Tensor:
     """Normalized model input -> images in [0, 1] (data.mean/std), for display."""
-    mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+    mean, std = data.mean, data.std
     if mean is not None and std is not None:
         x = x * torch.as_tensor(std).view(1, -1, 1, 1) + torch.as_tensor(mean).view(1, -1, 1, 1)
     return x.clamp(0, 1)
@@ -107,7 +107,7 @@ def representation_report(task, data, cfg, out_dir: Path) -> dict:
     q_codes, q_y = extract(encode, data, split, module=task.model, desc=f"encoding {split}")
     g_pix, _ = extract(lambda x: x, data, gsplit, desc=f"pixels {gsplit}")
     q_pix, _ = extract(lambda x: x, data, split, desc=f"pixels {split}")
-    classes = list(getattr(data, "classes", None) or [])
+    classes = list(data.classes or [])
     n_classes = len(np.unique(np.concatenate([g_y, q_y])))
 
     report = {

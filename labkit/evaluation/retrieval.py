@@ -76,7 +76,7 @@ def retrieval_metrics(gallery: np.ndarray, gallery_labels: np.ndarray, queries: 
 
 @register("retrieval")
 def retrieval_report(task, data, cfg, out_dir: Path) -> dict:
-    if getattr(data, "label_kind", "class") == "pose":
+    if data.label_kind == "pose":
         log.info("pose-labelled data: the retrieval report is the localization report")
         return get_report("localization")(task, data, cfg, out_dir)
     split, out_dir = cfg.split, Path(out_dir)
@@ -93,7 +93,7 @@ def retrieval_report(task, data, cfg, out_dir: Path) -> dict:
     report.update(retrieval_metrics(gallery, g_y, queries, q_y))
     report["nn1_accuracy"] = report["precision_at_1"]
     if n_tsne:
-        classes = list(getattr(data, "classes", None) or []) or None
+        classes = list(data.classes or []) or None
         png = tsne_plot(queries, q_y, out_dir / "tsne_embeddings.png", n=n_tsne, seed=seed, classes=classes,
                         title=f"t-SNE of {min(n_tsne, len(q_y))} {split} embeddings ({type(task.model).__name__})")
         report["tsne_png"] = str(png)

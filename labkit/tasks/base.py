@@ -78,9 +78,10 @@ class LabTask(pl.LightningModule):
             self.logger.log_metrics({"model/params": total, "model/trainable_params": trainable}, step=0)
 
     def check_compatible(self, data) -> None:
-        """Raise :class:`IncompatibleError` when this task and its network cannot work on ``data``."""
-        if data.sampling != self.sampling and self.sampling != "single":
-            data.sampling = self.sampling
+        """Tell ``data`` the batches this task trains on (``data.sampling``, the one place it is set; called once
+        by :func:`labkit.train.build`), then raise :class:`IncompatibleError` when this task and its network
+        cannot work on ``data``. Subclasses call ``super().check_compatible(data)`` first."""
+        data.sampling = self.sampling
 
     def configure_callbacks(self):
         """Transfer learning (``freeze``/``unfreeze_at_epoch``/``unfreeze_lr_factor``, see labkit.tasks.finetuning)."""

@@ -3,10 +3,11 @@ the triplet margin loss, optionally with online mining (pytorch-metric-learning)
 
 The network is any model whose output is one vector per image (``(N, D)``): EmbeddingNet, a backbone without
 its head, or even a classifier, whose logits then serve as a D = num_classes embedding. Pairs and triplets
-come from the data module (``sampling = "pairs"`` / ``"triplets"``, see :mod:`labkit.data.sampling`):
+come from the data module (``sampling = "pairs"`` / ``"triplets"``, see :mod:`labkit.data.sampling`) as the
+NamedTuples of :mod:`labkit.data.batches`:
 
-* pairs:    ``(x1, x2, pair_label, y1, y2)``, pair label 0 = similar, 1 = dissimilar;
-* triplets: ``(x_anchor, x_positive, x_negative, y_anchor, y_positive, y_negative)``.
+* pairs:    ``PairBatch(x1, x2, target, y1, y2)``, target 0 = similar, 1 = dissimilar;
+* triplets: ``TripletBatch(anchor, positive, negative, y_anchor, y_positive, y_negative)``.
 
 Both tasks log ``{train,val,test}/loss`` plus the mean distance of similar and dissimilar pairs
 (``/dist_pos``, ``/dist_neg``), and, each validation epoch, the embeddings of the first validation batch to
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit import checks
+from labkit.data.batches import PairBatch, TripletBatch
 from labkit.errors import IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
@@ -98,7 +100,12 @@ class MetricTask(LabTask):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """(embeddings, labels) of single batches ``(x, y)``, or of the first images of pair/triplet batches."""
-        return self.embed(batch[0]), batch[1] if len(batch) == 2 else batch[3]
+        if isinstance(batch, PairBatch):
+            return self.embed(batch.x1), batch.y1
+        if isinstance(batch, TripletBatch):
+            return self.embed(batch.anchor), batch.y_anchor
+        x, y = batch
+        return self.embed(x), y
 
     def configure_optimizers(self):
         if not any(p.requires_grad for p in self.parameters()):
@@ -128,7 +135,7 @@ class SiameseTask(MetricTask):
         super().__init__(model, optimizer, scheduler, scheduler_interval, compile, margin, projector)
 
     def _step(self, batch, stage: str, keep_first: bool = False) -> torch.Tensor:
-        x1, x2, pair_label, y1, _ = batch
+        x1, x2, pair_label, y1 = batch.x1, batch.x2, batch.target, batch.y1
         n = len(x1)
         phi = self.embed(torch.cat([x1, x2]))  # one forward pass: BatchNorm sees both branches together
         phi_i, phi_j = phi[:n], phi[n:]
@@ -178,7 +185,7 @@ class TripletTask(MetricTask):
 
     def check_compatible(self, data) -> None:
         super().check_compatible(data)
-        if self.hparams.miner and getattr(data, "label_kind", "class") != "class":
+        if self.hparams.miner and data.label_kind != "class":
             raise IncompatibleError(f"task.miner={self.hparams.miner} mines triplets from class labels, but data "
                                     f"'{data.name}' has {data.label_kind} labels: use task.miner=null")
 
@@ -190,7 +197,7 @@ class TripletTask(MetricTask):
     def _step(self, batch, stage: str, keep_first: bool = False) -> torch.Tensor:
         if self.hparams.miner:
             return self._mined_step(batch, stage, keep_first)
-        xa, xp, xn, ya, _, _ = batch
+        xa, xp, xn, ya = batch.anchor, batch.positive, batch.negative, batch.y_anchor
         n = len(xa)
         phi = self.embed(torch.cat([xa, xp, xn]))  # one forward pass for the three branches
         phi_i, phi_j, phi_k = phi[:n], phi[n:2 * n], phi[2 * n:]
