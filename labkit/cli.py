@@ -162,6 +162,9 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
             keys.discard("hydra")
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == override), "...")
         where = f"'{path}' has no key '{key}'" if path else "there is no such top-level key"
+        if path and key in cfg and not isinstance(cfg[key], DictConfig):  # e.g. model.init_from -> init_from
+            return ConfigError(f"unknown key '{override}': {key} is a top-level key, not part of '{path}': write "
+                               f"{key}={value}")
         plus = "" if checks.did_you_mean(key, keys) else f" (to add a key the config does not have, write " \
                                                            f"+{override}={value})"
         return checks.unknown_key(path, key, keys, where + plus + ".")
