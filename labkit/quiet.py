@@ -7,6 +7,7 @@ below names one known message (or one library's set-up logger); real warnings an
   step, which split the progress bar;
 - faiss's "Could not load library with AVX512 support" / "Loading faiss with AVX2 support" INFO lines (its loader's
   logger only: its errors stay);
+- the ONNX exporter's optimizer notes ("Removed 7 unused nodes", "Skipping constant folding...") at INFO;
 - Optuna's "A new study created" and alembic's "Context impl SQLiteImpl" set-up INFO lines, and the raw colour
   codes of Optuna's coloured log handler when the console is not a terminal (``NO_COLOR``, the convention colorlog
   follows);
@@ -34,7 +35,7 @@ for _message, _category in _WARNINGS:
 
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
 for _name in ("faiss.loader", "alembic.runtime.migration", "optuna.storages._in_memory",
-              "optuna.storages._rdb.storage"):
+              "optuna.storages._rdb.storage", "onnxscript", "onnx_ir"):  # the last two: ONNX export's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
