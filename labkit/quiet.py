@@ -7,6 +7,8 @@ below names one known message (or one library's set-up logger); real warnings an
   step, which split the progress bar;
 - faiss's "Could not load library with AVX512 support" / "Loading faiss with AVX2 support" INFO lines (its loader's
   logger only: its errors stay);
+- MLflow's database set-up lines, SQLAlchemy's ``noload`` deprecation raised by MLflow's own store, and Lightning's
+  "Experiment with name labkit not found. Creating it." on a store's first run;
 - the ONNX exporter's optimizer notes ("Removed 7 unused nodes", "Skipping constant folding...") at INFO;
 - Optuna's "A new study created" and alembic's "Context impl SQLiteImpl" set-up INFO lines, and the raw colour
   codes of Optuna's coloured log handler when the console is not a terminal (``NO_COLOR``, the convention colorlog
@@ -29,13 +31,16 @@ import warnings
 _WARNINGS = [
     # torch >= 2.10 deprecates LeafSpec; pytorch_lightning.utilities._pytree still builds one each step
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # MLflow's SQLite store still uses SQLAlchemy's noload (logger=mlflow)
+    (r"The ``noload`` loader strategy is deprecated", DeprecationWarning),
 ]
 for _message, _category in _WARNINGS:
     warnings.filterwarnings("ignore", message=_message, category=_category)
 
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
 for _name in ("faiss.loader", "alembic.runtime.migration", "optuna.storages._in_memory",
-              "optuna.storages._rdb.storage", "onnxscript", "onnx_ir"):  # the last two: ONNX export's optimizer notes
+              "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
+              "mlflow.store.db.utils"):  # the last two: ONNX export's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
@@ -73,6 +78,8 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).addFilter(_filter)
 # rank_zero_warn goes through warnings.warn: the checkpoint-directory warning is filtered there too
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+# logger=mlflow's first run in a store: the experiment is created, as intended
+logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages([r"Experiment with name .* not found"]))
 _seed_filter = _DropMessages([r"(\[rank: \d+\] )?Seed set to \d+"])  # labkit records the seed in metrics.json
 for _name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed"):
     logging.getLogger(_name).addFilter(_seed_filter)

@@ -91,7 +91,7 @@ def _callbacks(cfg: DictConfig, task, has_logger: bool) -> list[pl.Callback]:
 
 
 def _loggers(cfg: DictConfig) -> list:
-    return [instantiate(n) for n in (cfg.get("logger") or {}).values()
+    return [build_object(n) for n in (cfg.get("logger") or {}).values()
             if isinstance(n, DictConfig) and "_target_" in n]
 
 

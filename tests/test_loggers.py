@@ -1,0 +1,62 @@
+"""logger=mlflow for real (offline, local store), logger=wandb's clear error, logger=many and lists."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import LabkitError
+from labkit.train import train
+
+FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+
+
+def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    cfg = cfg_factory("logger=mlflow", *FAST)
+    metrics = train(cfg)
+    db = tmp_path / "logs" / "mlruns" / "mlflow.db"
+    assert db.exists()  # under paths.log_dir: what `mlflow ui --backend-store-uri sqlite:///...` opens
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("labkit")
+    (run,) = client.search_runs([exp.experiment_id])
+    run_dir = Path(cfg.paths.output_dir)
+    assert run.info.run_name == run_dir.name and run.data.tags["run_dir"] == str(run_dir.resolve())
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["config/model/_target_"].endswith("LeNet") and p["config/seed"] == "0"
+    assert p["config/task/optimizer/lr"] == str(cfg.task.optimizer.lr)
+    m = run.data.metrics
+    assert m["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert m["final/test/error"] == pytest.approx(metrics["test/error"])
+    assert m["final/best_val/acc"] == pytest.approx(metrics["best_val/acc"])
+    assert m["final/params"] == metrics["params"] and m["final/epochs"] == metrics["epochs"]
+    history = client.get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) == 2  # one per epoch
+
+
+def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "elsewhere" / "track.db"
+    cfg = cfg_factory("logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{db}", "logger.mlflow.experiment_name=mine",
+                      "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                      "test=false")
+    train(cfg)
+    exp = MlflowClient(tracking_uri=f"sqlite:///{db}").get_experiment_by_name("mine")
+    assert exp is not None and not (tmp_path / "logs" / "mlruns" / "mlflow.db").exists()
+
+
+def test_wandb_without_the_package_says_what_to_install(cfg_factory, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without wandb
+    cfg = cfg_factory("logger=wandb", "trainer=debug")
+    with pytest.raises(LabkitError, match="pip install wandb"):
+        train(cfg)
+
+
+def test_wandb_is_offline_by_default_and_many_combines_every_logger(cfg_factory):
+    cfg = cfg_factory("logger=many")
+    assert set(cfg.logger) == {"tensorboard", "csv", "mlflow", "wandb"}
+    assert cfg.logger.wandb.offline is True
+    cfg = cfg_factory("logger=[tensorboard,mlflow]", sub="two")
+    assert set(cfg.logger) == {"tensorboard", "mlflow"}
