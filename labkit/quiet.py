@@ -40,7 +40,7 @@ for _message, _category in _WARNINGS:
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
 for _name in ("faiss.loader", "alembic.runtime.migration", "optuna.storages._in_memory",
               "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
-              "mlflow.store.db.utils"):  # the last two: ONNX export's optimizer notes
+              "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
@@ -78,6 +78,9 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).addFilter(_filter)
 # rank_zero_warn goes through warnings.warn: the checkpoint-directory warning is filtered there too
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+# Lightning restoring its own checkpoints (the lr finder's temporary one, the best one for the test)
+logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
+    _DropMessages([r"`weights_only` was not set, defaulting to `False`"]))
 # logger=mlflow's first run in a store: the experiment is created, as intended
 logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages([r"Experiment with name .* not found"]))
 _seed_filter = _DropMessages([r"(\[rank: \d+\] )?Seed set to \d+"])  # labkit records the seed in metrics.json

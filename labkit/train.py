@@ -14,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from labkit import runs
+from labkit import runs, tuning
 from labkit.callbacks import AtomicCheckpointIO
 from labkit.config import validate
 from labkit.errors import LabkitError
@@ -125,6 +125,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = _loggers(cfg)
     trainer: pl.Trainer = build_object(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)),
                                        logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    tuning.maybe_tune_lr(cfg, trainer, task, data, out)  # tune_lr=true: Lightning's lr finder (labkit/tuning.py)
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
     ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), trainer.checkpoint_callback)
