@@ -10,9 +10,9 @@ below names one known message (or one library's set-up logger); real warnings an
 - MLflow's database set-up lines, SQLAlchemy's ``noload`` deprecation raised by MLflow's own store, and Lightning's
   "Experiment with name labkit not found. Creating it." on a store's first run;
 - the ONNX exporter's optimizer notes ("Removed 7 unused nodes", "Skipping constant folding...") at INFO;
-- Optuna's "A new study created" and alembic's "setup plugin ..." and "Context impl SQLiteImpl" set-up INFO lines, and the raw colour
-  codes of Optuna's coloured log handler when the console is not a terminal (``NO_COLOR``, the convention colorlog
-  follows);
+- Optuna's "A new study created" and alembic's "setup plugin ..." / "Context impl SQLiteImpl" set-up INFO lines,
+  and the raw colour codes of Optuna's coloured log handler when the console is not a terminal (``NO_COLOR``, the
+  convention colorlog follows);
 - Lightning's start-up banner lines that repeat what labkit already says ("Seed set to", "GPU available: False",
   "TPU available", "Restoring states"/"Loaded model weights" for the test of the best checkpoint, the "max_epochs
   reached" note) and its "Checkpoint directory exists and is not empty" warning, which a resumed or a tested run
@@ -38,8 +38,8 @@ for _message, _category in _WARNINGS:
     warnings.filterwarnings("ignore", message=_message, category=_category)
 
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
-for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins", "optuna.storages._in_memory",
-              "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
+for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins",
+              "optuna.storages._in_memory", "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
               "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 

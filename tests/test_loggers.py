@@ -39,7 +39,8 @@ def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
     from mlflow.tracking import MlflowClient
 
     db = tmp_path / "elsewhere" / "track.db"
-    cfg = cfg_factory("logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{db}", "logger.mlflow.experiment_name=mine",
+    cfg = cfg_factory("logger=mlflow", f"logger.mlflow.tracking_uri=sqlite:///{db}",
+                      "logger.mlflow.experiment_name=mine",
                       "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                       "test=false")
     train(cfg)
