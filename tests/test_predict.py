@@ -148,3 +148,26 @@ def test_predict_script_help_and_usage(digits_run, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "x.png" in ok.stdout and "predictions written to" in ok.stdout
     assert "Traceback" not in ok.stderr and "Warning" not in ok.stderr
+
+
+def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cfg_factory, tmp_path):
+    from test_folder_data import CLASSES, write_tree
+
+    root = write_tree(tmp_path / "flowers", background=False, corrupt=False)
+    cfg = cfg_factory("data=image_folder", f"data.root={root}", "data.num_classes=3", "data.resize=36",
+                      "data.image_size=32", "data.num_workers=0", "data.batch_size=8", "model=lenet_color",
+                      "trainer.max_epochs=1", "logger=none", sub="train")
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    grey = tmp_path / "grey_odd.png"  # a grey image for an RGB network, not square, not the training size
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (51, 77), dtype=np.uint8)).save(grey)
+    r = predict(cfg_factory(f"run={run}", f"inputs={grey}", "topk=3", name="predict", sub="p"))
+    (row,) = r["rows"]
+    assert {row["top1"], row["top2"], row["top3"]} == set(CLASSES)  # class names, not indices
+    _, task, data, _ = load_run(run)
+    x = data.image_transform(train=False)(Image.open(grey).convert("RGB"))[None]
+    assert x.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        p = torch.softmax(task.eval()(x), 1)[0]
+    assert row["prediction"] == CLASSES[int(p.argmax())]
+    assert row["probability"] == pytest.approx(float(p.max()), abs=1e-5)
