@@ -13,6 +13,7 @@ and its data module (set up) the first time they are used, exactly as evaluate.p
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,12 @@ def train(cfg: DictConfig) -> Run:
     """Train (and test) like ``python train.py``; returns the :class:`Run` (``run.metrics`` = metrics.json)."""
     from labkit.train import train as _train
 
-    _train(cfg)
+    try:
+        _train(cfg)
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()  # logger=wandb: close this run, or the next train() in the notebook would log into it
     return Run(Path(cfg.paths.output_dir))
 
 

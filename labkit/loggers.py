@@ -71,6 +71,8 @@ class WandbLogger(_PLWandbLogger):
         _require("wandb", "logger=wandb")
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or Path(save_dir).name, save_dir=save_dir, offline=offline, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning always passes it; wandb >= 0.19 warns it is unused
+            self._wandb_init.pop("anonymous", None)
 
 
 def flatten(d: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:

@@ -313,12 +313,12 @@ def plot_grid(kind: str, names: list[str], shown: list[np.ndarray], rows: list[d
         for ax in axes.ravel():
             ax.axis("off")
         for i, (img, row, name) in enumerate(zip(shown, rows, names)):
-            _show(axes.ravel()[i], img, f"{name[:22]}\n{row['prediction']} ({100 * row['probability']:.1f}%)")
+            _show(axes.ravel()[i], img, f"{name[:33]}\n{row['prediction']} ({100 * row['probability']:.1f}%)")
     else:
         cols = 1 + max(len(e) for e in extra)
         fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.3 * n), dpi=100, squeeze=False)
         for i, (img, name, panels) in enumerate(zip(shown, names, extra)):
-            _show(axes[i, 0], img, name[:22])
+            _show(axes[i, 0], img, name[:33])
             for j in range(1, cols):
                 if j - 1 < len(panels) and panels[j - 1][0] is not None:
                     _show(axes[i, j], panels[j - 1][0], panels[j - 1][1])
@@ -405,7 +405,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     write_csv(out / "predictions.csv", rows)
     if inputs.skipped:
         write_csv(out / "skipped.csv", [{"file": n, "reason": r} for n, r in inputs.skipped])
-    plot_grid(kind, [p.name for p in paths], shown, rows, out / "predictions.png", extra)
+    titles = [p.name + (" (inverted)" if inv else "") for p, inv in zip(paths, inverted)]
+    plot_grid(kind, titles, shown, rows, out / "predictions.png", extra)
     runs.write_json(out / "predictions.json", {"run": str(run_dir), "checkpoint": str(ckpt), "kind": kind,
                                                "rows": rows, "skipped": inputs.skipped})
     print(f"run: {run_dir}\ncheckpoint: {ckpt}\n")

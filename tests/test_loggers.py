@@ -48,6 +48,22 @@ def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
     assert exp is not None and not (tmp_path / "logs" / "mlruns" / "mlflow.db").exists()
 
 
+def test_wandb_offline_for_real(cfg_factory, tmp_path, monkeypatch):
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = cfg_factory("logger=wandb", *FAST)
+    train(cfg)
+    import wandb  # in the test extra
+
+    wandb.finish()  # what the end of train.py's process (or labkit.api.train) does
+    run_dir = Path(cfg.paths.output_dir)
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # offline: written locally, nothing sent
+    data = log.read_bytes()
+    for key in (b"config/model/_target_", b"val/loss", b"test/acc", b"final/test/error", run_dir.name.encode()):
+        assert key in data, key
+
+
 def test_wandb_without_the_package_says_what_to_install(cfg_factory, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without wandb
     cfg = cfg_factory("logger=wandb", "trainer=debug")
