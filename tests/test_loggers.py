@@ -10,9 +10,10 @@ from labkit.train import train
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
 
-def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path):
+def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store under paths.log_dir
     cfg = cfg_factory("logger=mlflow", *FAST)
     metrics = train(cfg)
     db = tmp_path / "logs" / "mlruns" / "mlflow.db"
