@@ -1,5 +1,6 @@
 """logger=mlflow for real (offline, local store), logger=wandb's clear error, logger=many and lists."""
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,14 @@ def test_wandb_offline_for_real(cfg_factory, tmp_path, monkeypatch):
     wandb.finish()  # what the end of train.py's process (or labkit.api.train) does
     run_dir = Path(cfg.paths.output_dir)
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # offline: written locally, nothing sent
-    data = log.read_bytes()
-    for key in (b"config/model/_target_", b"val/loss", b"test/acc", b"final/test/error", run_dir.name.encode()):
+    keys = (b"config/model/_target_", b"val/loss", b"test/acc", b"final/test/error", run_dir.name.encode())
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wandb's service process writes the file after finish() returns
+        data = log.read_bytes()
+        if all(k in data for k in keys):
+            break
+        time.sleep(0.5)
+    for key in keys:
         assert key in data, key
 
 
