@@ -98,6 +98,10 @@ def test_glob_list_and_errors(digits_run, cfg_factory, tmp_path):
     assert [Path(x["file"]).name for x in r["rows"]] == ["wide.jpeg"]
     assert r["skipped"][0][1] == "no such file or folder"
 
+    ckpt = next((digits_run / "checkpoints").glob("epoch*.ckpt"))  # a checkpoint instead of the run directory
+    r = predict(cfg_factory(f"run={ckpt}", f"inputs={tmp_path / 'a'}", name="predict", sub="c"))
+    assert len(r["rows"]) == 2 and r["checkpoint"] == ckpt and r["out_dir"].parent == digits_run / "predictions"
+
     (tmp_path / "empty").mkdir()
     with pytest.raises(NoInputsError, match="gave no readable image") as e:
         predict(cfg_factory(f"run={digits_run}", f"inputs={tmp_path / 'empty'}", name="predict", sub="e"))
