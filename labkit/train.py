@@ -14,24 +14,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from labkit import runs
+from labkit import runs, tuning
 from labkit.callbacks import AtomicCheckpointIO
 from labkit.config import check_required, validate
 from labkit.errors import ConfigError, LabkitError
 from labkit.models._shape import count_parameters
 
 log = logging.getLogger("labkit")
-
-
-class _QuietTips(logging.Filter):
-    """Drop Lightning's advertising tips from the console; keep every real message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
-
-
-for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_QuietTips())
 
 
 def _output_dir(cfg: DictConfig) -> Path:
@@ -95,7 +84,7 @@ def _callbacks(cfg: DictConfig, task, has_logger: bool) -> list[pl.Callback]:
 
 
 def _loggers(cfg: DictConfig) -> list:
-    return [instantiate(n) for n in (cfg.get("logger") or {}).values()
+    return [build_object(n) for n in (cfg.get("logger") or {}).values()
             if isinstance(n, DictConfig) and "_target_" in n]
 
 
@@ -236,16 +225,15 @@ def hyperparameters(cfg: DictConfig, overrides) -> dict[str, Any]:
 
 
 def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Hyper-parameters with the final metrics to every logger (TensorBoard: the HParams tab)."""
+    """TensorBoard's HParams tab: the run's key settings beside its final metrics (the whole config and the final
+    figures go to every logger through :class:`labkit.loggers.RunSummary`)."""
     finals = {f"hparams/{k}": float(v) for k, v in metrics.items()
               if k.startswith(("test/", "val/", "best_")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
     for lg in loggers:
         try:
             if type(lg).__name__ == "TensorBoardLogger":
                 lg.log_hyperparams(hp, metrics=finals or {"hparams/none": 0.0})
-            else:
-                lg.log_hyperparams(hp)
-            lg.save()
+                lg.save()
         except Exception as e:  # a logger's failure must not cost the run its metrics.json
             log.warning("could not log hyper-parameters to %s: %s", type(lg).__name__, e)
 
@@ -289,6 +277,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     loggers = _loggers(cfg)
     trainer: pl.Trainer = build_object(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)),
                                        logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    tuning.maybe_tune_lr(cfg, trainer, task, data, out)  # tune_lr=true: Lightning's lr finder (labkit/tuning.py)
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
     ckpt_cb = next((c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), trainer.checkpoint_callback)

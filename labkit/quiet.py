@@ -1,0 +1,177 @@
+"""A quiet console: the dependencies' own noise is filtered at its source, by exact message or logger.
+
+Imported by the entry points (train.py, evaluate.py, predict.py, export.py) and by ``labkit`` itself. Every filter
+below names one known message (or one library's set-up logger); real warnings and errors still reach the console:
+
+- torch's ``isinstance(treespec, LeafSpec)`` FutureWarning, raised from inside Lightning at the first training
+  step, which split the progress bar;
+- faiss's "Could not load library with AVX512 support" / "Loading faiss with AVX2 support" INFO lines (its loader's
+  logger only: its errors stay);
+- MLflow's database set-up lines, SQLAlchemy's ``noload`` deprecation raised by MLflow's own store, and Lightning's
+  "Experiment with name labkit not found. Creating it." on a store's first run;
+- the ONNX exporter's optimizer notes ("Removed 7 unused nodes", "Skipping constant folding...") at INFO;
+- Optuna's "A new study created" and alembic's "setup plugin ..." / "Context impl SQLiteImpl" set-up INFO lines,
+  and the raw colour codes of Optuna's coloured log handler when the console is not a terminal (``NO_COLOR``, the
+  convention colorlog follows);
+- Lightning's start-up banner lines that repeat what labkit already says ("Seed set to", "GPU available: False",
+  "TPU available", "Restoring states"/"Loaded model weights" for the test of the best checkpoint, the "max_epochs
+  reached" note) and its "Checkpoint directory exists and is not empty" warning, which a resumed or a tested run
+  always triggers by design (labkit writes into its own run directory);
+- the model summary's FLOPs column, always 0 because tasks have no example input: :class:`ModelSummary` drops it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import warnings
+
+# ----- warnings: exact messages only ---------------------------------------------------------------------
+_WARNINGS = [
+    # torch >= 2.10 deprecates LeafSpec; pytorch_lightning.utilities._pytree still builds one each step
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # MLflow's SQLite store still uses SQLAlchemy's noload (logger=mlflow)
+    (r"The ``noload`` loader strategy is deprecated", DeprecationWarning),
+]
+for _message, _category in _WARNINGS:
+    warnings.filterwarnings("ignore", message=_message, category=_category)
+
+# ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
+for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins",
+              "optuna.storages._in_memory", "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
+              "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+# colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
+if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+    os.environ.setdefault("NO_COLOR", "1")
+
+
+class _DropMessages(logging.Filter):
+    """Drop records whose message matches one of ``patterns`` (anchored at the start)."""
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record is not ours to hide
+            return True
+        return not self.pattern.match(msg)
+
+
+_LIGHTNING_NOISE = [
+    r"GPU available: False",                       # nothing to say on a CPU machine (True still shows)
+    r"TPU available: ", r"HPU available: ", r"IPU available: ",
+    r"`Trainer\.fit` stopped: `max_epochs=\d+` reached",   # the run simply finished
+    r"Restoring states from the checkpoint path at ", r"Loaded model weights from the checkpoint at ",
+    r"Restored all states from the checkpoint at ",        # labkit logs "resuming <run> from <ckpt>" itself
+    r"Trainer already configured with model summary callbacks",  # labkit's own summary (below)
+    r".*litlogger",                                        # Lightning's advertising tip
+]
+_filter = _DropMessages(_LIGHTNING_NOISE)
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+              "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_filter)
+# rank_zero_warn goes through warnings.warn: the checkpoint-directory warning is filtered there too
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+# Lightning restoring its own checkpoints (the lr finder's temporary one, the best one for the test)
+logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
+    _DropMessages([r"`weights_only` was not set, defaulting to `False`"]))
+# logger=mlflow's first run in a store: the experiment is created, as intended
+logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages([r"Experiment with name .* not found"]))
+_seed_filter = _DropMessages([r"(\[rank: \d+\] )?Seed set to \d+"])  # labkit records the seed in metrics.json
+for _name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed"):
+    logging.getLogger(_name).addFilter(_seed_filter)
+
+
+# ----- the model summary without an all-zero FLOPs column ----------------------------------------------------
+def _summary_base():
+    from pytorch_lightning.callbacks import ModelSummary as _Plain
+    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+
+    if _RICH_AVAILABLE:
+        from pytorch_lightning.callbacks import RichModelSummary
+
+        return RichModelSummary
+    return _Plain
+
+
+def _make_summary_class():
+    base = _summary_base()
+
+    class ModelSummary(base):
+        """Lightning's model summary (rich when available), without the FLOPs column and total when nothing was
+        counted (tasks define no ``example_input_array``, so Lightning counts 0 FLOPs for every layer).
+
+        Args:
+            max_depth: module depth shown (0 = no summary).
+            enabled: false turns it off (conf/callbacks/default.yaml follows ``trainer.enable_model_summary``).
+        """
+
+        def __init__(self, max_depth: int = 1, enabled: bool = True, **summarize_kwargs):
+            super().__init__(max_depth=max_depth if enabled else 0, **summarize_kwargs)
+
+        def on_fit_start(self, trainer, pl_module) -> None:
+            if not self._max_depth:
+                return
+            summary = self._summary(trainer, pl_module)
+            data = summary._get_summary_data()
+            flops = getattr(summary, "total_flops", 0) or 0
+            if not flops:
+                data = [(name, col) for name, col in data if name != "FLOPs"]
+            if trainer.is_global_zero:
+                self._print(data, summary, flops)
+
+        def _print(self, data, summary, flops) -> None:
+            from pytorch_lightning.utilities.model_summary.model_summary import (
+                get_formatted_model_size, get_human_readable_count)
+
+            modes = summary.total_training_modes
+            totals = [("Trainable params", get_human_readable_count(summary.trainable_parameters)),
+                      ("Non-trainable params",
+                       get_human_readable_count(summary.total_parameters - summary.trainable_parameters)),
+                      ("Total params", get_human_readable_count(summary.total_parameters)),
+                      ("Total estimated model params size (MB)", get_formatted_model_size(summary.model_size)),
+                      ("Modules in train mode", str(modes["train"])), ("Modules in eval mode", str(modes["eval"]))]
+            if flops:
+                totals.append(("Total FLOPs", get_human_readable_count(flops)))
+            try:
+                from rich import get_console
+                from rich.table import Table
+            except ImportError:
+                widths = [max(len(n), *(len(str(v)) for v in col)) for n, col in data]
+                lines = [" | ".join(n.ljust(w) for (n, _), w in zip(data, widths))]
+                lines.append("-" * (sum(widths) + 3 * len(widths)))
+                lines += [" | ".join(str(col[i]).ljust(w) for (_, col), w in zip(data, widths))
+                          for i in range(len(data[0][1]))]
+                lines += [f"{v:<10} {n}" for n, v in totals]
+                logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + "\n".join(lines))
+                return
+            table = Table(header_style=self._summarize_kwargs.get("header_style", "bold magenta"))
+            for name, _ in data:
+                table.add_column(name, justify="right" if name in ("Params", "FLOPs", "Params per Device")
+                                 else "left", style="dim" if name == " " else None, no_wrap=name == "Name")
+            for row in zip(*(col for _, col in data)):
+                table.add_row(*row)
+            console = get_console()
+            console.print(table)
+            grid = Table.grid(expand=True)
+            grid.add_column()
+            for n, v in totals:
+                grid.add_row(f"[bold]{n}[/]: {v}")
+            console.print(grid)
+
+    return ModelSummary
+
+
+def __getattr__(name: str):
+    # built on first use: importing labkit.quiet must not import Lightning (the filters above come first)
+    if name == "ModelSummary":
+        cls = _make_summary_class()
+        globals()["ModelSummary"] = cls
+        return cls
+    raise AttributeError(name)

@@ -1,0 +1,91 @@
+"""A quiet console: a normal train.py / evaluate.py / resume prints progress, results and the run directory only."""
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from conftest import ROOT
+
+# a warning, a deprecation, faiss's loader lines, alembic/Optuna set-up lines, raw colour codes, a traceback
+NOISE = re.compile(r"warn|deprecat|AVX|alembic|Context impl|A new study created|\x1b\[[0-9;]*m|Traceback|"
+                   r"Seed set to|GPU available: False|TPU available|exists and is not empty|FLOPs", re.I)
+
+
+def _run(script, args, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for key in ("PYTHONWARNINGS", "NO_COLOR", "LABKIT_LOG_DIR"):
+        env.pop(key, None)
+    r = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _noise(text: str) -> list[str]:
+    lines = [ln for chunk in text.splitlines() for ln in chunk.split("\r")]
+    return [ln for ln in lines if NOISE.search(ln)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("console")
+    r = _run("train.py", ["trainer.max_epochs=1", f"paths.log_dir={tmp / 'logs'}"], tmp)
+    (run,) = (tmp / "logs" / "runs").iterdir()
+    return tmp, run, r
+
+
+def test_train_console_is_quiet(trained):
+    _, run, r = trained
+    assert _noise(r.stderr) == [] and _noise(r.stdout) == []
+    assert f"run directory: {run}" in r.stdout and "test/acc" in r.stdout  # what the user came for
+    assert "Params" in r.stdout and "LeNet" in r.stdout  # the model summary is still there, without FLOPs
+
+
+def test_evaluate_and_resume_consoles_are_quiet(trained):
+    tmp, run, _ = trained
+    r = _run("evaluate.py", [f"run={run}"], tmp)
+    assert _noise(r.stderr) == [] and _noise(r.stdout) == []
+    assert "accuracy" in r.stdout
+    r = _run("train.py", [f"resume={run}", f"paths.log_dir={tmp / 'logs'}"], tmp)  # a non-empty checkpoints/
+    assert _noise(r.stderr) == [] and _noise(r.stdout) == []
+
+
+def test_faiss_reports_are_quiet(cfg_factory, tmp_path):
+    """An embedding run's evaluation loads faiss (whose loader logs AVX512/AVX2 attempts)."""
+    from labkit.train import train
+
+    cfg = cfg_factory("model=embedding_net", "task=siamese", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                      "trainer.limit_val_batches=1", "logger=none")
+    train(cfg)
+    r = _run("evaluate.py", [f"run={cfg.paths.output_dir}", "tsne_samples=60"], tmp_path)  # a fast t-SNE
+    assert _noise(r.stderr) == [] and _noise(r.stdout) == []
+    assert "retrieval" in r.stdout
+
+
+def test_filters_are_specific():
+    """Only the named messages are filtered: other warnings of the same categories still show."""
+    import logging
+
+    import labkit.quiet  # noqa: F401
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        import importlib
+
+        importlib.reload(labkit.quiet)  # its filters on top of 'default'
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+        warnings.warn("something else is deprecated", FutureWarning)
+        warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning)
+        warnings.warn("a real problem", UserWarning)
+    assert [str(w.message) for w in caught] == ["something else is deprecated", "a real problem"]
+    assert logging.getLogger("faiss.loader").isEnabledFor(logging.ERROR)
+    assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
+    f = labkit.quiet._filter
+    rec = logging.LogRecord("pytorch_lightning.utilities.rank_zero", logging.INFO, "", 0, "GPU available: True (cuda), "
+                            "used: True", None, None)
+    assert f.filter(rec)  # a GPU machine still says it uses the GPU
+    rec.msg = "GPU available: False, used: False"
+    assert not f.filter(rec)

@@ -1,0 +1,46 @@
+"""tune_lr=true: Lightning's learning-rate finder before training, on digits."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from labkit.errors import ConfigError
+from labkit.train import train
+
+FAST = ["trainer.max_epochs=1", "trainer.limit_val_batches=1", "logger=none", "tune_lr=true", "tune_lr_steps=30"]
+
+
+def test_lr_finder_plots_suggests_and_applies(cfg_factory):
+    cfg = cfg_factory(*FAST, "task.optimizer.lr=0.0001")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    rec = json.loads((run / "lr_finder.json").read_text())
+    assert (run / "lr_finder.png").stat().st_size > 5000
+    # the exponential sweep itself, longer than the run's one epoch (21 batches)
+    assert len(rec["lrs"]) == 30 and rec["lrs"] == sorted(rec["lrs"])
+    assert rec["min_lr"] <= rec["lrs"][0] < rec["lrs"][-1] <= rec["max_lr"]
+    s = rec["suggestion"]
+    assert rec["applied"] and s in rec["lrs"] and s != 0.0001
+    assert OmegaConf.load(run / "config.yaml").task.optimizer.lr == pytest.approx(s)  # the lr it trained with
+    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(s)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(s)
+    assert metrics["global_step"] == 21  # the sweep's steps were undone: training ran its own epoch
+
+
+def test_lr_finder_only_suggests_when_told(cfg_factory):
+    cfg = cfg_factory(*FAST, "tune_lr_apply=false", "task.optimizer.lr=0.05")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    rec = json.loads((run / "lr_finder.json").read_text())
+    assert rec["suggestion"] is not None and not rec["applied"]
+    assert OmegaConf.load(run / "config.yaml").task.optimizer.lr == 0.05
+    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.05)
+
+
+def test_bad_settings(cfg_factory):
+    with pytest.raises(ConfigError, match="tune_lr_steps=1 is invalid"):
+        train(cfg_factory(*FAST, "tune_lr_steps=1"))
