@@ -188,3 +188,22 @@ def test_early_stopping_stops_training(cfg_factory):
     assert cfg.callbacks.early_stopping._target_ == "pytorch_lightning.callbacks.EarlyStopping"
     metrics = train(cfg)
     assert metrics["status"] == "ok" and metrics["epochs"] == 2  # epoch 0 sets the best, epoch 1 fails to beat it
+
+
+def test_every_task_has_one_constructor_style_and_the_common_options():
+    """model, then the task's own options, then **kwargs for what LabTask owns (optimizer ... unfreeze_lr_factor)."""
+    import inspect
+
+    from labkit.tasks import (AutoencoderTask, ClassificationTask, DenoisingAutoencoderTask, SiameseTask,
+                              SparseAutoencoderTask, TripletTask)
+    from labkit.tasks.base import LabTask
+
+    common = set(inspect.signature(LabTask.__init__).parameters) - {"self", "model"}
+    for cls in (ClassificationTask, AutoencoderTask, DenoisingAutoencoderTask, SparseAutoencoderTask, SiameseTask,
+                TripletTask):
+        params = list(inspect.signature(cls.__init__).parameters.values())
+        assert [p.name for p in params[:2]] == ["self", "model"] and params[-1].kind == params[-1].VAR_KEYWORD, cls
+        assert not common & {p.name for p in params}, f"{cls.__name__} repeats LabTask's options"
+    emb = {"_target_": "labkit.models.embedding.EmbeddingNet"}
+    cbs = TripletTask(emb, freeze="backbone", unfreeze_at_epoch=1, margin=0.5).configure_callbacks()
+    assert cbs and TripletTask(emb, margin=0.5).hparams.margin == 0.5 and SiameseTask(emb).hparams.margin == 2.0

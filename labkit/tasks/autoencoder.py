@@ -35,9 +35,9 @@ class AutoencoderTask(LabTask):
     # what sweep summaries and compare.py show first (labkit.summary): the test reconstruction loss
     headline_metrics = ("test/loss",)
 
-    def __init__(self, model, optimizer=None, scheduler=None, log_images: int = 50, **kwargs: Any):
+    def __init__(self, model, log_images: int = 50, **kwargs: Any):
         AutoencoderTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, **kwargs)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"log_images": log_images})
         self._first_val = FirstBatch()
         self._eval_gen: torch.Generator | None = None
@@ -141,10 +141,9 @@ class DenoisingAutoencoderTask(AutoencoderTask):
     always computed from clean inputs.
     """
 
-    def __init__(self, model, optimizer=None, scheduler=None, noise_factor: float = 0.5, target: str = "clean",
-                 **kwargs: Any):
+    def __init__(self, model, noise_factor: float = 0.5, target: str = "clean", **kwargs: Any):
         DenoisingAutoencoderTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, **kwargs)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"noise_factor": float(noise_factor), "target": target})
 
     @staticmethod
@@ -176,10 +175,9 @@ class SparseAutoencoderTask(AutoencoderTask):
 
     logged_metrics = AutoencoderTask.logged_metrics + per_stage("sparsity")
 
-    def __init__(self, model, optimizer=None, scheduler=None, sparsity: float = 0.05, beta: float = 0.5,
-                 reduction: str = "mean", **kwargs: Any):
+    def __init__(self, model, sparsity: float = 0.05, beta: float = 0.5, reduction: str = "mean", **kwargs: Any):
         SparseAutoencoderTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, **kwargs)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"sparsity": float(sparsity), "beta": float(beta), "reduction": reduction})
 
     @staticmethod

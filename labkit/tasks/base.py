@@ -28,6 +28,12 @@ def per_stage(*names: str, stages: tuple[str, ...] = ("train", "val", "test")) -
 
 
 class LabTask(pl.LightningModule):
+    """What every task has: the network (``model``, a config dict), the optimizer and scheduler configs, ``compile``
+    and the transfer-learning options (``freeze``, ``unfreeze_at_epoch``, ``unfreeze_lr_factor``).
+
+    One constructor style: a subclass takes ``model``, then only its own options, then ``**kwargs`` for these
+    common ones, which it passes on with ``super().__init__(model, **kwargs)``."""
+
     sampling = "single"
     monitor = ("val/loss", "min")
     # every metric name the task logs with self.log (what a callback's monitor may name, checked at config time);

@@ -1,6 +1,8 @@
 """Image classification with cross-entropy, as in notes 001 and 003."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -22,12 +24,9 @@ class ClassificationTask(LabTask):
     # what sweep summaries and compare.py show first (labkit.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
 
-    def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 compile: bool = False, label_smoothing: float = 0.0, freeze: str | None = None,
-                 unfreeze_at_epoch: int | None = None, unfreeze_lr_factor: float = 0.1):
+    def __init__(self, model, label_smoothing: float = 0.0, **kwargs: Any):
         ClassificationTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, scheduler_interval, compile, freeze=freeze,
-                         unfreeze_at_epoch=unfreeze_at_epoch, unfreeze_lr_factor=unfreeze_lr_factor)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"label_smoothing": label_smoothing})
         n = int(self.hparams.model.get("num_classes", 0)) or self._infer_classes()
         self.num_classes = n

@@ -15,6 +15,8 @@ TensorBoard's projector (labels as metadata, thumbnails as sprites).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,10 +56,9 @@ class MetricTask(LabTask):
     # <run>/evaluation/test/report.json when evaluate.py has written it (retrieval precision@1 and MAP@R)
     headline_metrics = ("test/loss", "retrieval/precision_at_1", "retrieval/map_at_r")
 
-    def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 compile: bool = False, margin: float = 1.0, projector: int = 256):
+    def __init__(self, model, margin: float = 1.0, projector: int = 256, **kwargs: Any):
         MetricTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, scheduler_interval, compile)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"margin": float(margin), "projector": projector})
         self._first_val = FirstBatch()
 
@@ -130,9 +131,8 @@ class SiameseTask(MetricTask):
 
     sampling = "pairs"
 
-    def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 compile: bool = False, margin: float = 2.0, projector: int = 256):
-        super().__init__(model, optimizer, scheduler, scheduler_interval, compile, margin, projector)
+    def __init__(self, model, margin: float = 2.0, **kwargs: Any):
+        super().__init__(model, margin=margin, **kwargs)
 
     def _step(self, batch, stage: str, keep_first: bool = False) -> torch.Tensor:
         x1, x2, pair_label, y1 = batch.x1, batch.x2, batch.target, batch.y1
@@ -163,11 +163,10 @@ class TripletTask(MetricTask):
     sampling = "triplets"
     logged_metrics = MetricTask.logged_metrics + per_stage("triplet_acc") + ("train/mined",)
 
-    def __init__(self, model, optimizer=None, scheduler=None, scheduler_interval: str = "epoch",
-                 compile: bool = False, margin: float = 1.0, projector: int = 256, norm_penalty: float = 0.0,
-                 norm_reduction: str = "batch", miner: str | None = None):
+    def __init__(self, model, norm_penalty: float = 0.0, norm_reduction: str = "batch", miner: str | None = None,
+                 **kwargs: Any):
         TripletTask.check_args(locals())
-        super().__init__(model, optimizer, scheduler, scheduler_interval, compile, margin, projector)
+        super().__init__(model, **kwargs)
         self.save_hyperparameters({"norm_penalty": float(norm_penalty),
                                    "norm_reduction": norm_reduction, "miner": miner})
         self.criterion = nn.TripletMarginLoss(margin=self.hparams.margin)
