@@ -108,7 +108,7 @@ IN_PROCESS = [
     E("run=@run", "split=bogus", phrase="split='bogus' is invalid"),
     E("run=@run", "ckpt=last", phrase="no last checkpoint"),
     E("run=@run", "knn_k=0", phrase="knn_k=0 is invalid"),
-    E("run=@data", phrase="config.yaml not found"),
+    E("run=@data", phrase="is not a labkit run directory: it has no config.yaml"),
 ]
 
 # a corrupt data file is found when the data is read (labkit.safe_load.CorruptFileError names the file)

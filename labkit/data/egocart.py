@@ -39,6 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 from labkit.data.files import dataset_cache_dir
 from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
+from labkit import checks
 from labkit.errors import ConfigError, DatasetNotFoundError
 from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
 from labkit.safe_load import CorruptFileError
@@ -211,18 +212,11 @@ class EgoCartDataModule(InMemoryImageDataModule):
                  cache_root: str | None = None, **kwargs):
         kwargs.setdefault("channels", 3)
         kwargs.setdefault("num_classes", 1)
+        EgoCartDataModule.check_args(dict(locals(), **kwargs))
         kwargs["mean"] = kwargs.get("mean") or list(IMAGENET_MEAN)
         kwargs["std"] = kwargs.get("std") or list(IMAGENET_STD)
         super().__init__(val_size=val_size, augment=False, keep_on_device=keep_on_device, image_size=image_size,
                          **kwargs)
-        if keep_on_device:
-            raise ConfigError("data.keep_on_device=true is not supported for egocart: its images stay on the host "
-                              "(memory-mapped when cached) and batches move to the device")
-        if self.channels != 3:
-            raise ConfigError(f"data.channels={self.channels} is invalid for egocart: its frames are RGB (3)")
-        for key, v in (("similar_distance", similar_distance), ("similar_angle", similar_angle)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                raise ConfigError(f"data.{key}={v!r} is invalid: it must be a positive number")
         self.square = bool(square)
         self.similar_distance = float(similar_distance)
         self.similar_angle = float(similar_angle)
@@ -233,6 +227,16 @@ class EgoCartDataModule(InMemoryImageDataModule):
         self._labels: dict[str, tuple[list[str], np.ndarray]] = {}
         self._similarity: dict[str, NeighbourSimilarity] = {}
         self._out_hw: tuple[int, int] | None = None
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`), before any file is read."""
+        if a.get("keep_on_device"):
+            raise checks.invalid("data.keep_on_device", True, "false for egocart",
+                                 "its images stay on the host (memory-mapped when cached) and batches move to the device")
+        checks.one_of("data.channels", a.get("channels", 3), (3,), hint="EgoCart's frames are RGB")
+        checks.positive("data.similar_distance", a["similar_distance"])
+        checks.positive("data.similar_angle", a["similar_angle"])
 
     # ----- files ----------------------------------------------------------------------------------
     @property

@@ -39,6 +39,7 @@ from labkit.data.base import LabDataModule
 from labkit.data.files import (IMAGE_EXTENSIONS, VERIFIED_FILE, CorruptImagesError, ImageFileDataset,
                                dataset_cache_dir, scan_class_folders, verify_images)
 from labkit.data.splits import SPLITS, load_or_make_split, parse_fractions, split_dir_name
+from labkit import checks
 from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 from labkit.images import IMAGENET_MEAN, IMAGENET_STD
 
@@ -77,27 +78,14 @@ class ImageFolderDataModule(LabDataModule):
                  cache_root: str | None = None, **kwargs):
         kwargs.setdefault("channels", 3)
         kwargs.setdefault("image_size", 224)
+        ImageFolderDataModule.check_args(dict(locals(), **kwargs))
         channels = kwargs["channels"]
-        if channels not in (1, 3):
-            raise ConfigError(f"data.channels={channels!r} is invalid for image files: use 3 (RGB; grey images "
-                              "are converted) or 1 (greyscale)")
         if kwargs.get("mean") is None:
             kwargs["mean"] = list(IMAGENET_MEAN) if channels == 3 else [float(np.mean(IMAGENET_MEAN))]
         if kwargs.get("std") is None:
             kwargs["std"] = list(IMAGENET_STD) if channels == 3 else [float(np.mean(IMAGENET_STD))]
         super().__init__(**kwargs)
         fractions = parse_fractions(split)
-        if fractions is None:
-            raise ConfigError(f"data.split={split!r} is invalid: give three fractions > 0 for train, val and test "
-                              "that sum to 1, e.g. [0.6, 0.1, 0.3]")
-        if isinstance(resize, bool) or not isinstance(resize, int) or resize < self.image_size:
-            raise ConfigError(f"data.resize={resize!r} is invalid: it must be an integer >= data.image_size="
-                              f"{self.image_size} (the crop is taken from the resized image)")
-        if on_corrupt not in ON_CORRUPT:
-            raise ConfigError(f"data.on_corrupt={on_corrupt!r} is invalid: use skip (warn and leave the files out) "
-                              "or error (stop)")
-        if not 0.0 <= hflip <= 1.0:
-            raise ConfigError(f"data.hflip={hflip} is invalid: it is a probability in [0, 1]")
         self.root = root
         self.split = fractions
         self.resize = resize
@@ -112,6 +100,22 @@ class ImageFolderDataModule(LabDataModule):
         self.corrupt: dict[str, str] = {}
         self.images_root: Path | None = None
         self._datasets: dict[tuple[str, bool], ImageFileDataset] = {}
+
+    @staticmethod
+    def check_args(a) -> None:
+        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`), before any file is read."""
+        checks.one_of("data.channels", a.get("channels", 3), (1, 3),
+                      hint="3 is RGB (grey images are converted), 1 greyscale")
+        if parse_fractions(a["split"]) is None:
+            raise checks.invalid("data.split", a["split"], "three fractions > 0 for train, val and test that sum to 1",
+                                 "e.g. [0.6, 0.1, 0.3]")
+        image_size = a.get("image_size", 224)
+        if not checks._is_int(a["resize"]) or (checks._is_int(image_size) and a["resize"] < image_size):
+            raise checks.invalid("data.resize", a["resize"], f"an integer >= data.image_size={image_size}",
+                                 "the crop is taken from the resized image")
+        checks.one_of("data.on_corrupt", a["on_corrupt"], ON_CORRUPT,
+                      hint="skip warns and leaves the files out, error stops")
+        checks.fraction("data.hflip", a["hflip"])
 
     # ----- locating the files -------------------------------------------------------------------
     def find_root(self) -> Path | None:
