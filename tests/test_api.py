@@ -26,7 +26,7 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(NOTEBOOK_EXAMPLE, "README.md", "exec"), scope)
     run = scope["run"]
-    assert run.dir.parent == tmp_path / "logs" / "runs" and run.dir.name.endswith("_lenet-digits")
+    assert run.dir.parent == tmp_path / "logs" / "runs" and run.dir.name.endswith("_classification-lenet-digits")
     assert run.metrics["status"] == "ok" and run.metrics["epochs"] == 3
     assert run.config.model._target_.endswith("LeNet") and run.config.trainer.max_epochs == 3
     assert not run.task.training and run.checkpoint.exists()

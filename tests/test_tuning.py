@@ -24,7 +24,7 @@ def test_lr_finder_plots_suggests_and_applies(cfg_factory):
     s = rec["suggestion"]
     assert rec["applied"] and s in rec["lrs"] and s != 0.0001
     assert OmegaConf.load(run / "config.yaml").task.optimizer.lr == pytest.approx(s)  # the lr it trained with
-    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / metrics["best_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(s)
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(s)
     assert metrics["global_step"] == 21  # the sweep's steps were undone: training ran its own epoch
@@ -37,7 +37,7 @@ def test_lr_finder_only_suggests_when_told(cfg_factory):
     rec = json.loads((run / "lr_finder.json").read_text())
     assert rec["suggestion"] is not None and not rec["applied"]
     assert OmegaConf.load(run / "config.yaml").task.optimizer.lr == 0.05
-    ckpt = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / metrics["best_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.05)
 
 
