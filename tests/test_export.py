@@ -99,4 +99,4 @@ def test_export_script(digits_run, tmp_path):
     assert "Warning" not in r.stderr and "Traceback" not in r.stderr
     u = subprocess.run([sys.executable, str(ROOT / "export.py")], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)
-    assert u.returncode != 0 and "usage: python export.py run=" in u.stderr and "Traceback" not in u.stderr
+    assert u.returncode != 0 and "Usage: python export.py run=" in u.stderr and "Traceback" not in u.stderr

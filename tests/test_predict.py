@@ -144,7 +144,7 @@ def test_predict_script_help_and_usage(digits_run, tmp_path):
     assert "inputs=" in h.stdout and "topk" in h.stdout and "Hydra" not in h.stdout and "--multirun" not in h.stdout
     u = subprocess.run([sys.executable, str(ROOT / "predict.py")], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)
-    assert u.returncode != 0 and "usage: python predict.py run=" in u.stderr and "Traceback" not in u.stderr
+    assert u.returncode != 0 and "Usage: python predict.py run=" in u.stderr and "Traceback" not in u.stderr
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
     ok = subprocess.run([sys.executable, str(ROOT / "predict.py"), f"run={digits_run}",
                          f"inputs={tmp_path / 'x.png'}"], capture_output=True, text=True, env=env, cwd=tmp_path,
