@@ -166,9 +166,12 @@ def check_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     overrides a resume may apply, the checkpoints they name), else the preset's required keys and :func:`validate`."""
     checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
     if cfg.get("resume") not in (None, False) or cfg.get("init_from"):
-        from labkit.train import prepare
+        from labkit.train import NothingToResume, prepare
 
-        prepare(cfg, overrides)
+        try:
+            prepare(cfg, overrides)
+        except NothingToResume:
+            pass  # train() says so and returns the finished run's metrics
         return
     check_required(cfg)
     validate(cfg)

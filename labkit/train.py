@@ -88,6 +88,15 @@ def _loggers(cfg: DictConfig) -> list:
             if isinstance(n, DictConfig) and "_target_" in n]
 
 
+class NothingToResume(LabkitError):
+    """``resume=`` names a finished run and no larger limit: not an error, nothing to do (train() says so and
+    returns the run's metrics without writing anything)."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
 # ----- continuing a run with new settings ---------------------------------------------------------
 # Keys a resume may change: how long and how the run is driven, never what is being trained.
 RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
@@ -133,10 +142,12 @@ def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None
     """
     run_dir, ckpt = runs.resume_target(cfg.resume, cfg.paths.log_dir)
     saved = runs.load_config(run_dir)
+    done = None
     if ckpt is not None:
         from labkit.safe_load import load_checkpoint
 
-        load_checkpoint(ckpt)  # unreadable or unsafe: refused now, with the file named, before anything is written
+        # unreadable or unsafe: refused now, with the file named, before anything is written
+        done = int(load_checkpoint(ckpt).get("epoch", -1)) + 1  # epochs the checkpoint has completed
     changes: dict[str, list] = {}
     for key in override_keys(overrides):
         if not resume_key_allowed(key):
@@ -154,6 +165,15 @@ def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None
         before, after = _plain(old), _plain(OmegaConf.select(saved, key, default=None))
         if before != after and not key.startswith("paths."):
             changes[key] = [before, after]
+    max_epochs = OmegaConf.select(saved, "trainer.max_epochs", default=None)
+    finished = (run_dir / runs.METRICS_FILE).is_file() and \
+        runs.read_json(run_dir / runs.METRICS_FILE).get("status") == "ok"
+    if finished and done is not None and isinstance(max_epochs, int) and 0 <= max_epochs <= done and \
+            OmegaConf.select(saved, "trainer.max_steps", default=-1) in (-1, None):
+        raise NothingToResume(f"resume={cfg.resume}: the run {run_dir} has finished {done} epochs and "
+                              f"trainer.max_epochs={max_epochs}, so there is nothing left to train and nothing was "
+                              f"changed. To train it longer, give a larger limit, e.g. "
+                              f"trainer.max_epochs={done + 5}", run_dir)
     with open_dict(saved):
         saved.resume = str(run_dir)
     return saved, ckpt, changes
@@ -172,8 +192,11 @@ def _resolve_init_from(cfg: DictConfig) -> Path | None:
     if not source:
         return None
     from labkit.models.init import source_checkpoint
+    from labkit.safe_load import load_checkpoint
 
-    return source_checkpoint(source)
+    ckpt = source_checkpoint(source)
+    load_checkpoint(ckpt)  # not a checkpoint, truncated or unsafe: refused now, naming the file
+    return ckpt
 
 
 def prepare(cfg: DictConfig, overrides=None) -> tuple[DictConfig, Path | None, dict[str, list]]:
@@ -258,6 +281,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         overrides = _hydra_overrides()
     try:
         cfg, resume_ckpt, changes = prepare(cfg, overrides)
+    except NothingToResume as e:
+        log.warning("%s", e)
+        return runs.read_json(e.run_dir / runs.METRICS_FILE)
     except Exception as e:
         e.labkit_refused = True  # nothing was written: record_failure must not write either
         raise

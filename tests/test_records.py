@@ -176,3 +176,26 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
         metrics = train(cfg, overrides=[])
     assert f"test/acc: notes: 0.9789, this run: {metrics['test/acc']:.4f}" in caplog.text
     assert "test/top9: notes: 0.5, this run: not measured" in caplog.text
+
+
+def test_resuming_a_finished_run_without_a_larger_limit_says_so(one_epoch_run, cfg_factory, caplog):
+    run, _ = one_epoch_run
+    before = _listing(run)
+    finished = runs.read_json(run / "metrics.json")
+    for extra in ((), ("trainer.max_epochs=1",)):
+        with caplog.at_level("WARNING", logger="labkit"):
+            assert _resume(cfg_factory, run, *extra, sub="again") == finished
+    assert "finished 1 epochs and trainer.max_epochs=1, so there is nothing left to train" in caplog.text
+    assert "trainer.max_epochs=6" in caplog.text
+    assert _listing(run) == before
+
+
+def test_init_from_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is_written(cfg_factory, tmp_path):
+    from labkit.safe_load import UnsafeFileError
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# not weights\n")
+    cfg = cfg_factory(f"init_from={readme}", sub="bad")
+    with pytest.raises(UnsafeFileError, match="is not a checkpoint"):
+        train(cfg, overrides=[])
+    assert not Path(cfg.paths.output_dir).exists()
