@@ -37,3 +37,29 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
 def test_unknown_row_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         fidelity.main(["--data-dir", str(tmp_path), "--rows", "lenet,alexnet"])
+
+
+FAST = ["lenet_v2_mnist_fast", "siamese_mnist_fast", "triplet_mnist_fast", "sparse_conv_ae_mnist_fast",
+        "minialexnet_v4_cifar10_fast"]
+
+
+@pytest.mark.parametrize("preset", FAST)
+def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
+    """Each fast preset composes and trains on tiny files; its one-cycle schedule takes total_steps from the
+    trainer (conf/task/scheduler/onecycle.yaml: total_steps null): the number of optimizer steps of the run."""
+    from conftest import make_cfg
+    from labkit.train import train
+
+    write_mnist(tmp_path / "data", n_train=120, n_test=40)
+    write_cifar(tmp_path / "data", 10, n_train=100, n_test=40)
+    cfg = make_cfg([f"experiment={preset}", "data.val_size=0.2", "trainer.max_epochs=2", "logger=none",
+                    "data.batch_size=32", "trainer.enable_model_summary=false"], tmp_path)
+    assert cfg.task.scheduler._target_.endswith("OneCycleLR") and cfg.task.scheduler.total_steps is None
+    metrics = train(cfg)
+    assert metrics["status"] == "ok" and metrics["epochs"] == 2
+    steps_per_epoch = -(-int(0.8 * (120 if "mnist" in preset else 100)) // 32)
+    assert metrics["global_step"] == 2 * steps_per_epoch
+    ckpt = __import__("torch").load(metrics["last_checkpoint"], map_location="cpu", weights_only=False)
+    sched = ckpt["lr_schedulers"][0]
+    assert sched["total_steps"] == 2 * steps_per_epoch and sched["last_epoch"] == 2 * steps_per_epoch
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["max_lr"] == cfg.task.scheduler.max_lr
