@@ -493,16 +493,16 @@ def main(argv=None) -> int:
             results.append(rec)
             print(f"[fidelity] {name}: notes {rec['notes']:.4f}  labkit {rec['labkit']:.4f}  "
                   f"diff {diff:+.4f}  {'PASS' if rec['pass'] else 'FAIL'}", flush=True)
+            if args.json:  # after every row: a long run stopped half-way keeps what it measured
+                from labkit.runs import write_json
+
+                write_json(args.json, {"data_dir": str(args.data_dir), "quick": args.quick, "rows": results})
     head = f"{'row':<15}{'metric':<24}{'epochs':>7}{'notes loop':>12}{'labkit':>10}{'diff':>9}{'pixels':>9}  result"
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         print(f"{r['row']:<15}{r['metric']:<24}{r['epochs']:>7}{r['notes']:>12.4f}{r['labkit']:>10.4f}"
               f"{r['difference']:>+9.4f}{fmt(r['pixels']):>9}  {'PASS' if r['pass'] else 'FAIL'}"
               f"  ({r['notes_seconds']:.0f} s / {r['labkit_seconds']:.0f} s)")
-    if args.json:
-        from labkit.runs import write_json
-
-        write_json(args.json, {"data_dir": str(args.data_dir), "quick": args.quick, "rows": results})
     return 0 if args.quick or all(r["pass"] for r in results) else 1  # --quick is a smoke test
 
 
