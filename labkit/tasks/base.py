@@ -105,7 +105,8 @@ class LabTask(pl.LightningModule):
         sched_cfg = dict(sched_cfg)
         interval = self.hparams.scheduler_interval
         if sched_cfg.get("_target_", "").endswith("OneCycleLR"):
-            sched_cfg.setdefault("total_steps", int(self.trainer.estimated_stepping_batches))
+            if sched_cfg.get("total_steps") is None:  # conf/task/scheduler/onecycle.yaml: null = from the trainer
+                sched_cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
             interval = "step"
         if sched_cfg.get("_target_", "").endswith("CosineAnnealingLR") and sched_cfg.get("T_max") is None:
             sched_cfg["T_max"] = max(1, int(self.trainer.max_epochs or 1))

@@ -1,0 +1,65 @@
+"""benchmarks/fidelity.py keeps running: every row, --quick, on tiny files in the genuine formats written here."""
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, write_cifar, write_mnist
+
+sys.path.insert(0, str(ROOT))
+from benchmarks import fidelity  # noqa: E402
+
+
+def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_mnist(data, n_train=200, n_test=100)
+    write_cifar(data, 10, n_train=100, n_test=50)
+    out = tmp_path / "fidelity.json"
+    rc = fidelity.main(["--data-dir", str(data), "--quick", "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["row"] for r in rows] == list(fidelity.ROWS)
+    for r in rows:
+        assert r["epochs"] == 1
+        assert 0.0 <= r["notes"] <= 1.0 and 0.0 <= r["labkit"] <= 1.0
+        assert r["difference"] == pytest.approx(r["labkit"] - r["notes"])
+        assert r["pass"] == (abs(r["difference"]) <= fidelity.TOLERANCE + 1e-9)
+    by = {r["row"]: r for r in rows}
+    # the notes' loop trains on labkit's training split: 90% of the files' training images
+    assert by["lenet"]["train_images"] == 180 and by["minialexnet_v4"]["train_images"] == 90
+    for name in ("sparse_ae", "siamese", "triplet"):
+        assert 0.0 < by[name]["pixels"] <= 1.0  # the raw-pixel baseline on the same gallery
+    table = capsys.readouterr().out
+    for name in fidelity.ROWS:
+        assert any(line.startswith(name) and ("PASS" in line or "FAIL" in line) for line in table.splitlines())
+
+
+def test_unknown_row_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        fidelity.main(["--data-dir", str(tmp_path), "--rows", "lenet,alexnet"])
+
+
+FAST = ["lenet_v2_mnist_fast", "siamese_mnist_fast", "triplet_mnist_fast", "sparse_conv_ae_mnist_fast",
+        "minialexnet_v4_cifar10_fast"]
+
+
+@pytest.mark.parametrize("preset", FAST)
+def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
+    """Each fast preset composes and trains on tiny files; its one-cycle schedule takes total_steps from the
+    trainer (conf/task/scheduler/onecycle.yaml: total_steps null): the number of optimizer steps of the run."""
+    from conftest import make_cfg
+    from labkit.train import train
+
+    write_mnist(tmp_path / "data", n_train=120, n_test=40)
+    write_cifar(tmp_path / "data", 10, n_train=100, n_test=40)
+    cfg = make_cfg([f"experiment={preset}", "data.val_size=0.2", "trainer.max_epochs=2", "logger=none",
+                    "data.batch_size=32", "trainer.enable_model_summary=false"], tmp_path)
+    assert cfg.task.scheduler._target_.endswith("OneCycleLR") and cfg.task.scheduler.total_steps is None
+    metrics = train(cfg)
+    assert metrics["status"] == "ok" and metrics["epochs"] == 2
+    steps_per_epoch = -(-int(0.8 * (120 if "mnist" in preset else 100)) // 32)
+    assert metrics["global_step"] == 2 * steps_per_epoch
+    ckpt = __import__("torch").load(metrics["last_checkpoint"], map_location="cpu", weights_only=False)
+    sched = ckpt["lr_schedulers"][0]
+    assert sched["total_steps"] == 2 * steps_per_epoch and sched["last_epoch"] == 2 * steps_per_epoch
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["max_lr"] == cfg.task.scheduler.max_lr
