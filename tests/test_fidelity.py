@@ -59,7 +59,11 @@ def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     assert metrics["status"] == "ok" and metrics["epochs"] == 2
     steps_per_epoch = -(-int(0.8 * (120 if "mnist" in preset else 100)) // 32)
     assert metrics["global_step"] == 2 * steps_per_epoch
-    ckpt = __import__("torch").load(metrics["last_checkpoint"], map_location="cpu", weights_only=False)
+    from pathlib import Path
+
+    from labkit.safe_load import load_checkpoint
+
+    ckpt = load_checkpoint(Path(cfg.paths.output_dir) / metrics["last_checkpoint"])  # relative to the run
     sched = ckpt["lr_schedulers"][0]
     assert sched["total_steps"] == 2 * steps_per_epoch and sched["last_epoch"] == 2 * steps_per_epoch
     assert ckpt["optimizer_states"][0]["param_groups"][0]["max_lr"] == cfg.task.scheduler.max_lr
