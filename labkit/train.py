@@ -277,8 +277,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     to ``<run dir>/metrics.json``.
     """
     start = time.time()
-    if overrides is None:
-        overrides = _hydra_overrides()
+    if overrides is None:  # the command line's (Hydra), or those a notebook's labkit.api.compose recorded
+        overrides = _hydra_overrides() or [str(o) for o in (cfg.get("overrides") or [])]
     try:
         cfg, resume_ckpt, changes = prepare(cfg, overrides)
     except NothingToResume as e:

@@ -28,6 +28,8 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     run = scope["run"]
     assert run.dir.parent == tmp_path / "logs" / "runs" and run.dir.name.endswith("_classification-lenet-digits")
     assert run.metrics["status"] == "ok" and run.metrics["epochs"] == 3
+    # the notebook's overrides are recorded like the command line's
+    assert run.metrics["overrides"] == ["model=lenet", "data=digits", "trainer.max_epochs=3"]
     assert run.config.model._target_.endswith("LeNet") and run.config.trainer.max_epochs == 3
     assert not run.task.training and run.checkpoint.exists()
     # the reloaded network reproduces the run's own test accuracy on the first test batch's images
