@@ -179,8 +179,10 @@ def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None
     return saved, ckpt, changes
 
 
-def _resolve_init_from(cfg: DictConfig) -> Path | None:
-    """The checkpoint that ``init_from=<run dir or .ckpt>`` names, checked before anything is written."""
+def _resolve_init_from(cfg: DictConfig, read_source: bool = True) -> Path | None:
+    """The checkpoint that ``init_from=<run dir or .ckpt>`` names, checked before anything is written.
+    ``read_source=False`` (a resume from a checkpoint, which holds those weights already): not read at all, so a run
+    whose source has since been moved or deleted still resumes."""
     if "init_from" in (cfg.get("model") or {}):
         if cfg.model.init_from and not cfg.get("resume"):
             raise ConfigError(f"model.init_from={cfg.model.init_from} has moved to the top level: use "
@@ -189,7 +191,7 @@ def _resolve_init_from(cfg: DictConfig) -> Path | None:
         with open_dict(cfg):  # configs saved by older labkit versions: the weights are in the run's checkpoints
             del cfg.model["init_from"]
     source = cfg.get("init_from")
-    if not source:
+    if not source or not read_source:
         return None
     from labkit.models.init import source_checkpoint
     from labkit.safe_load import load_checkpoint
@@ -210,7 +212,7 @@ def prepare(cfg: DictConfig, overrides=None) -> tuple[DictConfig, Path | None, d
             cfg.seed = random.randint(0, 2**31 - 1)
     check_required(cfg)
     validate(cfg)
-    _resolve_init_from(cfg)
+    _resolve_init_from(cfg, read_source=resume_ckpt is None)
     return cfg, resume_ckpt, changes
 
 

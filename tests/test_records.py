@@ -199,3 +199,15 @@ def test_init_from_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is
     with pytest.raises(UnsafeFileError, match="is not a checkpoint"):
         train(cfg, overrides=[])
     assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_a_run_started_from_another_resumes_after_its_source_is_gone(one_epoch_run, cfg_factory, tmp_path):
+    source, _ = one_epoch_run
+    moved = tmp_path / "source-elsewhere"
+    shutil.copytree(source, moved)
+    cfg = cfg_factory("trainer.max_epochs=1", "logger=none", f"init_from={moved}", sub="child")
+    train(cfg, overrides=[f"init_from={moved}"])
+    shutil.rmtree(moved)  # the source run was deleted: its weights live on in the child's checkpoints
+    child = Path(cfg.paths.output_dir)
+    metrics = _resume(cfg_factory, child, "trainer.max_epochs=2", sub="child-again")
+    assert metrics["epochs"] == 2 and metrics["init_from"] == str(moved)
