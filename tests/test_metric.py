@@ -141,6 +141,38 @@ def test_in_memory_module_yields_transformed_pairs_and_triplets(cfg_factory):
     assert x.dtype == torch.uint8 and len(x) == len(y)
 
 
+def _epoch_tuples(data, epoch: int) -> np.ndarray:
+    sampler = data.train_dataloader().sampler  # labkit.data.sampling.TupleBatchSampler
+    sampler.set_epoch(epoch)  # what Lightning calls at every epoch start
+    return np.unique(np.concatenate(list(sampler)), axis=0)  # the epoch's (i, j, label) rows, order aside
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_resample_tuples_switches_between_new_and_reused_draws(cfg_factory, resample):
+    """data.resample_tuples=false (the notes' presets) trains on one draw of pairs every epoch, reshuffled."""
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg_factory("data=digits", f"data.resample_tuples={str(resample).lower()}").data)
+    data.sampling = "pairs"
+    data.setup()
+    first, second = _epoch_tuples(data, 0), _epoch_tuples(data, 1)
+    assert first.shape == second.shape
+    assert np.array_equal(first, second) is (not resample)
+
+
+def test_notes_presets_reuse_their_tuples_and_fast_presets_redraw(cfg_factory):
+    for preset, resample in (("siamese_mnist", False), ("triplet_mnist", False), ("siamese_mnist_fast", True),
+                             ("triplet_mnist_fast", True)):
+        assert cfg_factory(f"experiment={preset}").data.resample_tuples is resample, preset
+
+
+def test_resample_tuples_must_be_a_boolean(cfg_factory):
+    from hydra.utils import instantiate
+
+    with pytest.raises(Exception, match="data.resample_tuples"):
+        instantiate(cfg_factory("data=digits", "data.resample_tuples=sometimes").data)
+
+
 # ----- models and tasks --------------------------------------------------------------------------
 def test_embedding_net_is_the_notes_network():
     net = EmbeddingNet()

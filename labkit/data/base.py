@@ -25,7 +25,11 @@ SAMPLINGS = ("single", "pairs", "triplets")
 
 
 class LabDataModule(pl.LightningDataModule):
-    """Common settings: ``data_dir``, ``batch_size``, ``num_workers``, ``seed`` and the image geometry."""
+    """Common settings: ``data_dir``, ``batch_size``, ``num_workers``, ``seed`` and the image geometry.
+
+    ``resample_tuples`` (metric learning only): ``true`` draws new training pairs/triplets every epoch (from
+    ``(seed, epoch)``), ``false`` draws them once and reuses them every epoch, as note 002 does (its presets).
+    """
 
     name = "data"
     #: what a label is: ``"class"`` (an integer in ``0..num_classes-1``, named by :attr:`classes`) or ``"pose"``
@@ -35,7 +39,7 @@ class LabDataModule(pl.LightningDataModule):
     def __init__(self, data_dir: str = "data", batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, seed: int = 0, channels: int = 1, image_size: int = 28,
                  num_classes: int = 10, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 sampling: str = "single"):
+                 sampling: str = "single", resample_tuples: bool = True):
         super().__init__()
         LabDataModule.check_args(locals())
         self.data_dir = str(data_dir)
@@ -49,6 +53,7 @@ class LabDataModule(pl.LightningDataModule):
         self.mean = list(mean) if mean is not None else None
         self.std = list(std) if std is not None else None
         self.sampling = sampling
+        self.resample_tuples = resample_tuples
         # class names, label i is classes[i]; modules that know the names (CIFAR, image folders) replace them
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
@@ -63,6 +68,7 @@ class LabDataModule(pl.LightningDataModule):
         checks.non_negative_int("data.num_workers", a["num_workers"])
         for key, minimum in (("mean", None), ("std", 0.0)):
             checks.per_channel(f"data.{key}", a[key], a["channels"], above=minimum, optional=True)
+        checks.one_of("data.resample_tuples", a["resample_tuples"], (True, False))
 
     @property
     def sampling(self) -> str:

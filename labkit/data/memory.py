@@ -179,11 +179,11 @@ class InMemoryImageDataModule(LabDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if self.sampling != "single" and not evaluation:
             # metric learning: PairBatch or TripletBatch batches (labkit.data.batches), drawn again each training
-            # epoch from (seed, epoch); fixed draws for val/test (labkit.data.sampling)
+            # epoch from (seed, epoch) unless resample_tuples is false; fixed draws for val/test (labkit.data.sampling)
             return tuple_loader(ds, self.similarity(split), self.sampling,
                                 self.batch_size if train else self.eval_batch_size, self.seed, train,
                                 num_workers=workers, pin_memory=on_host and torch.cuda.is_available(),
-                                num_replicas=world, rank=rank)
+                                num_replicas=world, rank=rank, resample=self.resample_tuples)
         bs = self.batch_size if train else self.eval_batch_size
         sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.seed, num_replicas=world, rank=rank)
         # an own generator: creating the iterator must not consume the global RNG (bit-identical resume)

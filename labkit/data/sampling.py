@@ -278,14 +278,16 @@ class TupleDataset(Dataset):
 
 
 def tuple_loader(base: Dataset, sim, mode: str, batch_size: int, seed: int, train: bool, num_workers: int = 0,
-                 pin_memory: bool = False, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+                 pin_memory: bool = False, num_replicas: int = 1, rank: int = 0,
+                 resample: bool = True) -> DataLoader:
     """DataLoader of pair/triplet batches over a batch-indexed dataset ``base``.
 
-    Training: shuffled, drawn again every epoch. Evaluation: one fixed draw (seed + 1), in order, so that the
+    Training: shuffled, drawn again every epoch (``resample=False``: one draw, reused every epoch, reshuffled).
+    Evaluation: one fixed draw (seed + 1), in order, so that the
     validation loss of different epochs is measured on the same tuples.
     """
     sampler = TupleBatchSampler(sim, mode, batch_size, seed=seed if train else seed + 1, shuffle=train,
-                                resample=train, num_replicas=num_replicas, rank=rank)
+                                resample=train and resample, num_replicas=num_replicas, rank=rank)
     # an own generator: creating the iterator must not consume the global RNG (bit-identical resume)
     return DataLoader(TupleDataset(base, mode), sampler=sampler, batch_size=None, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=pin_memory,
