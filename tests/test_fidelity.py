@@ -15,7 +15,7 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
     write_mnist(data, n_train=200, n_test=100)
     write_cifar(data, 10, n_train=100, n_test=50)
     out = tmp_path / "fidelity.json"
-    rc = fidelity.main(["--data-dir", str(data), "--quick", "--threads", "1", "--json", str(out)])
+    rc = fidelity.main(["--data-dir", str(data), "--quick", "--threads", "1", "--json", str(out), "--seeds", "0,1"])
     assert rc == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["row"] for r in rows] == list(fidelity.ROWS)
@@ -23,6 +23,10 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
         assert r["epochs"] == 1
         assert 0.0 <= r["notes"] <= 1.0 and 0.0 <= r["labkit"] <= 1.0
         assert r["difference"] == pytest.approx(r["labkit"] - r["notes"])
+        # each side's figure is the mean over the seeds, each seed a run of its own
+        assert [s["seed"] for s in r["per_seed"]] == [0, 1]
+        for side in ("notes", "labkit", "labkit_best"):
+            assert r[side] == pytest.approx(sum(s[side] for s in r["per_seed"]) / 2)
         assert r["pass"] == (abs(r["difference"]) <= fidelity.TOLERANCE + 1e-9)
     by = {r["row"]: r for r in rows}
     # the notes' loop trains on labkit's training split: 90% of the files' training images
@@ -34,9 +38,13 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
         assert any(line.startswith(name) and ("PASS" in line or "FAIL" in line) for line in table.splitlines())
 
 
-def test_unknown_row_is_refused(tmp_path):
+@pytest.mark.parametrize("args, says", [(["--rows", "lenet,alexnet"], "unknown rows ['alexnet']"),
+                                        (["--seeds", "0,x"], "--seeds '0,x'"), (["--seeds", ","], "--seeds is empty"),
+                                        (["--epochs", "0"], "--epochs 0")])
+def test_bad_arguments_are_refused(tmp_path, capsys, args, says):
     with pytest.raises(SystemExit):
-        fidelity.main(["--data-dir", str(tmp_path), "--rows", "lenet,alexnet"])
+        fidelity.main(["--data-dir", str(tmp_path)] + args)
+    assert says in capsys.readouterr().err
 
 
 FAST = ["lenet_v2_mnist_fast", "siamese_mnist_fast", "triplet_mnist_fast", "sparse_conv_ae_mnist_fast",
