@@ -102,7 +102,21 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning keeps absolute paths in a checkpoint's callback state; when the directory has moved, stock
     ``ModelCheckpoint`` forgets the best score and keeps the old ``best_model_path``, so a resumed run would call
     its next epoch the best and test a file outside itself. Here every path under the checkpoint's old folder is
-    mapped onto the current one first."""
+    mapped onto the current one first.
+
+    ``keep``: files that are never deleted while training, although a better checkpoint replaces them (a resumed
+    run keeps the best checkpoint that the finished run's metrics.json names, until the resume has finished and
+    rewritten metrics.json: a resume killed half-way leaves a record whose checkpoint still exists)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.keep: set[str] = set()
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        if os.path.realpath(filepath) in self.keep:
+            log.info("keeping %s (the finished run's best checkpoint) until this run has finished", filepath)
+            return
+        super()._remove_checkpoint(trainer, filepath)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath

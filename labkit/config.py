@@ -106,7 +106,8 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
     declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
     if not declared:
         return  # the task does not declare its metrics: nothing to check against
-    accepted = set(declared) | {f"{m}{s}" for m in declared for s in ("_step", "_epoch")}
+    # "epoch" and "step": Lightning's own monitor candidates (e.g. keep the newest checkpoints)
+    accepted = set(declared) | {f"{m}{s}" for m in declared for s in ("_step", "_epoch")} | {"epoch", "step"}
     for key, node in (cfg.get("callbacks") or {}).items():
         if not isinstance(node, DictConfig) or node.get("monitor") is None:
             continue

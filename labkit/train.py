@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from labkit import runs, tuning
-from labkit.callbacks import AtomicCheckpointIO
+from labkit.callbacks import AtomicCheckpointIO, RunCheckpoint
 from labkit.config import check_required, validate
 from labkit.errors import ConfigError, LabkitError
 from labkit.models._shape import count_parameters
@@ -263,6 +263,30 @@ def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
             log.warning("could not log hyper-parameters to %s: %s", type(lg).__name__, e)
 
 
+def _recorded_best(out: Path) -> Path | None:
+    """The best checkpoint that the run's metrics.json names (resolved inside the run directory), if it exists."""
+    try:
+        best = runs.read_json(out / runs.METRICS_FILE).get("best_checkpoint")
+    except (OSError, ValueError):
+        return None
+    path = (out / best) if best and not Path(best).is_absolute() else None
+    return path.resolve() if path is not None and path.is_file() else None
+
+
+def _drop_superseded(recorded: Path | None, trainer: pl.Trainer, out: Path) -> None:
+    """After a resume has rewritten metrics.json: delete the finished run's best checkpoint that was kept while
+    training (:class:`labkit.callbacks.RunCheckpoint` ``keep``) if no checkpoint callback holds it any longer."""
+    if recorded is None or not recorded.is_file():
+        return
+    held = set()
+    for cb in trainer.checkpoint_callbacks:
+        held.update(Path(p).resolve() for p in [getattr(cb, "best_model_path", ""), getattr(cb, "last_model_path", ""),
+                                                *getattr(cb, "best_k_models", {})] if p)
+    if recorded not in held:
+        recorded.unlink()
+        log.info("removed %s: superseded by this run's best checkpoint", runs.relative_to_run(recorded, out))
+
+
 def _compare_expected(cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """A preset's expected figures (the notes' result) beside this run's."""
     for key, want in (cfg.get("expected") or {}).items():
@@ -305,6 +329,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     loggers = _loggers(cfg)
     trainer: pl.Trainer = build_object(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)),
                                        logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    recorded_best = _recorded_best(out) if cfg.get("resume") else None
+    for cb in trainer.checkpoint_callbacks:  # a killed resume must leave metrics.json's checkpoint in place
+        if recorded_best is not None and isinstance(cb, RunCheckpoint):
+            cb.keep.add(str(recorded_best))
     tuning.maybe_tune_lr(cfg, trainer, task, data, out)  # tune_lr=true: Lightning's lr finder (labkit/tuning.py)
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
@@ -343,6 +371,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if cfg.get("resume"):
         metrics["resumes"] = len(cfg.get("resume_history") or [])
     runs.write_json(out / runs.METRICS_FILE, metrics)
+    _drop_superseded(recorded_best, trainer, out)
     _log_final(loggers, hyperparameters(cfg, list(cfg.get("overrides") or []) + [f"{k}={v[1]}" for k, v in changes.items()]), metrics)
     _compare_expected(cfg, metrics)
     log.info("run directory: %s", out)

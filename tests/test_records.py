@@ -211,3 +211,35 @@ def test_a_run_started_from_another_resumes_after_its_source_is_gone(one_epoch_r
     child = Path(cfg.paths.output_dir)
     metrics = _resume(cfg_factory, child, "trainer.max_epochs=2", sub="child-again")
     assert metrics["epochs"] == 2 and metrics["init_from"] == str(moved)
+
+
+def test_a_resume_killed_after_a_new_best_keeps_the_recorded_best_checkpoint(cfg_factory, monkeypatch):
+    """metrics.json names the finished run's best checkpoint: a resume that writes a better one and is killed before
+    it has rewritten metrics.json must not have deleted it; a resume that finishes removes it."""
+    import pytorch_lightning as pl
+
+    from labkit.evaluate import evaluate
+
+    every_epoch_best = ("callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=max")
+    cfg = cfg_factory("trainer.max_epochs=1", *FAST, *every_epoch_best, sub="first")
+    first = train(cfg, overrides=[])
+    run = Path(cfg.paths.output_dir)
+    assert first["best_checkpoint"] == "checkpoints/epoch000.ckpt"
+    recorded = (run / "metrics.json").read_text()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while testing")
+
+    monkeypatch.setattr(pl.Trainer, "test", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _resume(cfg_factory, run, "trainer.max_epochs=2", sub="killed")
+    assert (run / "checkpoints" / "epoch001.ckpt").is_file()  # the better checkpoint was written...
+    assert (run / "checkpoints" / "epoch000.ckpt").is_file()  # ...and the recorded one kept
+    assert (run / "metrics.json").read_text() == recorded
+    monkeypatch.undo()
+    report = evaluate(cfg_factory(f"run={run}", name="evaluate", sub="ev"))
+    assert report["classification"]["accuracy"] == pytest.approx(first["test/acc"], abs=1e-6)
+
+    third = _resume(cfg_factory, run, "trainer.max_epochs=3", sub="finished")
+    assert third["best_checkpoint"] == "checkpoints/epoch002.ckpt"
+    assert {p.name for p in (run / "checkpoints").glob("epoch*.ckpt")} == {"epoch002.ckpt"}
