@@ -17,7 +17,9 @@ below names one known message (or one library's set-up logger); real warnings an
   "TPU available", "Restoring states"/"Loaded model weights" for the test of the best checkpoint, the "max_epochs
   reached" note) and its "Checkpoint directory exists and is not empty" warning, which a resumed or a tested run
   always triggers by design (labkit writes into its own run directory);
-- the model summary's FLOPs column, always 0 because tasks have no example input: :class:`ModelSummary` drops it.
+- the model summary's FLOPs column, always 0 because tasks have no example input: :class:`ModelSummary` drops it;
+- labkit's own progress bars (:func:`progress`) when the console is neither a terminal nor a notebook: a log file
+  or a pipe got a wall of carriage returns and cursor codes from every evaluation pass.
 """
 from __future__ import annotations
 
@@ -166,6 +168,25 @@ def _make_summary_class():
             console.print(grid)
 
     return ModelSummary
+
+
+def interactive() -> bool:
+    """True when a person watches the output live: stderr is a terminal, or the code runs in a notebook."""
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        pass
+    return "ipykernel" in sys.modules
+
+
+def progress(iterable, desc: str, **kwargs):
+    """A tqdm progress bar over ``iterable`` for long work (evaluation passes, caches), shown only when
+    :func:`interactive`: logs and pipes get no bar."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, desc=desc, disable=not interactive(), **kwargs)
 
 
 def __getattr__(name: str):

@@ -89,3 +89,21 @@ def test_filters_are_specific():
     assert f.filter(rec)  # a GPU machine still says it uses the GPU
     rec.msg = "GPU available: False, used: False"
     assert not f.filter(rec)
+
+
+def test_progress_bars_only_for_people_watching(monkeypatch, capsys):
+    """labkit's own bars (evaluation passes, caches) are drawn on a terminal, not into a log file or a pipe."""
+    import io
+
+    from labkit import quiet
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+        assert quiet.interactive() is shown
+        assert list(quiet.progress(range(3), desc="embedding train", file=stream)) == [0, 1, 2]
+        assert ("embedding train" in stream.getvalue()) is shown

@@ -307,8 +307,7 @@ class EgoCartDataModule(InMemoryImageDataModule):
         if path.exists():
             return path
         from numpy.lib.format import open_memmap
-        from tqdm.auto import tqdm
-
+        from labkit.quiet import progress
         from labkit.runs import clean_stale_temporaries, temporary_path
 
         files = self.files(split)
@@ -321,8 +320,7 @@ class EgoCartDataModule(InMemoryImageDataModule):
                             batch_size=None, num_workers=self.num_workers)
         try:
             pos = 0
-            for batch in tqdm(loader, desc=f"caching egocart {split} at {self.out_hw[0]}x{self.out_hw[1]}",
-                              leave=False):
+            for batch in progress(loader, desc=f"caching egocart {split} at {self.out_hw[0]}x{self.out_hw[1]}"):
                 arr[pos:pos + len(batch)] = batch.numpy()
                 pos += len(batch)
             arr.flush()

@@ -6,8 +6,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from labkit.quiet import progress
 from labkit.runs import save_figure
 
 
@@ -27,7 +27,7 @@ def extract(fn: Callable[[torch.Tensor], torch.Tensor], data, split: str, device
         module.eval().to(device)
     feats, labels = [], []
     loader = data.loader(split)
-    for x, y in tqdm(loader, desc=desc or f"embedding {split}", leave=False):
+    for x, y in progress(loader, desc=desc or f"embedding {split}"):
         x = data.transform(x.to(device), train=False)
         f = fn(x)
         feats.append(f.flatten(1).float().cpu())
