@@ -159,6 +159,13 @@ def one_of(name: str, value: Any, choices: Iterable[Any], *, hint: str = ""):
     raise invalid(name, value, "one of " + ", ".join(words), hint, close)
 
 
+def boolean(name: str, value: Any, *, hint: str = ""):
+    """``true`` or ``false`` (a real boolean: not 1, not the string "yes")."""
+    if isinstance(value, bool):
+        return value
+    raise invalid(name, value, "true or false", hint)
+
+
 def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:
     """``"Did you mean '<prefix><closest>'?"`` or an empty string when nothing is close."""
     close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)

@@ -114,8 +114,9 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
         monitor = node.monitor
         if monitor not in accepted:
             raise checks.invalid(f"callbacks.{key}.monitor", monitor,
-                                 f"one of the metrics {task_class.__name__} logs: {', '.join(declared)}",
-                                 suggestion=checks.did_you_mean(str(monitor), declared))
+                                 f"one of the metrics {task_class.__name__} logs: {', '.join(declared)} "
+                                 f"(or Lightning's epoch, step)",
+                                 suggestion=checks.did_you_mean(str(monitor), (*declared, "epoch", "step")))
 
 
 # metrics.json keys besides the task's logged metrics (see labkit.train.train)

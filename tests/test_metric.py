@@ -166,11 +166,13 @@ def test_notes_presets_reuse_their_tuples_and_fast_presets_redraw(cfg_factory):
         assert cfg_factory(f"experiment={preset}").data.resample_tuples is resample, preset
 
 
-def test_resample_tuples_must_be_a_boolean(cfg_factory):
-    from hydra.utils import instantiate
+@pytest.mark.parametrize("value", ["sometimes", "1"])
+def test_resample_tuples_must_be_a_boolean(cfg_factory, value):
+    from labkit.data.vision import DigitsDataModule
+    from labkit.errors import ConfigError
 
-    with pytest.raises(Exception, match="data.resample_tuples"):
-        instantiate(cfg_factory("data=digits", "data.resample_tuples=sometimes").data)
+    with pytest.raises(ConfigError, match=f"data.resample_tuples=.*{value}.* must be true or false"):
+        DigitsDataModule(resample_tuples=cfg_factory("data=digits", f"data.resample_tuples={value}").data.resample_tuples)
 
 
 # ----- models and tasks --------------------------------------------------------------------------

@@ -68,7 +68,7 @@ class LabDataModule(pl.LightningDataModule):
         checks.non_negative_int("data.num_workers", a["num_workers"])
         for key, minimum in (("mean", None), ("std", 0.0)):
             checks.per_channel(f"data.{key}", a[key], a["channels"], above=minimum, optional=True)
-        checks.one_of("data.resample_tuples", a["resample_tuples"], (True, False))
+        checks.boolean("data.resample_tuples", a["resample_tuples"])
 
     @property
     def sampling(self) -> str:
