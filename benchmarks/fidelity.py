@@ -507,6 +507,13 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         if args.quick:
             data_dir = subset_copy(data_dir, tmp / "data", 300, 100)
+        from labkit.errors import LabkitError
+
+        try:  # every row's files, read before anything trains: a missing dataset fails in seconds, not hours
+            for name in rows:
+                training_split(ROWS[name], data_dir, args.val_size, seeds[0])
+        except LabkitError as e:
+            p.exit(2, f"error: {e}\n")
         for name in rows:
             row = ROWS[name]
             epochs = 1 if args.quick and args.epochs is None else (args.epochs or row.epochs)

@@ -38,6 +38,16 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
         assert any(line.startswith(name) and ("PASS" in line or "FAIL" in line) for line in table.splitlines())
 
 
+def test_missing_files_are_named_before_anything_trains(tmp_path, capsys):
+    write_mnist(tmp_path / "data", n_train=50, n_test=20)  # MNIST only: the CIFAR-10 row must be refused
+    with pytest.raises(SystemExit) as e:
+        fidelity.main(["--data-dir", str(tmp_path / "data"), "--rows", "lenet,minialexnet_v4", "--epochs", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr()
+    assert "cifar-10-batches-py" in err.err and "data_batch_1" in err.err
+    assert "[fidelity]" not in err.out  # not even the MNIST row started
+
+
 @pytest.mark.parametrize("args, says", [(["--rows", "lenet,alexnet"], "unknown rows ['alexnet']"),
                                         (["--seeds", "0,x"], "--seeds '0,x'"), (["--seeds", ","], "--seeds is empty"),
                                         (["--epochs", "0"], "--epochs 0")])
