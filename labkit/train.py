@@ -382,19 +382,16 @@ def retrieval_figures(task, data) -> dict[str, float]:
     """Test images as queries against the training images in the task's embedding space (the retrieval
     report's precision@1 and MAP@R, see :mod:`labkit.evaluation.retrieval`), beside the same search on raw
     pixels: what a metric-learning run has learned, in its metrics.json and its sweep's summary."""
-    import numpy as np
-
-    from labkit.evaluation.embed import extract
+    from labkit.evaluation.embed import extract_all
     from labkit.evaluation.retrieval import retrieval_metrics
 
     if getattr(data, "label_kind", "class") != "class" or not callable(getattr(task, "embed", None)):
         return {}
-    gallery, g_y = extract(task.embed, data, "train", module=task, desc="embedding train")
-    queries, q_y = extract(task.embed, data, "test", module=task, desc="embedding test")
-    learned = retrieval_metrics(gallery, g_y, queries, q_y)
-    pixels = retrieval_metrics(*(np.ascontiguousarray(a, dtype=np.float32) for a in (
-        extract(lambda x: x, data, "train", desc="pixels train")[0], g_y,
-        extract(lambda x: x, data, "test", desc="pixels test")[0], q_y)))
+    fns = {"embedding": task.embed, "pixels": lambda x: x}  # one pass per split for both
+    gallery, g_y = extract_all(fns, data, "train", module=task, desc="embedding train")
+    queries, q_y = extract_all(fns, data, "test", module=task, desc="embedding test")
+    learned = retrieval_metrics(gallery["embedding"], g_y, queries["embedding"], q_y)
+    pixels = retrieval_metrics(gallery["pixels"], g_y, queries["pixels"], q_y)
     figures = {"retrieval/precision_at_1": learned["precision_at_1"], "retrieval/map_at_r": learned["map_at_r"],
                "retrieval/pixels_precision_at_1": pixels["precision_at_1"],
                "retrieval/pixels_map_at_r": pixels["map_at_r"]}

@@ -15,24 +15,34 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
 def extract(fn: Callable[[torch.Tensor], torch.Tensor], data, split: str, device=None,
             desc: str | None = None, module: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``fn`` to every evaluation batch of ``split``; returns (features float32 (N, D), labels (N,)).
 
     ``module`` (if given) is put in eval mode and moved to ``device`` first.
     """
+    feats, labels = extract_all({"f": fn}, data, split, device=device, desc=desc, module=module)
+    return feats["f"], labels
+
+
+@torch.no_grad()
+def extract_all(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], data, split: str, device=None,
+                desc: str | None = None, module: torch.nn.Module | None = None
+                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Like :func:`extract` with several feature functions in one pass over ``split`` (e.g. the embedding and the
+    raw pixels): ({name: features (N, D)}, labels (N,))."""
     device = device or default_device()
     if module is not None:
         module.eval().to(device)
-    feats, labels = [], []
-    loader = data.loader(split)
-    for x, y in progress(loader, desc=desc or f"embedding {split}"):
+    feats: dict[str, list[torch.Tensor]] = {name: [] for name in fns}
+    labels = []
+    for x, y in progress(data.loader(split), desc=desc or f"embedding {split}"):
         x = data.transform(x.to(device), train=False)
-        f = fn(x)
-        feats.append(f.flatten(1).float().cpu())
+        for name, fn in fns.items():
+            feats[name].append(fn(x).flatten(1).float().cpu())
         labels.append(torch.as_tensor(y).cpu())
-    return torch.cat(feats).numpy().astype(np.float32), torch.cat(labels).numpy()
+    return ({name: torch.cat(f).numpy().astype(np.float32) for name, f in feats.items()},
+            torch.cat(labels).numpy())
 
 
 def nearest(gallery: np.ndarray, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
