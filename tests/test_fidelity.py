@@ -23,10 +23,11 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
         assert r["epochs"] == 1
         assert 0.0 <= r["notes"] <= 1.0 and 0.0 <= r["labkit"] <= 1.0
         assert r["difference"] == pytest.approx(r["labkit"] - r["notes"])
-        # each side's figure is the mean over the seeds, each seed a run of its own
+        # each side's figure is the median over the seeds (with two: their mean), each seed a run of its own
         assert [s["seed"] for s in r["per_seed"]] == [0, 1]
         for side in ("notes", "labkit", "labkit_best"):
             assert r[side] == pytest.approx(sum(s[side] for s in r["per_seed"]) / 2)
+        assert r["notes_mean"] == pytest.approx(r["notes"])
         assert r["pass"] == (abs(r["difference"]) <= fidelity.TOLERANCE + 1e-9)
     by = {r["row"]: r for r in rows}
     # the notes' loop trains on labkit's training split: 90% of the files' training images
@@ -46,6 +47,18 @@ def test_missing_files_are_named_before_anything_trains(tmp_path, capsys):
     err = capsys.readouterr()
     assert "cifar-10-batches-py" in err.err and "data_batch_1" in err.err
     assert "[fidelity]" not in err.out  # not even the MNIST row started
+
+
+def test_a_failed_seed_does_not_decide_the_row():
+    """Medians over seeds: one seed whose notes' run collapsed (0.41) leaves the row to the typical runs."""
+    runs = [dict(notes=n, labkit=l, labkit_best=l, pixels=0.74, notes_seconds=1.0, labkit_seconds=2.0)
+            for n, l in ((0.78, 0.775), (0.41, 0.78), (0.77, 0.765))]
+    row = fidelity.aggregate(runs)
+    assert row["notes"] == 0.77 and row["labkit"] == 0.775 and row["pass"]
+    assert row["notes_mean"] == pytest.approx(0.6533, abs=1e-4)  # the mean would have failed the row by 11 points
+    assert row["notes_seconds"] == 3.0 and row["labkit_seconds"] == 6.0
+    runs[0]["labkit"] = runs[2]["labkit"] = 0.70  # labkit's typical run 7 points below: FAIL
+    assert not fidelity.aggregate(runs)["pass"]
 
 
 @pytest.mark.parametrize("args, says", [(["--rows", "lenet,alexnet"], "unknown rows ['alexnet']"),
