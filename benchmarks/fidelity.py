@@ -26,8 +26,8 @@ Both sides are tested on the model of their last epoch, as the notes do (labkit'
 ``evaluate.py ckpt=last``; its best checkpoint by the validation metric, what ``train.py`` reports, is printed
 beside it). Each side's figure is its median over several seeds (``--seeds``, default 0-4; the means are printed
 too): a run's figure swings by a few points with the seed, even at the notes' full epochs (the notes' sparse AE,
-150 epochs: 0.727 to 0.785), and some recipes fail outright with some seeds (the same AE with seed 1: its codes die,
-100-shot accuracy 0.41), which a mean would let decide the row.
+150 epochs: 0.727 to 0.785), and some recipes fail outright with some seeds (the same AE with seed 1: 100-shot accuracy
+0.41), which a mean would let decide the row.
 
 Differences left on purpose:
 
@@ -483,7 +483,7 @@ def median(values) -> float:
 
 def aggregate(per_seed: list[dict]) -> dict:
     """One row's figures from its runs, one per seed: each side's typical run is the median over the seeds (a mean
-    would let one failed run decide the row, e.g. the notes' sparse AE whose codes die with some seeds); the means
+    would let one failed run decide the row, e.g. the notes' sparse AE, which collapses with some seeds); the means
     are kept beside it. PASS when the medians are within :data:`TOLERANCE`."""
     side = {k: [r[k] for r in per_seed] for k in ("notes", "labkit", "labkit_best")}
     diff = median(side["labkit"]) - median(side["notes"])
