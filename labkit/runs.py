@@ -399,6 +399,17 @@ def relative_to_run(path, run_dir) -> str | None:
     return str(p)
 
 
+def recorded_best(run_dir) -> Path | None:
+    """Where the best checkpoint that the run's metrics.json names lies inside ``run_dir`` (whether or not the file
+    is there), or None when there is no metrics.json or it names none. Recorded relative (this layout) or, in older
+    runs, absolute: only its place inside this run counts."""
+    metrics = Path(run_dir) / METRICS_FILE
+    best = read_json(metrics).get("best_checkpoint") if metrics.is_file() else None
+    if not best:
+        return None
+    return Path(run_dir) / best if not os.path.isabs(best) else Path(run_dir) / CKPT_DIR / Path(best).name
+
+
 def find_checkpoint(run_dir, which: str = "best") -> Path:
     """The run's best (as recorded in metrics.json, else the newest non-last) or last checkpoint.
 
@@ -412,17 +423,13 @@ def find_checkpoint(run_dir, which: str = "best") -> Path:
             if cand.is_file():
                 return cand
         raise RunNotFoundError(f"ckpt={which}: no such checkpoint in {ckdir}; use best, last or a file name there")
-    metrics = run_dir / METRICS_FILE
-    if which == "best" and metrics.is_file():
-        best = read_json(metrics).get("best_checkpoint")
-        if best:
-            # relative (this layout) or, in older runs, absolute: only its place inside this run counts
-            p = run_dir / best if not os.path.isabs(best) else ckdir / Path(best).name
-            if p.is_file():
-                return p
-            raise RunNotFoundError(f"{run_dir} lacks its best checkpoint {CKPT_DIR}/{p.name} (recorded in "
-                                   f"{METRICS_FILE}): was the run copied or moved without its {CKPT_DIR}/ folder? "
-                                   f"Use ckpt=last or another file in {ckdir} if it is there")
+    p = recorded_best(run_dir) if which == "best" else None
+    if p is not None:
+        if p.is_file():
+            return p
+        raise RunNotFoundError(f"{run_dir} lacks its best checkpoint {CKPT_DIR}/{p.name} (recorded in "
+                               f"{METRICS_FILE}): was the run copied or moved without its {CKPT_DIR}/ folder? "
+                               f"Use ckpt=last or another file in {ckdir} if it is there")
     last = ckdir / "last.ckpt"
     if which == "last":
         if last.is_file():

@@ -264,12 +264,12 @@ def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
 
 
 def _recorded_best(out: Path) -> Path | None:
-    """The best checkpoint that the run's metrics.json names (resolved inside the run directory), if it exists."""
+    """The best checkpoint file that the run's metrics.json names (:func:`labkit.runs.recorded_best`), if it
+    exists; None also when metrics.json cannot be read (a resume never fails for the sake of this protection)."""
     try:
-        best = runs.read_json(out / runs.METRICS_FILE).get("best_checkpoint")
+        path = runs.recorded_best(out)
     except (OSError, ValueError):
         return None
-    path = (out / best) if best and not Path(best).is_absolute() else None
     return path.resolve() if path is not None and path.is_file() else None
 
 
@@ -330,9 +330,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     trainer: pl.Trainer = build_object(cfg.trainer, callbacks=_callbacks(cfg, task, bool(loggers)),
                                        logger=loggers or False, plugins=[AtomicCheckpointIO()])
     recorded_best = _recorded_best(out) if cfg.get("resume") else None
-    for cb in trainer.checkpoint_callbacks:  # a killed resume must leave metrics.json's checkpoint in place
-        if recorded_best is not None and isinstance(cb, RunCheckpoint):
-            cb.keep.add(str(recorded_best))
+    if recorded_best is not None:  # a killed resume must leave metrics.json's checkpoint in place
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, RunCheckpoint):
+                cb.keep.add(str(recorded_best))
     tuning.maybe_tune_lr(cfg, trainer, task, data, out)  # tune_lr=true: Lightning's lr finder (labkit/tuning.py)
     trainer.fit(task, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
 
