@@ -45,8 +45,15 @@ for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plug
               "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 # colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
-if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+if not _stderr_is_terminal():
     os.environ.setdefault("NO_COLOR", "1")
 
 
@@ -172,12 +179,7 @@ def _make_summary_class():
 
 def interactive() -> bool:
     """True when a person watches the output live: stderr is a terminal, or the code runs in a notebook."""
-    try:
-        if sys.stderr is not None and sys.stderr.isatty():
-            return True
-    except (AttributeError, ValueError):  # a replaced or closed stream
-        pass
-    return "ipykernel" in sys.modules
+    return _stderr_is_terminal() or "ipykernel" in sys.modules
 
 
 def progress(iterable, desc: str, **kwargs):
