@@ -19,7 +19,7 @@ import inspect
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from labkit.errors import ConfigError
 
@@ -53,70 +53,52 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
 
 
-def integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False, hint: str = ""):
-    """An integer, ``>= minimum`` when given."""
+def _require(name: str, value: Any, ok: Callable[[Any], bool], must: str, optional: bool, hint: str):
+    """``value`` when ``ok(value)`` (or when it is None and ``optional``); else :func:`invalid` saying it ``must``."""
     if value is None and optional:
         return value
-    if not _is_int(value) or (minimum is not None and value < minimum):
-        raise invalid(name, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""), hint)
+    if not ok(value):
+        raise invalid(name, value, must, hint)
     return value
+
+
+def integer(name: str, value: Any, minimum: int | None = None, *, optional: bool = False, hint: str = ""):
+    """An integer, ``>= minimum`` when given."""
+    return _require(name, value, lambda v: _is_int(v) and (minimum is None or v >= minimum),
+                    "an integer" + (f" >= {minimum}" if minimum is not None else ""), optional, hint)
 
 
 def positive_int(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     """An integer > 0."""
-    if value is None and optional:
-        return value
-    if not _is_int(value) or value <= 0:
-        raise invalid(name, value, "a positive integer", hint)
-    return value
+    return _require(name, value, lambda v: _is_int(v) and v > 0, "a positive integer", optional, hint)
 
 
 def non_negative_int(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     """An integer >= 0."""
-    if value is None and optional:
-        return value
-    if not _is_int(value) or value < 0:
-        raise invalid(name, value, "an integer >= 0", hint)
-    return value
+    return _require(name, value, lambda v: _is_int(v) and v >= 0, "an integer >= 0", optional, hint)
 
 
 def number(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     """Any finite or infinite number (not NaN, not a bool)."""
-    if value is None and optional:
-        return value
-    if not _is_num(value):
-        raise invalid(name, value, "a number", hint)
-    return value
+    return _require(name, value, _is_num, "a number", optional, hint)
 
 
 def positive(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     """A number > 0."""
-    if value is None and optional:
-        return value
-    if not _is_num(value) or value <= 0:
-        raise invalid(name, value, "a number > 0", hint)
-    return value
+    return _require(name, value, lambda v: _is_num(v) and v > 0, "a number > 0", optional, hint)
 
 
 def non_negative(name: str, value: Any, *, optional: bool = False, hint: str = ""):
     """A number >= 0."""
-    if value is None and optional:
-        return value
-    if not _is_num(value) or value < 0:
-        raise invalid(name, value, "a number >= 0", hint)
-    return value
+    return _require(name, value, lambda v: _is_num(v) and v >= 0, "a number >= 0", optional, hint)
 
 
 def in_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False,
              optional: bool = False, hint: str = ""):
     """A number in the interval ``[lo, hi]`` (``(`` / ``)`` where open)."""
-    if value is None and optional:
-        return value
-    ok = _is_num(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        raise invalid(name, value, f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}",
-                      hint)
-    return value
+    return _require(name, value,
+                    lambda v: _is_num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
+                    f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}", optional, hint)
 
 
 def fraction(name: str, value: Any, *, optional: bool = False, hint: str = ""):
@@ -161,9 +143,7 @@ def one_of(name: str, value: Any, choices: Iterable[Any], *, hint: str = ""):
 
 def boolean(name: str, value: Any, *, hint: str = ""):
     """``true`` or ``false`` (a real boolean: not 1, not the string "yes")."""
-    if isinstance(value, bool):
-        return value
-    raise invalid(name, value, "true or false", hint)
+    return _require(name, value, lambda v: isinstance(v, bool), "true or false", False, hint)
 
 
 def did_you_mean(word: str, candidates: Iterable[str], prefix: str = "") -> str:
