@@ -7,7 +7,7 @@ their validation curves to ``--out`` or ``<log dir>/compare/<timestamp>/``; swee
 """
 import sys
 
-from labkit.compare import main
+from labkit.tracking.compare import main
 
 if __name__ == "__main__":
     sys.exit(main())

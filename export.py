@@ -5,11 +5,11 @@ Writes the network with its normalization folded in (feed 0-1 pixels) to ``<run>
 PyTorch on the run's test images and prints how to load it.
 A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-from labkit.cli import run
+from labkit.cli.app import run
 
 
 def main(cfg) -> None:
-    from labkit.export import export
+    from labkit.cli.export import export
 
     export(cfg)
 

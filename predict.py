@@ -5,11 +5,11 @@ Uses the run's own config and checkpoint (its evaluation transforms and normaliz
 and a PNG grid to ``<run>/predictions/<timestamp>``.
 A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-from labkit.cli import run
+from labkit.cli.app import run
 
 
 def main(cfg) -> None:
-    from labkit.predict import predict
+    from labkit.cli.predict import predict
 
     predict(cfg)
 

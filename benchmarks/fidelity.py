@@ -10,8 +10,8 @@ Each row trains twice on the same real data folder:
 * the notes' loop, written from notes 001/002/003: torchvision's ``MNIST`` / ``CIFAR10`` datasets with the notes'
   per-sample transforms, a shuffled ``DataLoader`` of 1024, the notes' networks, SGD (lr 0.01 or 0.001, momentum
   0.99) and the notes' losses; the model of the last epoch is tested, as in the notes;
-* the labkit preset (``conf/experiment/<preset>.yaml``) through ``labkit.train.train(cfg)``, composed with Hydra's
-  compose API, then ``labkit.evaluate.evaluate`` for the retrieval / 100-shot reports.
+* the labkit preset (``conf/experiment/<preset>.yaml``) through ``labkit.run.lifecycle.train(cfg)``, composed with Hydra's
+  compose API, then ``labkit.cli.evaluate.evaluate`` for the retrieval / 100-shot reports.
 
 Rows (metric; PASS when labkit is within 1 point of the notes' loop):
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import pickle
 import shutil
 import sys
@@ -376,7 +375,7 @@ def compose(config_name: str, overrides: list[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import labkit.runs  # noqa: F401  (resolvers)
+    import labkit.run.directory  # noqa: F401  (resolvers)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -395,8 +394,8 @@ def run_labkit(row: Row, data_dir: Path, epochs: int, val_size: float, seed: int
     notes' loop is tested; ``best``: the best checkpoint by the validation metric (what ``train.py`` reports)."""
     from omegaconf import open_dict
 
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     cfg = compose("train", [f"experiment={row.preset}"] + labkit_overrides(data_dir, work / "logs", epochs,
                                                                            val_size, seed))
@@ -524,7 +523,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         if args.quick:
             data_dir = subset_copy(data_dir, tmp / "data", 300, 100)
-        from labkit.errors import LabkitError
+        from labkit.core.errors import LabkitError
 
         try:  # every row's files, read before anything trains: a missing dataset fails in seconds, not hours
             splits = {name: training_splits(ROWS[name], data_dir, args.val_size, seeds) for name in rows}
@@ -555,7 +554,7 @@ def main(argv=None) -> int:
             print(f"[fidelity] {name}: notes {rec['notes']:.4f}  labkit {rec['labkit']:.4f}  "
                   f"diff {rec['difference']:+.4f}  {'PASS' if rec['pass'] else 'FAIL'}{over}", flush=True)
             if args.json:  # after every row: a long run stopped half-way keeps what it measured
-                from labkit.runs import write_json
+                from labkit.core.files import write_json
 
                 write_json(args.json, {"data_dir": str(args.data_dir), "quick": args.quick, "seeds": seeds,
                                        "rows": results})

@@ -3,7 +3,7 @@
 
 Measures (issue 6, see BENCHMARKS.md):
 
-a. training throughput (images/s over whole epochs after a warm-up epoch) of ``labkit.train.train(cfg)`` vs the
+a. training throughput (images/s over whole epochs after a warm-up epoch) of ``labkit.run.lifecycle.train(cfg)`` vs the
    lab notes' hand-written loop vs the compute floor, for ``lenet_v2`` on MNIST-format data and
    ``minialexnet_v4`` on CIFAR-format data with the notes' augmentation (each variant in its own process,
    ``benchmarks/training.py``; floor and labkit alternate over several rounds, with up to 2 more when the
@@ -259,7 +259,7 @@ def sampling(args, log) -> dict:
     notes = NotesTripletMNIST(targets)
     out = {"labkit_index_s": min(sim_build), "notes_index_s": min(notes_build)}
     for mode, notes_fn in (("pairs", notes.generate_pairs), ("triplets", notes.generate_triplets)):
-        lab = _best(lambda r: draw(sim, mode, seed=0, epoch=r), 30)
+        lab = _best(lambda r, mode=mode: draw(sim, mode, seed=0, epoch=r), 30)
         rows = draw(sim, mode, seed=0, epoch=0)
         if mode == "pairs":
             assert len(rows) == len(y) and np.array_equal(y[rows[:, 0]] == y[rows[:, 1]], rows[:, 2] == 0), \
@@ -268,7 +268,7 @@ def sampling(args, log) -> dict:
             assert len(rows) == len(y) and (y[rows[:, 0]] == y[rows[:, 1]]).all() \
                 and (y[rows[:, 0]] != y[rows[:, 2]]).all() and (rows[:, 0] != rows[:, 1]).all(), \
                 "labkit's triplets are wrong"
-        nt = _best(lambda r: notes_fn(), 1 if args.quick else 2)
+        nt = _best(lambda r, notes_fn=notes_fn: notes_fn(), 1 if args.quick else 2)
         out[mode] = {"labkit_s": min(lab), "labkit_median_s": statistics.median(lab), "notes_s": min(nt)}
         log(f"  {mode:8s} for 60,000 labels, per epoch: labkit draw {min(lab) * 1000:.2f} ms (best of 30, median "
             f"{statistics.median(lab) * 1000:.2f}), notes' loop {min(nt):.3f} s (best of {len(nt)})")

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-import labkit.runs  # noqa: F401  (resolvers)
+import labkit.run.directory  # noqa: F401  (resolvers)
 from labkit.data.vision import write_idx  # noqa: F401  (re-exported for the tests)
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")

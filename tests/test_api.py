@@ -41,7 +41,7 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
 
 def test_compose_matches_the_command_line_and_errors_are_clear(tmp_path, monkeypatch):
     import labkit
-    from labkit.api import compose, load_run
+    from labkit.cli.api import compose, load_run
 
     monkeypatch.setenv("LABKIT_LOG_DIR", str(tmp_path / "logs"))
     assert labkit.compose is compose and labkit.load_run is load_run

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from conftest import make_cfg, write_mnist
 from torch import nn
 
-from labkit.errors import IncompatibleError
-from labkit.evaluate import evaluate
+from labkit.cli.evaluate import evaluate
+from labkit.core.errors import IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.autoencoders import ConvAutoencoder, EncoderClassifier, MLPAutoencoder
+from labkit.run.lifecycle import train
 from labkit.tasks.autoencoder import AutoencoderTask, DenoisingAutoencoderTask, SparseAutoencoderTask
-from labkit.train import train
 
 CONV_AE = {"_target_": "labkit.models.autoencoders.ConvAutoencoder", "in_channels": 1, "image_size": 28}
 
@@ -207,14 +207,14 @@ def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
 
 
 def test_encoder_classifier_from_scratch_and_pretrained(conv_ae_run, cfg_factory):
-    from labkit.safe_load import load_checkpoint, state_dict_of
-    from labkit.runs import find_checkpoint
+    from labkit.core.safe_load import load_checkpoint, state_dict_of
+    from labkit.run.directory import find_checkpoint
 
     ae = state_dict_of(load_checkpoint(find_checkpoint(conv_ae_run)))
     scratch = train(cfg_factory("model=encoder_classifier", "trainer.fast_dev_run=true", sub="scratch"))
     assert scratch["status"] == "ok" and scratch["params"] == 1_612 + fc(196, 10)
     pytest.importorskip("labkit.models.init", reason="model.init_from is handled by labkit.models.init")
-    from labkit.train import build
+    from labkit.run.lifecycle import build
 
     _, task = build(cfg_factory("model=encoder_classifier", f"init_from={conv_ae_run}", sub="pre"))
     for name, w in task.model.state_dict().items():
@@ -259,7 +259,7 @@ def test_presets_follow_note_003(cfg_factory, preset, model, task, lr):
 
 
 def test_unknown_task_key_is_reported(cfg_factory):
-    from labkit.errors import ConfigError
+    from labkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Did you mean 'task.noise_factor'"):
         train(cfg_factory("task=denoising_autoencoder", "model=conv_autoencoder", "+task.noise_facter=0.3"))

@@ -1,7 +1,7 @@
 """Bad input at the command line: a table of cases run through the real entry points (train.py, evaluate.py).
 
 Each case: the command's arguments, the exit status, a phrase the message must contain, files that must not exist
-afterwards, and never a "Traceback". Most cases fail in labkit.cli's pre-flight, before Hydra creates anything, and
+afterwards, and never a "Traceback". Most cases fail in labkit.cli.app's pre-flight, before Hydra creates anything, and
 run in-process through the scripts' own ``cli(argv)`` (the same code path as the command line, without paying for a
 new interpreter each time); a few run in a subprocess, where what is being tested is the process itself.
 """
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, make_cfg, write_cifar, write_mnist
 
 NOTHING = ("logs",)  # the pre-flight failed: no run directory, no .hydra/, no train.log
@@ -49,7 +48,8 @@ IN_PROCESS = [
     T("task.optimizer.momentm=0.9", phrase="Did you mean 'task.optimizer.momentum'?"),
     T("trainr.max_epochs=3", phrase="Did you mean 'trainer'?"),
     T("modle=lenet", phrase="Did you mean 'model'?"),
-    T("data=image_folder", "data.root=/nowhere", "data.num_classes=3", "data.on_corrupt=ignore", phrase="data.on_corrupt='ignore' is invalid"),
+    T("data=image_folder", "data.root=/nowhere", "data.num_classes=3", "data.on_corrupt=ignore",
+      phrase="data.on_corrupt='ignore' is invalid"),
     T("data=caltech101", "data.resize=100", phrase="data.resize=100 is invalid: it must be an integer >= data.image_size=224"),
     T("data=egocart", "data.similar_distance=0", phrase="data.similar_distance=0 is invalid"),
     T("model.init_from=/no/run", phrase="init_from is a top-level key, not part of 'model': write init_from=/no/run"),
@@ -114,7 +114,7 @@ IN_PROCESS = [
     E("run=@data", phrase="is not a labkit run directory: it has no config.yaml"),
 ]
 
-# a corrupt data file is found when the data is read (labkit.safe_load.CorruptFileError names the file)
+# a corrupt data file is found when the data is read (labkit.core.safe_load.CorruptFileError names the file)
 IN_PROCESS += [
     pytest.param(T("data=mnist", phrase="is not an IDX file", absent=NO_CHECKPOINT, data="mnist_bad_magic"),
                  id="mnist-bad-magic"),
@@ -164,7 +164,7 @@ def prepare(case: Case, tmp: Path) -> list[str]:
             for a in case.args]
     if case.script == "evaluate":
         if any("@run" in a for a in case.args):  # a finished run's files, enough for the pre-flight
-            from labkit import runs
+            from labkit.run import directory as runs
 
             runs.save_config(make_cfg([], tmp / "made"), run_dir)
             (run_dir / "checkpoints").mkdir()
@@ -213,7 +213,7 @@ def test_subprocess(case: Case, tmp_path):
 @pytest.mark.parametrize("how", ["--debug", "HYDRA_FULL_ERROR=1"])
 def test_debug_shows_the_traceback(how, tmp_path, monkeypatch):
     """--debug (or HYDRA_FULL_ERROR=1) lets the error through with its traceback, and --debug is not an override."""
-    from labkit.errors import ConfigError
+    from labkit.core.errors import ConfigError
 
     args = prepare(T("data.batch_size=0", phrase=""), tmp_path)
     if how == "--debug":

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from omegaconf import open_dict
-
 from conftest import ROOT
-from labkit.compare import NotARunError, compare
-from labkit.history import append_row
-from labkit.runs import read_json
-from labkit.summary import fmt
+from omegaconf import open_dict
 from test_summary import write_job
+
+from labkit.core.files import read_json
+from labkit.tracking.compare import NotARunError, compare
+from labkit.tracking.history import append_row
+from labkit.tracking.summary import fmt
 
 
 def _csv(path: Path) -> list[dict]:
@@ -25,8 +25,8 @@ def _csv(path: Path) -> list[dict]:
 
 
 def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     runs = tmp_path / "logs" / "runs"
     specs = {"2026-11-27_09-00-00_aaaaaa_lenet-digits": ("task.optimizer.lr=0.05",),

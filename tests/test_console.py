@@ -6,7 +6,6 @@ import sys
 import warnings
 
 import pytest
-
 from conftest import ROOT
 
 # a warning, a deprecation, faiss's loader lines, alembic/Optuna set-up lines, raw colour codes, a traceback
@@ -49,13 +48,14 @@ def test_evaluate_and_resume_consoles_are_quiet(trained):
     r = _run("evaluate.py", [f"run={run}"], tmp)
     assert _noise(r.stderr) == [] and _noise(r.stdout) == []
     assert "accuracy" in r.stdout
-    r = _run("train.py", [f"resume={run}", "trainer.max_epochs=2", f"paths.log_dir={tmp / 'logs'}"], tmp)  # checkpoints/ is not empty
+    r = _run("train.py", [f"resume={run}", "trainer.max_epochs=2", f"paths.log_dir={tmp / 'logs'}"],
+             tmp)  # checkpoints/ is not empty
     assert _noise(r.stderr) == [] and _noise(r.stdout) == []
 
 
 def test_faiss_reports_are_quiet(cfg_factory, tmp_path):
     """An embedding run's evaluation loads faiss (whose loader logs AVX512/AVX2 attempts)."""
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("model=embedding_net", "task=siamese", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                       "trainer.limit_val_batches=1", "logger=none")
@@ -69,13 +69,13 @@ def test_filters_are_specific():
     """Only the named messages are filtered: other warnings of the same categories still show."""
     import logging
 
-    import labkit.quiet  # noqa: F401
+    import labkit.core.console  # noqa: F401
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         import importlib
 
-        importlib.reload(labkit.quiet)  # its filters on top of 'default'
+        importlib.reload(labkit.core.console)  # its filters on top of 'default'
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
         warnings.warn("something else is deprecated", FutureWarning)
         warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning)
@@ -83,7 +83,7 @@ def test_filters_are_specific():
     assert [str(w.message) for w in caught] == ["something else is deprecated", "a real problem"]
     assert logging.getLogger("faiss.loader").isEnabledFor(logging.ERROR)
     assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
-    f = labkit.quiet._filter
+    f = labkit.core.console._filter
     rec = logging.LogRecord("pytorch_lightning.utilities.rank_zero", logging.INFO, "", 0, "GPU available: True (cuda), "
                             "used: True", None, None)
     assert f.filter(rec)  # a GPU machine still says it uses the GPU
@@ -95,7 +95,7 @@ def test_progress_bars_only_for_people_watching(monkeypatch, capsys):
     """labkit's own bars (evaluation passes, caches) are drawn on a terminal, not into a log file or a pipe."""
     import io
 
-    from labkit import quiet
+    from labkit.core import console as quiet
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from labkit.data import (CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, FashionMNISTDataModule,
-                         MNISTDataModule)
-from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError
+from labkit.core.errors import ConfigError, DatasetNotFoundError, IncompatibleError
+from labkit.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
 
 
 def test_digits_split_is_seeded_stratified_and_disjoint():

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import ROOT
 
 COMMON = ["model=lenet", "data.batch_size=128", "trainer.max_epochs=1", "trainer.limit_train_batches=4",

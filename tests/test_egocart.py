@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from labkit.core import files
+from labkit.core.errors import DatasetNotFoundError
 from labkit.data.egocart import EgoCartDataModule, read_labels, similar_pairs
 from labkit.data.sampling import draw
-from labkit.errors import DatasetNotFoundError
 from labkit.evaluation.localization import localization_errors
-
-
 
 
 def write_egocart(root: Path, n_train: int = 48, n_test: int = 16, seed: int = 0, size=(40, 24)) -> Path:
@@ -180,8 +179,8 @@ def test_localization_errors_by_hand():
 
 
 def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     write_egocart(tmp_path / "data" / "egocart")
     cfg = cfg_factory("experiment=egocart_triplet", "data.image_size=32", "data.num_workers=0",
@@ -205,8 +204,8 @@ def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*configure_optimizers.*returned .None.")
 def test_rgb_baseline_preset_runs_without_training(cfg_factory, tmp_path):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     write_egocart(tmp_path / "data" / "egocart")
     cfg = cfg_factory("experiment=egocart_rgb_baseline", "data.image_size=32", "data.num_workers=0",
@@ -228,7 +227,7 @@ class _Payload:
 
 
 def test_cache_is_never_unpickled_and_a_bad_one_is_named(egocart_root, tmp_path):
-    from labkit.safe_load import CorruptFileError
+    from labkit.core.safe_load import CorruptFileError
 
     data = _module(egocart_root, cache_resized=True)
     path = data.cache_path("test")
@@ -245,12 +244,11 @@ def test_cache_is_never_unpickled_and_a_bad_one_is_named(egocart_root, tmp_path)
 
 
 def test_a_killed_cache_build_leaves_nothing_behind_for_the_next_run(egocart_root):
-    from labkit import runs
 
     data = _module(egocart_root, cache_resized=True)
     path = data.cache_path("train")
     path.parent.mkdir(parents=True)
-    dead = f".{path.name}.999999999-{runs._HOST}-0badcafe{runs.TMP_SUFFIX}"  # no such pid
+    dead = f".{path.name}.999999999-{files._HOST}-0badcafe{files.TMP_SUFFIX}"  # no such pid
     (path.parent / dead).write_bytes(b"\0" * 1000)
     data.prepare_data()
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(data.cache_path(s).name for s in ("train", "test"))

@@ -3,8 +3,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
-from labkit.errors import ConfigError, IncompatibleError
-from labkit.train import train
+from labkit.core.errors import ConfigError, IncompatibleError
+from labkit.run.lifecycle import train
 
 
 def test_unknown_model_lists_the_options(cfg_factory):
@@ -93,16 +93,16 @@ def test_resume_with_nothing_to_resume(cfg_factory):
 
 
 def test_evaluate_bad_run_and_split(cfg_factory):
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
     with pytest.raises(FileNotFoundError, match="does not exist"):
         evaluate(cfg_factory("run=/no/such/run", name="evaluate"))
     with pytest.raises(ConfigError, match="split='bogus'"):
         evaluate(cfg_factory("run=/no/such/run", "split=bogus", name="evaluate"))
 
 
-# ----- labkit.checks: one vocabulary, one message shape, each check declared once -----------------------------
+# ----- labkit.core.checks: one vocabulary, one message shape, each check declared once -----------------------------
 def test_checks_vocabulary_message_shape():
-    from labkit import checks
+    from labkit.core import checks
 
     cases = [
         (lambda: checks.positive_int("data.batch_size", 0),
@@ -135,7 +135,7 @@ def test_checks_vocabulary_message_shape():
 ])
 def test_config_and_constructor_share_one_check(override, build, cfg_factory):
     """The constructor's check_args is what validate runs on the config: the same message, before anything is built."""
-    from labkit.config import validate
+    from labkit.run.validate import validate
 
     with pytest.raises(ConfigError) as at_config:
         validate(cfg_factory(override))

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, make_cfg
-from labkit.errors import ConfigError
-from labkit.evaluate import load_run
-from labkit.export import MissingExtraError, export
-from labkit.train import train
+
+from labkit.cli.evaluate import load_run
+from labkit.cli.export import MissingExtraError, export
+from labkit.core.errors import ConfigError
+from labkit.run.lifecycle import train
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "logger=none"]
 

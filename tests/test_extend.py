@@ -11,11 +11,11 @@ import textwrap
 from pathlib import Path
 
 import torch
+from conftest import make_cfg
 from omegaconf import OmegaConf
 
-from labkit.evaluate import evaluate
-from labkit.train import train
-from conftest import make_cfg
+from labkit.cli.evaluate import evaluate
+from labkit.run.lifecycle import train
 
 MODEL = '''
 from torch import nn

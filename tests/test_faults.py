@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from labkit import runs
-from labkit.callbacks import NonFiniteLossError
-from labkit.safe_load import UnsafeCheckpointError, load_checkpoint
-from labkit.train import train
 from conftest import ROOT
+
+from labkit.core import files
+from labkit.core.safe_load import UnsafeCheckpointError, load_checkpoint
+from labkit.run import directory as runs
+from labkit.run.callbacks import NonFiniteLossError
+from labkit.run.lifecycle import train
 
 ARGS = ["trainer.max_epochs=6", "logger=none", "trainer.enable_progress_bar=false", "model=minialexnet_v4",
         "data.batch_size=256", "trainer.accelerator=cpu"]
@@ -67,22 +68,22 @@ def test_resume_after_three_sigkills_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    ma, mb = runs.read_json(ref_run / "metrics.json"), runs.read_json(run_dirs[0] / "metrics.json")
+    ma, mb = files.read_json(ref_run / "metrics.json"), files.read_json(run_dirs[0] / "metrics.json")
     assert ma["test/acc"] == mb["test/acc"] and ma["test/loss"] == mb["test/loss"]
     assert mb["epochs"] == 6
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "metrics.json"
-    runs.write_json(target, {"a": 1})
+    files.write_json(target, {"a": 1})
 
     def boom(fd):
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(KeyboardInterrupt):
-        runs.write_json(target, {"a": 2, "b": "x" * 100000})
-    assert runs.read_json(target) == {"a": 1}
+        files.write_json(target, {"a": 2, "b": "x" * 100000})
+    assert files.read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 
@@ -93,7 +94,7 @@ def test_truncated_checkpoint_gives_clear_error(tmp_path, cfg_factory):
     ckpt.write_bytes(ckpt.read_bytes()[:5000])
     with pytest.raises(UnsafeCheckpointError, match="truncated or corrupt"):
         load_checkpoint(ckpt)
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
     with pytest.raises(UnsafeCheckpointError, match=ckpt.name):
         evaluate(cfg_factory(f"run={ckpt}", name="evaluate", sub="e"))
 

@@ -3,7 +3,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import ROOT, write_cifar, write_mnist
 
 sys.path.insert(0, str(ROOT))
@@ -79,7 +78,8 @@ def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     """Each fast preset composes and trains on tiny files; its one-cycle schedule takes total_steps from the
     trainer (conf/task/scheduler/onecycle.yaml: total_steps null): the number of optimizer steps of the run."""
     from conftest import make_cfg
-    from labkit.train import train
+
+    from labkit.run.lifecycle import train
 
     write_mnist(tmp_path / "data", n_train=120, n_test=40)
     write_cifar(tmp_path / "data", 10, n_train=100, n_test=40)
@@ -92,7 +92,7 @@ def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     assert metrics["global_step"] == 2 * steps_per_epoch
     from pathlib import Path
 
-    from labkit.safe_load import load_checkpoint
+    from labkit.core.safe_load import load_checkpoint
 
     ckpt = load_checkpoint(Path(cfg.paths.output_dir) / metrics["last_checkpoint"])  # relative to the run
     sched = ckpt["lr_schedulers"][0]

@@ -8,14 +8,13 @@ import pytorch_lightning as pl
 import torch
 from conftest import make_cfg
 
-from labkit.errors import ConfigError, IncompatibleError
-from labkit.models import MLP, LeNet, MiniAlexNetV4
-from labkit.models import zoo
+from labkit.core.errors import ConfigError, IncompatibleError
+from labkit.core.safe_load import load_checkpoint, state_dict_of
+from labkit.models import MLP, LeNet, MiniAlexNetV4, zoo
 from labkit.models.init import init_from
-from labkit.safe_load import load_checkpoint, state_dict_of
+from labkit.run.lifecycle import build, train
 from labkit.tasks import ClassificationTask
 from labkit.tasks.finetuning import BackboneFinetuning, find_head, head_parameter_names
-from labkit.train import build, train
 
 SHORT = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "logger=none", "test=false"]
 
@@ -46,7 +45,7 @@ def test_init_from_run_keeps_matching_layers_and_renews_the_head(lenet_run, capl
 
 
 def test_init_from_through_the_run_config(lenet_run, tmp_path, cfg_factory):
-    from labkit.train import build
+    from labkit.run.lifecycle import build
 
     ckpt = next((lenet_run / "checkpoints").glob("*.ckpt"))
     _, task = build(cfg_factory("model=lenet", "data.num_classes=3", f"init_from={ckpt}", sub="init"))
@@ -68,8 +67,8 @@ def test_init_from_with_nothing_in_common(lenet_run):
 
 
 def test_cifar100_to_cifar10_preset(cfg_factory, lenet_run):
-    from labkit.errors import ConfigError
-    from labkit.train import prepare
+    from labkit.core.errors import ConfigError
+    from labkit.run.lifecycle import prepare
 
     cfg = cfg_factory("experiment=minialexnet_v4_cifar100_to_cifar10", f"init_from={lenet_run}")
     assert cfg.model._target_.endswith("MiniAlexNetV4") and cfg.data._target_.endswith("CIFAR10DataModule")
@@ -194,8 +193,14 @@ def test_every_task_has_one_constructor_style_and_the_common_options():
     """model, then the task's own options, then **kwargs for what LabTask owns (optimizer ... unfreeze_lr_factor)."""
     import inspect
 
-    from labkit.tasks import (AutoencoderTask, ClassificationTask, DenoisingAutoencoderTask, SiameseTask,
-                              SparseAutoencoderTask, TripletTask)
+    from labkit.tasks import (
+        AutoencoderTask,
+        ClassificationTask,
+        DenoisingAutoencoderTask,
+        SiameseTask,
+        SparseAutoencoderTask,
+        TripletTask,
+    )
     from labkit.tasks.base import LabTask
 
     common = set(inspect.signature(LabTask.__init__).parameters) - {"self", "model"}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from labkit.core.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 from labkit.data import folder as F
 from labkit.data.folder import Caltech101DataModule, CorruptImagesError, ImageFolderDataModule
-from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 
 CLASSES = ["Faces", "accordion", "airplanes"]  # sorted() order: capitals first, like torchvision
 
@@ -199,7 +199,7 @@ def test_image_folder_split_fractions_and_stale_split(tmp_path):
 
 
 def test_train_end_to_end_on_an_image_folder(tmp_path, cfg_factory):
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     root = write_tree(tmp_path / "flowers", background=False)
     cfg = cfg_factory("data=image_folder", f"data.root={root}", "data.num_classes=3", "data.resize=36",
@@ -210,7 +210,7 @@ def test_train_end_to_end_on_an_image_folder(tmp_path, cfg_factory):
 
 
 def test_train_end_to_end_on_caltech101(caltech, cfg_factory):
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("data=caltech101", "data.num_classes=3", "data.resize=36", "data.image_size=32",
                       "data.num_workers=0", "model=lenet_color", "trainer=debug", "logger=none")

@@ -1,24 +1,30 @@
 """The head protocol (labkit.models.heads) shared by fine-tuning, the zoo, BackboneEmbedding and the
-retrieval report; the zoo's one builder; the shared image conventions (labkit.images)."""
+retrieval report; the zoo's one builder; the shared image conventions (labkit.core.images)."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision.transforms as T
 from omegaconf import OmegaConf
+from test_zoo import CONF, FAMILIES
 from torch import nn
 
+from labkit.core.images import shorter_side_size
 from labkit.data.files import resize_shorter_side
-from labkit.images import shorter_side_size
-from labkit.models import EmbeddingClassifier, EmbeddingNet, LeNet, MiniAlexNetV4, MLP, RawPixels, zoo
+from labkit.models import MLP, EmbeddingClassifier, EmbeddingNet, LeNet, MiniAlexNetV4, RawPixels, zoo
 from labkit.models.autoencoders import ConvAutoencoder, EncoderClassifier, MLPAutoencoder
 from labkit.models.build import build_model
 from labkit.models.embedding import BackboneEmbedding
-from labkit.models.heads import (HeadNotFoundError, Penultimate, find_head, head_name, head_parameter_names,
-                                 remove_head, reset_head)
+from labkit.models.heads import (
+    HeadNotFoundError,
+    Penultimate,
+    find_head,
+    head_name,
+    head_parameter_names,
+    remove_head,
+    reset_head,
+)
 from labkit.tasks.finetuning import BackboneFinetuning
-
-from test_zoo import CONF, FAMILIES
 
 
 class TimmStyle(nn.Module):

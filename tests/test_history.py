@@ -9,9 +9,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.history import (HISTORY_FILE, History, append_row, plot_learning_curves, read_csv_rows, read_history,
-                            truncate_history)
-from labkit.train import train
+from labkit.run.lifecycle import train
+from labkit.tracking.history import (
+    HISTORY_FILE,
+    History,
+    append_row,
+    plot_learning_curves,
+    read_csv_rows,
+    read_history,
+    truncate_history,
+)
 
 
 def test_csv_appends_widens_and_truncates(tmp_path):

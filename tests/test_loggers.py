@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import LabkitError
-from labkit.train import train
+from labkit.core.errors import LabkitError
+from labkit.run.lifecycle import train
 
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
@@ -58,7 +58,7 @@ def test_wandb_offline_for_real(cfg_factory, tmp_path, monkeypatch):
     train(cfg)
     import wandb  # in the test extra
 
-    wandb.finish()  # what the end of train.py's process (or labkit.api.train) does
+    wandb.finish()  # what the end of train.py's process (or labkit.cli.api.train) does
     run_dir = Path(cfg.paths.output_dir)
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # offline: written locally, nothing sent
     keys = (b"config/model/_target_", b"val/loss", b"test/acc", b"final/test/error", run_dir.name.encode())

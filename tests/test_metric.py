@@ -7,17 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_cifar
-from labkit.data.sampling import (ClassSimilarity, NeighbourSimilarity, TupleBatchSampler, draw, sample_pairs,
-                                  sample_triplets)
-from labkit.errors import IncompatibleError
+
+from labkit.core.errors import IncompatibleError
+from labkit.data.sampling import (
+    ClassSimilarity,
+    NeighbourSimilarity,
+    TupleBatchSampler,
+    draw,
+    sample_pairs,
+    sample_triplets,
+)
 from labkit.evaluation.embed import extract
 from labkit.evaluation.retrieval import Penultimate, retrieval_metrics
 from labkit.models.embedding import EmbeddingClassifier, EmbeddingNet
 from labkit.tasks.metric import SiameseTask, TripletTask, contrastive_loss
-
-
 
 
 # ----- loss --------------------------------------------------------------------------------------
@@ -168,8 +172,8 @@ def test_notes_presets_reuse_their_tuples_and_fast_presets_redraw(cfg_factory):
 
 @pytest.mark.parametrize("value", ["sometimes", "1"])
 def test_resample_tuples_must_be_a_boolean(cfg_factory, value):
+    from labkit.core.errors import ConfigError
     from labkit.data.vision import DigitsDataModule
-    from labkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"data.resample_tuples=.*{value}.* must be true or false"):
         DigitsDataModule(resample_tuples=cfg_factory("data=digits", f"data.resample_tuples={value}").data.resample_tuples)
@@ -222,8 +226,8 @@ def _score(task, data) -> dict:
 def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
     import pytorch_lightning as pl
 
-    from labkit.evaluate import load_task
-    from labkit.train import build, train
+    from labkit.cli.evaluate import load_task
+    from labkit.run.lifecycle import build, train
 
     overrides = ("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=2", "logger=none",
                  "task/optimizer=adam", "task.optimizer.lr=0.001", "test=false")
@@ -241,7 +245,7 @@ def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
 
 
 def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     write_cifar(tmp_path / "data", 10)
     metrics = train(cfg_factory("task=triplet", "data=cifar10", "trainer.fast_dev_run=true", "data.batch_size=16",
@@ -250,7 +254,7 @@ def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
 
 
 def test_triplet_with_miner_and_norm_penalty(cfg_factory):
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     metrics = train(cfg_factory("task=triplet", "data=digits", "task.miner=semi_hard", "task.norm_penalty=0.001",
                                 "trainer.fast_dev_run=true"))
@@ -258,7 +262,7 @@ def test_triplet_with_miner_and_norm_penalty(cfg_factory):
 
 
 def test_projector_gets_the_first_validation_batch(cfg_factory):
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("task=siamese", "data=digits", "trainer.max_epochs=1", "task.projector=20", "test=false")
     train(cfg)
@@ -309,8 +313,8 @@ def test_penultimate_features_of_a_classifier():
 
 
 def test_retrieval_report_on_a_classification_run(cfg_factory):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("data=digits", "trainer.max_epochs=1", "logger=none")
     train(cfg)
@@ -327,8 +331,8 @@ def test_retrieval_report_on_a_classification_run(cfg_factory):
 
 
 def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=1", "logger=none")
     train(cfg)
@@ -338,8 +342,8 @@ def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
 
 
 def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
-    from labkit.evaluate import load_task
-    from labkit.train import build, train
+    from labkit.cli.evaluate import load_task
+    from labkit.run.lifecycle import build, train
 
     cfg = cfg_factory("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=1",
                       "logger=none", "test=false")
@@ -353,8 +357,8 @@ def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
 
 
 def test_metric_runs_record_retrieval_figures_that_evaluate_reproduces(cfg_factory):
-    from labkit.evaluate import evaluate
-    from labkit.train import train
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("task=triplet", "model=embedding_net", "data=digits", "trainer.max_epochs=1", "logger=none",
                       "trainer.limit_train_batches=3")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from labkit.errors import IncompatibleError
+from labkit.core.errors import IncompatibleError
 from labkit.models import MLP, LeNet, LeNetColor, LeNetV2, MiniAlexNet, MiniAlexNetV2, MiniAlexNetV3, MiniAlexNetV4
 from labkit.models._shape import count_parameters
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from PIL import Image, ImageDraw
 
-from conftest import ROOT
-from labkit.errors import LabkitError
-from labkit.evaluate import load_run
-from labkit.predict import NoInputsError, predict
-from labkit.train import train
+from labkit.cli.evaluate import load_run
+from labkit.cli.predict import NoInputsError, predict
+from labkit.core.errors import LabkitError
+from labkit.run.lifecycle import train
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
         "logger=none", "data.batch_size=64"]

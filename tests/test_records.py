@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf, open_dict
 
-from labkit import runs
-from labkit.errors import ConfigError
-from labkit.safe_load import UnsafeCheckpointError
-from labkit.train import record_failure, train
-from conftest import ROOT
+from labkit.core import files
+from labkit.core.errors import ConfigError
+from labkit.core.safe_load import UnsafeCheckpointError
+from labkit.run import directory as runs
+from labkit.run.lifecycle import record_failure, train
 
 FAST = ("logger=none", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 
@@ -82,16 +83,16 @@ def test_a_failed_resume_keeps_the_finished_runs_results(one_epoch_run, cfg_fact
         cfg.paths.output_dir = str(run)  # as Hydra sets it for a resume
     record_failure(cfg, e.value)  # what train.py does with any error
     assert (run / "metrics.json").read_text() == metrics_before
-    attempts = runs.read_json(run / "resume_failed.json")["attempts"]
+    attempts = files.read_json(run / "resume_failed.json")["attempts"]
     assert len(attempts) == 1 and attempts[0]["status"] == "failed"
 
 
 def test_a_moved_run_evaluates_and_resumes_itself(one_epoch_run, cfg_factory, tmp_path):
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
 
     run, first = one_epoch_run
     assert str(run) not in (run / "config.yaml").read_text()  # nothing absolute points into the run
-    assert not os.path.isabs(runs.read_json(run / "metrics.json")["best_checkpoint"])
+    assert not os.path.isabs(files.read_json(run / "metrics.json")["best_checkpoint"])
     moved = tmp_path / "elsewhere" / "my-run"
     moved.parent.mkdir()
     shutil.move(str(run), moved)
@@ -106,7 +107,7 @@ def test_a_moved_run_evaluates_and_resumes_itself(one_epoch_run, cfg_factory, tm
 
 
 def test_a_copied_run_without_checkpoints_never_uses_the_original(one_epoch_run, cfg_factory, tmp_path):
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
 
     run, _ = one_epoch_run
     copy = tmp_path / "copy"
@@ -181,7 +182,7 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
 def test_resuming_a_finished_run_without_a_larger_limit_says_so(one_epoch_run, cfg_factory, caplog):
     run, _ = one_epoch_run
     before = _listing(run)
-    finished = runs.read_json(run / "metrics.json")
+    finished = files.read_json(run / "metrics.json")
     for extra in ((), ("trainer.max_epochs=1",)):
         with caplog.at_level("WARNING", logger="labkit"):
             assert _resume(cfg_factory, run, *extra, sub="again") == finished
@@ -191,7 +192,7 @@ def test_resuming_a_finished_run_without_a_larger_limit_says_so(one_epoch_run, c
 
 
 def test_init_from_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is_written(cfg_factory, tmp_path):
-    from labkit.safe_load import UnsafeFileError
+    from labkit.core.safe_load import UnsafeFileError
 
     readme = tmp_path / "README.md"
     readme.write_text("# not weights\n")
@@ -218,7 +219,7 @@ def test_a_resume_killed_after_a_new_best_keeps_the_recorded_best_checkpoint(cfg
     it has rewritten metrics.json must not have deleted it; a resume that finishes removes it."""
     import pytorch_lightning as pl
 
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
 
     every_epoch_best = ("callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=max")
     cfg = cfg_factory("trainer.max_epochs=1", *FAST, *every_epoch_best, sub="first")

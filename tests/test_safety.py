@@ -15,15 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, write_cifar, write_mnist
-from labkit import runs
-from labkit.callbacks import AtomicCheckpointIO
+
+from labkit.core import files
+from labkit.core.errors import IncompatibleError, LabkitError
+from labkit.core.safe_load import (
+    CorruptFileError,
+    UnsafeCheckpointError,
+    UnsafeFileError,
+    load_checkpoint,
+    safe_unpickle,
+)
 from labkit.data.folder import ImageFolderDataModule, dataset_cache_dir
 from labkit.data.vision import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
-from labkit.errors import IncompatibleError, LabkitError
-from labkit.safe_load import (CorruptFileError, UnsafeCheckpointError, UnsafeFileError, load_checkpoint,
-                              safe_unpickle)
+from labkit.run import directory as runs
+from labkit.run.callbacks import AtomicCheckpointIO
 
 
 # ----- hostile pickles ---------------------------------------------------------------------------------
@@ -220,7 +226,7 @@ def _killed_while_writing(code: str, target: Path) -> None:
 
 
 def _temporaries(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if runs.is_temporary(p))
+    return sorted(p for p in folder.iterdir() if files.is_temporary(p))
 
 
 def test_checkpoint_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_path):
@@ -228,7 +234,7 @@ def test_checkpoint_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_p
     ckdir.mkdir(parents=True)
     old = {"state_dict": {"w": torch.zeros(3)}, "epoch": 0}
     torch.save(old, ckdir / "epoch000.ckpt")  # a result of an earlier run, written outside this process
-    _killed_while_writing("import torch\nfrom labkit.callbacks import AtomicCheckpointIO\n"
+    _killed_while_writing("import torch\nfrom labkit.run.callbacks import AtomicCheckpointIO\n"
                           "AtomicCheckpointIO().save_checkpoint({'state_dict': {'w': torch.ones(300000)}}, target)\n",
                           ckdir / "epoch000.ckpt")
     left = _temporaries(ckdir)
@@ -248,20 +254,20 @@ def test_checkpoint_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_p
 def test_figure_temporary_of_a_killed_save_is_removed_by_the_next_one(tmp_path):
     out = tmp_path / "evaluation"
     _killed_while_writing("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-                          "from labkit.runs import save_figure\nsave_figure(plt.figure(), target)\n",
+                          "from labkit.core.files import save_figure\nsave_figure(plt.figure(), target)\n",
                           out / "confusion_matrix.png")
     assert len(_temporaries(out)) == 1 and not (out / "confusion_matrix.png").exists()
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs.save_figure(plt.figure(), out / "embedding.png")
+    files.save_figure(plt.figure(), out / "embedding.png")
     assert [p.name for p in out.iterdir()] == ["embedding.png"]
     assert (out / "embedding.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cleaner_removes_only_stale_temporaries(tmp_path):
-    host = runs._HOST
+    host = files._HOST
     other = "abcdef" if host != "abcdef" else "123456"
     dead, alive = _dead_pid(), os.getppid()
     old = [f".epoch002.ckpt.{alive}-{other}-0a1b2c3d.labkit-tmp",  # another machine's, unchanged for hours
@@ -274,25 +280,25 @@ def test_cleaner_removes_only_stale_temporaries(tmp_path):
             "metrics.json", "epoch001.ckpt", "notes.tmp", ".hidden", "report.labkit-tmp", ".a.b.tmp"]
     for name in stale + keep:
         (tmp_path / name).write_text("x")
-    hours_ago = time.time() - 2 * runs.STALE_AFTER_S
+    hours_ago = time.time() - 2 * files.STALE_AFTER_S
     for name in old + ["epoch001.ckpt", "notes.tmp", ".a.b.tmp"]:
         os.utime(tmp_path / name, (hours_ago, hours_ago))
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / stale[0]).write_text("x")
-    removed = runs.clean_stale_temporaries(tmp_path)
+    removed = files.clean_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + ["sub"])
     assert (tmp_path / "sub" / stale[0]).exists()  # not recursive unless asked
-    runs.clean_stale_temporaries(tmp_path, recursive=True)
+    files.clean_stale_temporaries(tmp_path, recursive=True)
     assert not (tmp_path / "sub" / stale[0]).exists()
 
 
 def test_first_write_into_a_folder_cleans_it(tmp_path):
-    name = f".metrics.json.{_dead_pid()}-{runs._HOST}-12345678.labkit-tmp"
+    name = f".metrics.json.{_dead_pid()}-{files._HOST}-12345678.labkit-tmp"
     (tmp_path / name).write_text("half")
-    runs.write_json(tmp_path / "metrics.json", {"a": 1})
+    files.write_json(tmp_path / "metrics.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
-    assert runs.read_json(tmp_path / "metrics.json") == {"a": 1}
+    assert files.read_json(tmp_path / "metrics.json") == {"a": 1}
 
 
 # ----- permissions ------------------------------------------------------------------------------------
@@ -314,23 +320,23 @@ def test_results_get_the_permissions_of_the_umask(cfg_factory, tmp_path, umask):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from labkit.train import train
+    from labkit.run.lifecycle import train
 
     cfg = cfg_factory("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                       "trainer.limit_test_batches=1", "logger=none")
     m = train(cfg)
     run = Path(cfg.paths.output_dir)
     ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
-    fig = runs.save_figure(plt.figure(), run / "evaluation" / "confusion_matrix.png")
+    fig = files.save_figure(plt.figure(), run / "evaluation" / "confusion_matrix.png")
     assert m["status"] == "ok" and ckpts
     for f in [run / "config.yaml", run / "metrics.json", fig, *ckpts]:
         assert _mode(f) == 0o644, (f, oct(_mode(f)))
     umask(0o077)  # a private umask is respected as well
-    runs.write_json(tmp_path / "private.json", {})
+    files.write_json(tmp_path / "private.json", {})
     AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1)}, tmp_path / "private.ckpt")
     assert _mode(tmp_path / "private.json") == _mode(tmp_path / "private.ckpt") == 0o600
     umask(0o002)
-    runs.atomic_write_text(tmp_path / "group.yaml", "a: 1\n")
+    files.atomic_write_text(tmp_path / "group.yaml", "a: 1\n")
     assert _mode(tmp_path / "group.yaml") == 0o664
 
 
@@ -426,8 +432,8 @@ def test_a_class_folder_of_only_unreadable_images_stops_setup(tmp_path):
 def test_caltech101_empty_category_keeps_background_excluded_in_the_advice(tmp_path):
     from labkit.data.folder import Caltech101DataModule
 
-    root = _image_tree(tmp_path / "data" / "caltech101" / "101_ObjectCategories",
-                       classes=("BACKGROUND_Google", "ant", "bee"), empty=("bee",))
+    _image_tree(tmp_path / "data" / "caltech101" / "101_ObjectCategories",
+                classes=("BACKGROUND_Google", "ant", "bee"), empty=("bee",))
     dm = Caltech101DataModule(data_dir=str(tmp_path / "data"), num_classes=2, resize=24, image_size=16,
                               work_dir=str(tmp_path / "cache"))
     with pytest.raises(IncompatibleError, match=r"data.exclude=\[BACKGROUND_Google,bee\]"):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
-from labkit.runs import read_json, write_json
-from labkit.summary import fmt, summarize_sweep
+from labkit.core.files import read_json, write_json
+from labkit.tracking.summary import fmt, summarize_sweep
 
 
 def write_job(sweep: Path, job: int, overrides: list[str], metrics: dict | None,
@@ -87,7 +87,7 @@ def _train(args, cwd: Path):
 
 
 def test_siamese_vs_triplet_sweep_shows_losses_and_retrieval_figures(tmp_path, cfg_factory):
-    from labkit.evaluate import evaluate
+    from labkit.cli.evaluate import evaluate
 
     r = _train(["-m", "task=siamese,triplet", "model=embedding_net", "data=digits", "trainer.max_epochs=1",
                 "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
@@ -106,7 +106,7 @@ def test_siamese_vs_triplet_sweep_shows_losses_and_retrieval_figures(tmp_path, c
     assert "same in every job: model=embedding_net data=digits" in (sweep / "summary.md").read_text()
     assert "| job | status | task | test/loss | retrieval/precision_at_1 | retrieval/map_at_r |" in r.stdout
     assert matplotlib.image.imread(sweep / "summary.png").shape[1] > 0
-    assert "epoch 0 (1 of 1): train/dist_neg" in (sweep / "0" / "train.log").read_text()  # labkit.history's line
+    assert "epoch 0 (1 of 1): train/dist_neg" in (sweep / "0" / "train.log").read_text()  # labkit.tracking.history's line
     # TensorBoard lists each job under a readable name: its number and overrides
     assert [p.name for p in (sweep / "1" / "tensorboard").iterdir() if p.is_dir()] == ["1_task=triplet"]
 

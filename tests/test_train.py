@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from labkit.evaluate import evaluate
-from labkit.tasks import ClassificationTask
-from labkit.train import train
 from conftest import ROOT, write_cifar, write_mnist
+
+from labkit.cli.evaluate import evaluate
+from labkit.run.lifecycle import train
+from labkit.tasks import ClassificationTask
 
 MODELS = ["mlp", "lenet", "lenet_v2", "lenet_color", "minialexnet", "minialexnet_v2", "minialexnet_v3",
           "minialexnet_v4"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from labkit.errors import ConfigError
-from labkit.train import train
+from labkit.core.errors import ConfigError
+from labkit.run.lifecycle import train
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_val_batches=1", "logger=none", "tune_lr=true", "tune_lr_steps=30"]
 

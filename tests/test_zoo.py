@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
-
 from omegaconf import OmegaConf
 
-from labkit.config import check_keys
-from labkit.errors import ConfigError, IncompatibleError, WeightsNotFoundError
+from labkit.core.errors import ConfigError, IncompatibleError, WeightsNotFoundError
 from labkit.models import zoo
 from labkit.models.build import build_model
+from labkit.run.validate import check_keys
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -11,8 +11,13 @@ from labkit.data.caltech import Caltech101DataModule
 from labkit.data.egocart import EgoCartDataModule
 from labkit.data.folder import ImageFolderDataModule
 from labkit.data.memory import InMemoryImageDataModule, Split
-from labkit.data.vision import (CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, FashionMNISTDataModule,
-                                MNISTDataModule)
+from labkit.data.vision import (
+                                CIFAR10DataModule,
+                                CIFAR100DataModule,
+                                DigitsDataModule,
+                                FashionMNISTDataModule,
+                                MNISTDataModule,
+)
 
 __all__ = ["LabDataModule", "InMemoryImageDataModule", "Split", "PairBatch", "TripletBatch", "DigitsDataModule",
            "MNISTDataModule", "FashionMNISTDataModule", "CIFAR10DataModule", "CIFAR100DataModule",

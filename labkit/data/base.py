@@ -5,7 +5,7 @@ and reports may use is declared on :class:`LabDataModule`, each with a documente
 
 * ``classes`` (names), ``label_kind`` (``"class"``; ``"pose"`` for EgoCart), ``input_shape``, ``mean``/``std``;
 * ``sampling``: what the training batches hold (``"single"``, ``"pairs"`` or ``"triplets"``), told by the task
-  once, in :meth:`labkit.tasks.LabTask.check_compatible` (which :func:`labkit.train.build` calls);
+  once, in :meth:`labkit.tasks.LabTask.check_compatible` (which :func:`labkit.run.lifecycle.build` calls);
 * ``train/val/test_dataloader()``: ``(x, y)`` batches, or :class:`~labkit.data.batches.PairBatch` /
   :class:`~labkit.data.batches.TripletBatch`; :meth:`loader` always gives plain ``(x, y)`` batches
   (what evaluation reads, whatever ``sampling`` is);
@@ -17,9 +17,9 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 
-from labkit import checks
+from labkit.core import checks
+from labkit.core.errors import IncompatibleError
 from labkit.data.batches import PairBatch, TripletBatch
-from labkit.errors import IncompatibleError
 
 SAMPLINGS = ("single", "pairs", "triplets")
 
@@ -60,7 +60,7 @@ class LabDataModule(pl.LightningDataModule):
     @staticmethod
     def check_args(a) -> None:
         """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
-        anything is built, by :func:`labkit.checks.check_target`."""
+        anything is built, by :func:`labkit.core.checks.check_target`."""
         checks.positive_int("data.batch_size", a["batch_size"])
         checks.positive_int("data.eval_batch_size", a["eval_batch_size"], optional=True)
         for key in ("channels", "image_size", "num_classes"):

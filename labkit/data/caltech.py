@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from labkit.core.errors import DatasetNotFoundError
 from labkit.data.folder import ImageFolderDataModule
-from labkit.errors import DatasetNotFoundError
 
 CALTECH101_PAGE = "https://data.caltech.edu/records/mzrjq-6wc02"
 

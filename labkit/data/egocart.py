@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from labkit.core import checks
+from labkit.core.errors import DatasetNotFoundError
+from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
+from labkit.core.safe_load import CorruptFileError
 from labkit.data.files import dataset_cache_dir
-from labkit.data.sampling import NeighbourSimilarity
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
-from labkit import checks
-from labkit.errors import ConfigError, DatasetNotFoundError
-from labkit.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
-from labkit.safe_load import CorruptFileError
+from labkit.data.sampling import NeighbourSimilarity
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ SPLITS = {"train": ("train_set", "train_RGB", "train_set.txt"), "test": ("test_s
 def read_labels(path: str | Path) -> tuple[list[str], np.ndarray]:
     """(image names, poses float32 (N, 4) = x, y, u, v with (u, v) of unit length) of one label file.
 
-    A malformed line raises :class:`~labkit.safe_load.CorruptFileError` (a ``ValueError``) naming the file and the
+    A malformed line raises :class:`~labkit.core.safe_load.CorruptFileError` (a ``ValueError``) naming the file and the
     line number.
     """
     path = Path(path)
@@ -307,8 +307,9 @@ class EgoCartDataModule(InMemoryImageDataModule):
         if path.exists():
             return path
         from numpy.lib.format import open_memmap
-        from labkit.quiet import progress
-        from labkit.runs import clean_stale_temporaries, temporary_path
+
+        from labkit.core.console import progress
+        from labkit.core.files import clean_stale_temporaries, temporary_path
 
         files = self.files(split)
         path.parent.mkdir(parents=True, exist_ok=True)

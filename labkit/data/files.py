@@ -22,8 +22,8 @@ from typing import Sequence
 from PIL import Image
 from torch.utils.data import Dataset
 
-from labkit.errors import LabkitError
-from labkit.images import shorter_side_size
+from labkit.core.errors import LabkitError
+from labkit.core.images import shorter_side_size
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def dataset_cache_dir(cache_root: str | os.PathLike | None, dataset_root: str | 
 
 # ----- small CSV tables ----------------------------------------------------------------------------
 def write_csv(path: Path, header: Sequence[str], rows) -> None:
-    from labkit.runs import atomic_write_text
+    from labkit.core.files import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -68,7 +68,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def read_table(path: Path, columns: Sequence[str], fix: str) -> list[dict[str, str]]:
     """The rows of a CSV file labkit saved, or a :class:`CorruptFileError` naming it (edited, truncated...)."""
-    from labkit.safe_load import CorruptFileError
+    from labkit.core.safe_load import CorruptFileError
 
     try:
         rows = read_csv(path)
@@ -189,7 +189,7 @@ class ImageFileDataset(Dataset):
         with Image.open(src) as im:
             img = im.convert(self.mode)
         img = resize_shorter_side(img, self.resize)
-        from labkit.runs import temporary_path
+        from labkit.core.files import temporary_path
 
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_path(cached)

@@ -35,13 +35,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from labkit.core import checks
+from labkit.core.errors import ConfigError, DatasetNotFoundError, IncompatibleError
+from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD
 from labkit.data.base import LabDataModule
-from labkit.data.files import (IMAGE_EXTENSIONS, VERIFIED_FILE, CorruptImagesError, ImageFileDataset,
-                               dataset_cache_dir, scan_class_folders, verify_images)
+from labkit.data.files import (
+    IMAGE_EXTENSIONS,
+    VERIFIED_FILE,
+    CorruptImagesError,
+    ImageFileDataset,
+    dataset_cache_dir,
+    scan_class_folders,
+    verify_images,
+)
 from labkit.data.splits import SPLITS, load_or_make_split, parse_fractions, split_dir_name
-from labkit import checks
-from labkit.errors import ConfigError, DatasetNotFoundError, IncompatibleError
-from labkit.images import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +179,7 @@ class ImageFolderDataModule(LabDataModule):
                 f"{', ...' if len(classes) > 10 else ''}) but data.num_classes={self.num_classes}; "
                 f"set data.num_classes={len(classes)}")
         self.classes = classes
-        from labkit.runs import clean_stale_temporaries
+        from labkit.core.files import clean_stale_temporaries
 
         if self.cache_resized:  # resized copies whose writer was killed
             clean_stale_temporaries(self.labkit_dir / f"cache_{self.resize}", recursive=True)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from labkit.core import checks
+from labkit.core.errors import IncompatibleError
 from labkit.data import augment as A
 from labkit.data.base import LabDataModule
 from labkit.data.sampling import ClassSimilarity, EpochBatchSampler, tuple_loader
-from labkit import checks
-from labkit.errors import IncompatibleError
 
 log = logging.getLogger(__name__)
 

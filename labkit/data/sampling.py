@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.data.batches import PairBatch, TripletBatch
-from labkit.errors import ConfigError, IncompatibleError
 
 MODES = ("pairs", "triplets")
 

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.data.files import read_table, write_csv
 from labkit.data.memory import holdout
-from labkit.errors import ConfigError, IncompatibleError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def read_split(d: Path, good: list[tuple[str, int]], classes: list[str], corrupt
         for r in read_table(files[s], ("path", "label"), fix):
             p, label = r["path"], r["label"]
             if not label.isdigit() or int(label) >= len(classes):
-                from labkit.safe_load import CorruptFileError
+                from labkit.core.safe_load import CorruptFileError
 
                 raise CorruptFileError(f"{files[s]} is corrupt: label {label!r} of {p} is not one of 0..."
                                        f"{len(classes) - 1}; {fix}")

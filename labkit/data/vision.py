@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import zlib
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labkit.core.errors import DatasetNotFoundError
+from labkit.core.safe_load import CorruptFileError, safe_unpickle
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
-from labkit.errors import DatasetNotFoundError
-from labkit.safe_load import CorruptFileError, safe_unpickle
 
 
 class DigitsDataModule(InMemoryImageDataModule):

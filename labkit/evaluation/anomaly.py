@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import labkit
-from labkit.errors import ConfigError, IncompatibleError
+from labkit.core import layout
+from labkit.core.errors import ConfigError, IncompatibleError
+from labkit.core.files import save_figure
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract
-from labkit.runs import save_figure
 
 log = logging.getLogger(__name__)
 
-CONF_DATA = Path(labkit.__file__).resolve().parents[1] / "conf" / "data"
+CONF_DATA = layout.CONF_DIR / "data"
 SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labkit.core.files import save_figure
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract
-from labkit.runs import save_figure
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:

@@ -7,8 +7,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from labkit.quiet import progress
-from labkit.runs import save_figure
+from labkit.core.console import progress
+from labkit.core.files import save_figure
 
 
 def default_device() -> torch.device:

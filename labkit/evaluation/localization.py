@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.errors import IncompatibleError
+from labkit.core.errors import IncompatibleError
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract, nearest
 from labkit.evaluation.representation import gallery_split, option

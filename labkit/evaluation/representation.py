@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.errors import ConfigError, IncompatibleError
+from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.evaluation import register
 from labkit.evaluation.embed import extract, knn_predict, tsne_plot
 

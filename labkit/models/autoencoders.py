@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from labkit.errors import ConfigError, IncompatibleError
+from labkit.core.errors import ConfigError, IncompatibleError
 
 
 def _widths(name: str, values: Sequence[int] | int, model: str) -> list[int]:

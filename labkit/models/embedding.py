@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.errors import ConfigError
-from labkit.images import shorter_side_size
+from labkit.core.errors import ConfigError
+from labkit.core.images import shorter_side_size
 from labkit.models.heads import remove_head
 from labkit.models.shape import feature_shape
 

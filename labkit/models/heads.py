@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labkit.errors import ConfigError
+from labkit.core.errors import ConfigError
 
 HEAD_ATTR = "labkit_head"
 

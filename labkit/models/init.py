@@ -1,8 +1,8 @@
 """Initialize a network from another run's weights (fine-tuning, note 001's CIFAR-100 -> CIFAR-10).
 
-``init_from=<run dir or checkpoint>`` (a top-level key, applied by labkit.train) copies every tensor whose name and shape match and leaves
-the rest as freshly initialized, e.g. a MiniAlexNetV4 trained on CIFAR-100 gives all its layers but
-the 100-way output layer to a 10-class MiniAlexNetV4.
+``init_from=<run dir or checkpoint>`` (a top-level key, applied by labkit.run.lifecycle) copies every tensor whose
+name and shape match and leaves the rest as freshly initialized, e.g. a MiniAlexNetV4 trained on CIFAR-100 gives all its
+layers but the 100-way output layer to a 10-class MiniAlexNetV4.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from labkit.errors import IncompatibleError
-from labkit.safe_load import load_checkpoint, state_dict_of
+from labkit.core.errors import IncompatibleError
+from labkit.core.safe_load import load_checkpoint, state_dict_of
 
 log = logging.getLogger("labkit")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("labkit")
 def source_checkpoint(path: str | Path) -> Path:
     """The file to read: ``path`` itself (a checkpoint or state_dict file), or the best checkpoint of the run
     directory ``path``."""
-    from labkit.runs import find_checkpoint, resolve_run
+    from labkit.run.directory import find_checkpoint, resolve_run
 
     p = Path(str(path)).expanduser()
     if p.is_file():

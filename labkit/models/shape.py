@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labkit.errors import IncompatibleError
+from labkit.core.errors import IncompatibleError
 
 
 def _probe(features: nn.Module, in_channels: int, size: int) -> torch.Size | None:

@@ -17,7 +17,7 @@ Inputs are ``(N, C, H, W)`` images normalized like ImageNet (mean 0.485/0.456/0.
 0.229/0.224/0.225; ``conf/data/caltech101.yaml`` does this), 224x224 in the notes.
 
 Pretrained weights come from torchvision's cache ``$TORCH_HOME/hub/checkpoints`` (``torch.hub.get_dir()``);
-offline, a missing file raises :class:`~labkit.errors.WeightsNotFoundError` saying which file to put where.
+offline, a missing file raises :class:`~labkit.core.errors.WeightsNotFoundError` saying which file to put where.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from labkit.errors import ConfigError, IncompatibleError, WeightsNotFoundError
+from labkit.core.errors import ConfigError, IncompatibleError, WeightsNotFoundError
 from labkit.models.heads import head_name, head_parameter_names, replace_module, reset_head  # noqa: F401
 
 
@@ -111,7 +111,7 @@ def _build_torchvision(arch: str, weights) -> nn.Module:
     cached = weights_cache_dir() / weights_file(weights)
     was_cached = cached.exists()
     if was_cached:  # torchvision unpickles cached weights with weights_only=False: refuse code before it runs
-        from labkit.safe_load import refuse_unsafe_weights
+        from labkit.core.safe_load import refuse_unsafe_weights
         refuse_unsafe_weights(cached)
     try:
         return fam.builder(weights=weights, progress=False)

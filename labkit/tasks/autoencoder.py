@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labkit import checks
-from labkit.errors import IncompatibleError
+from labkit.core import checks
+from labkit.core.errors import IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_image_grids
@@ -32,7 +32,7 @@ class AutoencoderTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "mse")
     evaluations = ("representation", "compression", "anomaly")
-    # what sweep summaries and compare.py show first (labkit.summary): the test reconstruction loss
+    # what sweep summaries and compare.py show first (labkit.tracking.summary): the test reconstruction loss
     headline_metrics = ("test/loss",)
 
     def __init__(self, model, log_images: int = 50, **kwargs: Any):

@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from labkit import checks
-from labkit.errors import ConfigError, IncompatibleError
+from labkit.core import checks
+from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
 from labkit.tasks.finetuning import check_finetune_args, finetuning_callbacks
@@ -57,7 +57,7 @@ class LabTask(pl.LightningModule):
     @staticmethod
     def check_args(a: Mapping[str, Any]) -> None:
         """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
-        anything is built, by :func:`labkit.checks.check_target`. Subclasses declare their own the same way."""
+        anything is built, by :func:`labkit.core.checks.check_target`. Subclasses declare their own the same way."""
         check_finetune_args(a["freeze"], a["unfreeze_at_epoch"], a["unfreeze_lr_factor"])
         checks.one_of("task.scheduler_interval", a["scheduler_interval"], ("epoch", "step"))
         opt = a["optimizer"] or {}
@@ -85,7 +85,7 @@ class LabTask(pl.LightningModule):
 
     def check_compatible(self, data) -> None:
         """Tell ``data`` the batches this task trains on (``data.sampling``, the one place it is set; called once
-        by :func:`labkit.train.build`), then raise :class:`IncompatibleError` when this task and its network
+        by :func:`labkit.run.lifecycle.build`), then raise :class:`IncompatibleError` when this task and its network
         cannot work on ``data``. Subclasses call ``super().check_compatible(data)`` first."""
         data.sampling = self.sampling
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from labkit import checks
-from labkit.errors import IncompatibleError
+from labkit.core import checks
+from labkit.core.errors import IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 
@@ -21,7 +21,7 @@ class ClassificationTask(LabTask):
 
     monitor = ("val/acc", "max")
     logged_metrics = per_stage("loss", "acc") + ("test/top5",)
-    # what sweep summaries and compare.py show first (labkit.summary): metrics.json keys
+    # what sweep summaries and compare.py show first (labkit.tracking.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
 
     def __init__(self, model, label_smoothing: float = 0.0, **kwargs: Any):

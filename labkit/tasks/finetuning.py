@@ -18,8 +18,7 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from labkit import checks
-from labkit.errors import ConfigError
+from labkit.core import checks
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
 log = logging.getLogger("labkit")

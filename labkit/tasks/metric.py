@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit import checks
+from labkit.core import checks
+from labkit.core.errors import IncompatibleError
 from labkit.data.batches import PairBatch, TripletBatch
-from labkit.errors import IncompatibleError
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_projector
@@ -52,7 +52,7 @@ class MetricTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "dist_pos", "dist_neg")
     evaluations = ("retrieval",)
-    # what sweep summaries and compare.py show first (labkit.summary): a metrics.json key, or "<report>/<key>" of
+    # what sweep summaries and compare.py show first (labkit.tracking.summary): a metrics.json key, or "<report>/<key>" of
     # <run>/evaluation/test/report.json when evaluate.py has written it (retrieval precision@1 and MAP@R)
     headline_metrics = ("test/loss", "retrieval/precision_at_1", "retrieval/map_at_r")
 

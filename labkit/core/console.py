@@ -137,7 +137,9 @@ def _make_summary_class():
 
         def _print(self, data, summary, flops) -> None:
             from pytorch_lightning.utilities.model_summary.model_summary import (
-                get_formatted_model_size, get_human_readable_count)
+                get_formatted_model_size,
+                get_human_readable_count,
+            )
 
             modes = summary.total_training_modes
             totals = [("Trainable params", get_human_readable_count(summary.trainable_parameters)),
@@ -192,7 +194,7 @@ def progress(iterable, desc: str, **kwargs):
 
 
 def __getattr__(name: str):
-    # built on first use: importing labkit.quiet must not import Lightning (the filters above come first)
+    # built on first use: importing labkit.core.console must not import Lightning (the filters above come first)
     if name == "ModelSummary":
         cls = _make_summary_class()
         globals()["ModelSummary"] = cls

@@ -1,23 +1,16 @@
 """Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup."""
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
 import logging
 import os
 import re
-import secrets
-import socket
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from labkit.errors import LabkitError
+from labkit.core.errors import LabkitError
+from labkit.core.files import atomic_write_text, read_json  # noqa: F401  (re-exported for callers of the run layer)
 
 log = logging.getLogger(__name__)
 
@@ -129,180 +122,6 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
-# ----- atomic files ------------------------------------------------------------------------------
-# Every file labkit writes goes through a temporary beside it, ``.<name>.<pid>-<host>-<random>.labkit-tmp``, that
-# is renamed over the target once complete. The one recognisable pattern lets clean_stale_temporaries() remove
-# what a killed process left behind (and nothing else); the pid and host tell a dead writer from a live one.
-TMP_SUFFIX = ".labkit-tmp"
-STALE_AFTER_S = 3600.0  # a temporary of another machine (or of an older labkit) is stale after an hour
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-_TMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]+" + re.escape(TMP_SUFFIX) + "$")
-# temporaries of labkit versions before this pattern: mkstemp's ".<name>.<8 chars>.tmp", figures' ".<name>.tmp.png"
-_OLD_TMP_RE = re.compile(r"^\..+\.([a-z0-9_]{8}\.tmp|tmp\.png)$")
-_cleaned: set[str] = set()
-
-
-def temporary_path(path: str | os.PathLike) -> Path:
-    """A fresh name for the temporary of ``path``, in the same folder (so the final rename is atomic)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{_HOST}-{secrets.token_hex(4)}{TMP_SUFFIX}")
-
-
-def is_temporary(path: str | os.PathLike) -> bool:
-    name = Path(path).name
-    return bool(_TMP_RE.match(name) or _OLD_TMP_RE.match(name))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by someone else
-        return True
-    return True
-
-
-def _is_stale(entry: os.DirEntry, now: float) -> bool:
-    m = _TMP_RE.match(entry.name)
-    if m and m["host"] == _HOST and int(m["pid"]) != os.getpid():
-        return not _pid_alive(int(m["pid"]))
-    if m is None and not _OLD_TMP_RE.match(entry.name):
-        return False
-    try:
-        return now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
-    except OSError:
-        return False
-
-
-def clean_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    """Remove the temporaries that killed writers left in ``folder`` (and its sub-folders if ``recursive``).
-
-    Only files named like :func:`temporary_path` makes (or like older labkit versions did) are touched, and only
-    when their writer is gone: a process of this machine that no longer runs, or one hour without a change. Real
-    results are never removed. Returns the removed paths.
-    """
-    folder = Path(folder)
-    removed: list[Path] = []
-    now = time.time()
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:  # missing or unreadable folder: nothing to clean
-        return removed
-    for e in entries:
-        try:
-            if e.is_file(follow_symlinks=False) and _is_stale(e, now):
-                os.unlink(e.path)
-                removed.append(Path(e.path))
-            elif recursive and e.is_dir(follow_symlinks=False):
-                removed += clean_stale_temporaries(e.path, recursive=True)
-        except OSError:  # removed meanwhile, or no permission: leave it
-            pass
-    if removed:
-        log.info("removed %d stale temporary file(s) left by an interrupted write in %s", len(removed), folder)
-    _cleaned.add(str(folder.resolve()))
-    return removed
-
-
-def _clean_once(folder: Path) -> None:
-    if str(folder.resolve()) not in _cleaned:
-        clean_stale_temporaries(folder)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: a kill never leaves half a file.
-
-    The file gets the permissions of a plain ``open()`` (``0o666`` less the umask), so a lab's group can read
-    results; the first write into a folder removes stale temporaries left there by killed processes.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_once(path.parent)
-    while True:
-        tmp = temporary_path(path)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:  # pragma: no cover (a 32-bit random collision)
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
-
-
-def save_figure(fig, path) -> Path:
-    """Save a matplotlib figure (format from the suffix, PNG by default) atomically, close it, return the path."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format=path.suffix[1:].lower() or "png", bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-@contextlib.contextmanager
-def staged_dir(final):
-    """Yield a fresh hidden folder beside ``final``; on success it replaces ``final`` all at once (the previous
-    contents are removed only after the new ones are in place), on failure it is removed and ``final`` is kept."""
-    import shutil
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for left in final.parent.glob(f".{final.name}.*.replaced"):  # a kill between the two renames
-        if final.exists():
-            shutil.rmtree(left, ignore_errors=True)
-        else:
-            left.rename(final)
-    for left in final.parent.glob(f".{final.name}.*.staging"):  # a kill while reports were written
-        shutil.rmtree(left, ignore_errors=True)
-    stage = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.staging")
-    stage.mkdir()  # the umask's permissions, like every labkit file
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:6]}.replaced")
-    if final.exists():
-        final.rename(old)
-    stage.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def read_json(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
 # ----- run directories ---------------------------------------------------------------------------
 # A run directory refers to itself only through paths relative to it: config.yaml writes them as
 # ``${paths.output_dir}/...`` and metrics.json as ``checkpoints/<file>``; loading re-derives them from where
@@ -443,13 +262,3 @@ def find_checkpoint(run_dir, which: str = "best") -> Path:
         return last
     raise RunNotFoundError(f"no checkpoint found in {ckdir}: did the run finish at least one epoch, or was it copied "
                            f"without its {CKPT_DIR}/ folder?")
-
-
-# ----- sweep summary: moved to labkit.summary ----------------------------------------------------------
-def __getattr__(name: str):
-    """``labkit.runs.SweepSummary`` & co. still work; imported lazily because labkit.summary imports this module."""
-    if name in ("SweepSummary", "summarize_sweep", "markdown_table"):
-        from labkit import summary
-
-        return getattr(summary, name)
-    raise AttributeError(f"module 'labkit.runs' has no attribute {name!r}")

@@ -20,10 +20,21 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from labkit.errors import LabkitError
-from labkit.runs import atomic_write_text, save_figure
-from labkit.summary import (REPORT_HEADLINES, RunRecord, csv_text, fmt, headline_columns,
-                            is_run_dir, load_record, markdown_table, monitor_of, print_summary, sweep_jobs)
+from labkit.core.errors import LabkitError
+from labkit.core.files import atomic_write_text, save_figure
+from labkit.tracking.summary import (
+    REPORT_HEADLINES,
+    RunRecord,
+    csv_text,
+    fmt,
+    headline_columns,
+    is_run_dir,
+    load_record,
+    markdown_table,
+    monitor_of,
+    print_summary,
+    sweep_jobs,
+)
 
 # settings that differ between any two runs without saying anything about the experiment (where files live)
 IGNORED_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "data_dir", "log_dir", "output_dir")
@@ -158,7 +169,7 @@ def final_and_best(record: RunRecord, history: list[dict], metric: str, mode: st
 
 
 def build_table(runs: list[tuple[Path, str]]) -> dict:
-    from labkit.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
+    from labkit.tracking.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
 
     records = [load_record(r) for r, _ in runs]
     histories = [read_history(r) for r, _ in runs]
@@ -239,7 +250,7 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) 
         if echo:
             print_summary(sweep)
         else:
-            from labkit.summary import summarize_sweep
+            from labkit.tracking.summary import summarize_sweep
 
             summarize_sweep(sweep)
     table = build_table(runs)

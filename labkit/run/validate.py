@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Sequence, Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from labkit import checks
-from labkit.errors import ConfigError
+from labkit.core import checks
+from labkit.core.errors import ConfigError
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -119,7 +119,7 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
                                  suggestion=checks.did_you_mean(str(monitor), (*declared, "epoch", "step")))
 
 
-# metrics.json keys besides the task's logged metrics (see labkit.train.train)
+# metrics.json keys besides the task's logged metrics (see labkit.run.lifecycle.train)
 RUN_METRICS = ("test/error", "params", "trainable_params", "epochs", "global_step", "wall_time_s")
 
 
@@ -139,7 +139,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem found in a train config.
 
     Nothing is built, read or written: unknown keys, every value a constructor would refuse (each class's
-    ``check_args``, see :mod:`labkit.checks`), the trainer's counts and the callbacks' monitors."""
+    ``check_args``, see :mod:`labkit.core.checks`), the trainer's counts and the callbacks' monitors."""
     check_missing(cfg)
     for group in ("model", "data", "task", "trainer"):
         if not isinstance(cfg.get(group), DictConfig) or "_target_" not in cfg[group]:
@@ -164,11 +164,11 @@ def validate(cfg: DictConfig) -> None:
 
 def check_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """``train.py``'s checks before Hydra makes the run directory: the log folder, then
-    :func:`labkit.train.prepare` when ``resume`` or ``init_from`` is given (the run's saved config plus the
+    :func:`labkit.run.lifecycle.prepare` when ``resume`` or ``init_from`` is given (the run's saved config plus the
     overrides a resume may apply, the checkpoints they name), else the preset's required keys and :func:`validate`."""
     checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
     if cfg.get("resume") not in (None, False) or cfg.get("init_from"):
-        from labkit.train import NothingToResume, prepare
+        from labkit.run.lifecycle import NothingToResume, prepare
 
         try:
             prepare(cfg, overrides)
@@ -190,7 +190,7 @@ def check_required(cfg: DictConfig) -> None:
 def check_evaluate(cfg: DictConfig) -> None:
     """``evaluate.py``'s checks before anything is loaded: the run and checkpoint exist, split, report names and
     counts are valid, and the run's evaluation folder can be written."""
-    from labkit import runs
+    from labkit.run import directory as runs
 
     checks.one_of("split", cfg.get("split"), ("train", "val", "test"))
     run_dir, ckpt = runs.resolve_run(cfg.run)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from labkit.errors import LabkitError
+from labkit.core.errors import LabkitError
 
 
 class UnsafeFileError(LabkitError, ValueError):

@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from labkit.errors import LabkitError
+from labkit.core.errors import LabkitError
 
 
 class MissingExtraError(LabkitError, ImportError):

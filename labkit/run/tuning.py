@@ -14,8 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from labkit import runs
-from labkit.errors import ConfigError
+from labkit.core import files
+from labkit.core.errors import ConfigError
+from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
 
@@ -68,7 +69,7 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
         ax.axvline(before, color="grey", linestyle="--", linewidth=1, label=f"configured lr {before:g}")
         ax.set_title("learning-rate finder" + (f": suggestion {suggestion:.3g}" if suggestion else ""))
         ax.legend(fontsize=8)
-        runs.save_figure(fig, out_dir / "lr_finder.png")
+        files.save_figure(fig, out_dir / "lr_finder.png")
     if suggestion is None:
         log.warning("tune_lr: the finder made no suggestion (the loss did not fall over %d steps): keeping lr=%g; "
                     "see %s", settings["num_training"], before, out_dir / "lr_finder.png")
@@ -84,5 +85,5 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
         log.info("tune_lr: suggested learning rate %.3g (training keeps lr=%g, tune_lr_apply=false); rerun with "
                  "task.optimizer.lr=%.3g to use it; curve in %s", suggestion, before, suggestion,
                  out_dir / "lr_finder.png")
-    runs.write_json(out_dir / "lr_finder.json", record)
+    files.write_json(out_dir / "lr_finder.json", record)
     return suggestion

@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from labkit import runs, tuning
-from labkit.callbacks import AtomicCheckpointIO, RunCheckpoint
-from labkit.config import check_required, validate
-from labkit.errors import ConfigError, LabkitError
+from labkit.core import files
+from labkit.core.errors import ConfigError, LabkitError
 from labkit.models._shape import count_parameters
+from labkit.run import directory as runs
+from labkit.run import tuning
+from labkit.run.callbacks import AtomicCheckpointIO, RunCheckpoint
+from labkit.run.validate import check_required, validate
 
 log = logging.getLogger("labkit")
 
@@ -144,7 +145,7 @@ def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None
     saved = runs.load_config(run_dir)
     done = None
     if ckpt is not None:
-        from labkit.safe_load import load_checkpoint
+        from labkit.core.safe_load import load_checkpoint
 
         # unreadable or unsafe: refused now, with the file named, before anything is written
         done = int(load_checkpoint(ckpt).get("epoch", -1)) + 1  # epochs the checkpoint has completed
@@ -167,7 +168,7 @@ def continue_config(cfg: DictConfig, overrides) -> tuple[DictConfig, Path | None
             changes[key] = [before, after]
     max_epochs = OmegaConf.select(saved, "trainer.max_epochs", default=None)
     finished = (run_dir / runs.METRICS_FILE).is_file() and \
-        runs.read_json(run_dir / runs.METRICS_FILE).get("status") == "ok"
+        files.read_json(run_dir / runs.METRICS_FILE).get("status") == "ok"
     if finished and done is not None and isinstance(max_epochs, int) and 0 <= max_epochs <= done and \
             OmegaConf.select(saved, "trainer.max_steps", default=-1) in (-1, None):
         raise NothingToResume(f"resume={cfg.resume}: the run {run_dir} has finished {done} epochs and "
@@ -193,8 +194,8 @@ def _resolve_init_from(cfg: DictConfig, read_source: bool = True) -> Path | None
     source = cfg.get("init_from")
     if not source or not read_source:
         return None
+    from labkit.core.safe_load import load_checkpoint
     from labkit.models.init import source_checkpoint
-    from labkit.safe_load import load_checkpoint
 
     ckpt = source_checkpoint(source)
     load_checkpoint(ckpt)  # not a checkpoint, truncated or unsafe: refused now, naming the file
@@ -251,7 +252,7 @@ def hyperparameters(cfg: DictConfig, overrides) -> dict[str, Any]:
 
 def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
     """TensorBoard's HParams tab: the run's key settings beside its final metrics (the whole config and the final
-    figures go to every logger through :class:`labkit.loggers.RunSummary`)."""
+    figures go to every logger through :class:`labkit.tracking.loggers.RunSummary`)."""
     finals = {f"hparams/{k}": float(v) for k, v in metrics.items()
               if k.startswith(("test/", "val/", "best_")) and isinstance(v, (int, float)) and not isinstance(v, bool)}
     for lg in loggers:
@@ -264,7 +265,7 @@ def _log_final(loggers, hp: dict[str, Any], metrics: dict[str, Any]) -> None:
 
 
 def _recorded_best(out: Path) -> Path | None:
-    """The best checkpoint file that the run's metrics.json names (:func:`labkit.runs.recorded_best`), if it
+    """The best checkpoint file that the run's metrics.json names (:func:`labkit.run.directory.recorded_best`), if it
     exists; None also when metrics.json cannot be read (a resume never fails for the sake of this protection)."""
     try:
         path = runs.recorded_best(out)
@@ -275,7 +276,7 @@ def _recorded_best(out: Path) -> Path | None:
 
 def _drop_superseded(recorded: Path | None, trainer: pl.Trainer, out: Path) -> None:
     """After a resume has rewritten metrics.json: delete the finished run's best checkpoint that was kept while
-    training (:class:`labkit.callbacks.RunCheckpoint` ``keep``) if no checkpoint callback holds it any longer."""
+    training (:class:`labkit.run.callbacks.RunCheckpoint` ``keep``) if no checkpoint callback holds it any longer."""
     if recorded is None or not recorded.is_file():
         return
     held = set()
@@ -303,13 +304,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     to ``<run dir>/metrics.json``.
     """
     start = time.time()
-    if overrides is None:  # the command line's (Hydra), or those a notebook's labkit.api.compose recorded
+    if overrides is None:  # the command line's (Hydra), or those a notebook's labkit.cli.api.compose recorded
         overrides = _hydra_overrides() or [str(o) for o in (cfg.get("overrides") or [])]
     try:
         cfg, resume_ckpt, changes = prepare(cfg, overrides)
     except NothingToResume as e:
         log.warning("%s", e)
-        return runs.read_json(e.run_dir / runs.METRICS_FILE)
+        return files.read_json(e.run_dir / runs.METRICS_FILE)
     except Exception as e:
         e.labkit_refused = True  # nothing was written: record_failure must not write either
         raise
@@ -321,7 +322,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     init_report = getattr(task, "init_from_report", None)
     out = _output_dir(cfg)
     for folder in (out, out / runs.CKPT_DIR):  # temporaries that a killed writer left behind
-        runs.clean_stale_temporaries(folder)
+        files.clean_stale_temporaries(folder)
     if cfg.get("resume"):
         _record_resume(cfg, resume_ckpt, changes, out)
     runs.save_config(cfg, out)
@@ -371,9 +372,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     metrics["wall_time_s"] = time.time() - start
     if cfg.get("resume"):
         metrics["resumes"] = len(cfg.get("resume_history") or [])
-    runs.write_json(out / runs.METRICS_FILE, metrics)
+    files.write_json(out / runs.METRICS_FILE, metrics)
     _drop_superseded(recorded_best, trainer, out)
-    _log_final(loggers, hyperparameters(cfg, list(cfg.get("overrides") or []) + [f"{k}={v[1]}" for k, v in changes.items()]), metrics)
+    hp = hyperparameters(cfg, list(cfg.get("overrides") or []) + [f"{k}={v[1]}" for k, v in changes.items()])
+    _log_final(loggers, hp, metrics)
     _compare_expected(cfg, metrics)
     log.info("run directory: %s", out)
     return metrics
@@ -424,9 +426,9 @@ def record_failure(cfg: DictConfig, exc: BaseException) -> None:
                  "time": time.strftime("%Y-%m-%d %H:%M:%S"), "traceback": traceback.format_exc()}
         if (out / runs.METRICS_FILE).exists() or cfg.get("resume"):
             failed = out / "resume_failed.json"
-            history = runs.read_json(failed).get("attempts", []) if failed.exists() else []
-            runs.write_json(failed, {"attempts": history + [entry]})
+            history = files.read_json(failed).get("attempts", []) if failed.exists() else []
+            files.write_json(failed, {"attempts": history + [entry]})
         else:
-            runs.write_json(out / runs.METRICS_FILE, entry)
+            files.write_json(out / runs.METRICS_FILE, entry)
     except Exception:  # the original error matters more
         log.exception("could not record the failure")

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from labkit import runs
-from labkit.errors import ConfigError, LabkitError
+from labkit.core import files
+from labkit.core.errors import ConfigError, LabkitError
+from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
 
@@ -56,7 +57,7 @@ class PixelModel(torch.nn.Module):
 
 
 def task_kind(task) -> str:
-    from labkit.predict import _kind
+    from labkit.cli.predict import _kind
 
     return _kind(task)
 
@@ -183,7 +184,7 @@ def how_to_load(fmt: str, path: Path, shape: tuple, out_shape: tuple, kind: str)
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.run`` as ``cfg.format``; returns the ``export.json`` record (path, shapes, check figures)."""
-    from labkit.evaluate import load_run
+    from labkit.cli.evaluate import load_run
 
     fmt = str(cfg.get("format", "onnx")).lower()
     if fmt not in FORMATS:
@@ -224,7 +225,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"of the run (shapes {tuple(got.shape)} vs {tuple(ref_np.shape)}, max |difference| {diff:.3g} > "
             f"tolerance {tol:.3g}): the network uses an operation the exporter does not translate faithfully; "
             f"try another format (format=onnx|torchscript|pt2) or loosen atol/rtol if the difference is rounding")
-    runs.write_json(out_dir / "export.json", record)
+    files.write_json(out_dir / "export.json", record)
     print(f"exported {run_dir.name} to {path}")
     print(how_to_load(fmt, path, tuple(pixels.shape[1:]), tuple(ref.shape), kind))
     print(f"checked against PyTorch on {len(pixels)} test images of the run: max |difference| = {diff:.2g} "

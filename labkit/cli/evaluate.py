@@ -9,9 +9,10 @@ from typing import Any
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 
-from labkit import runs
-from labkit.errors import ConfigError
+from labkit.core import files
+from labkit.core.errors import ConfigError
 from labkit.evaluation import get_report
+from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
 
@@ -19,10 +20,10 @@ log = logging.getLogger("labkit")
 def load_task(ckpt: str | Path, target: str):
     """Rebuild the task class ``target`` from a checkpoint alone, read with ``weights_only=True``.
 
-    The file is opened once through :func:`labkit.safe_load.load_checkpoint` first, so a truncated file or one
+    The file is opened once through :func:`labkit.core.safe_load.load_checkpoint` first, so a truncated file or one
     that would need arbitrary code gets labkit's clear error instead of a deep unpickling trace.
     """
-    from labkit.safe_load import load_checkpoint
+    from labkit.core.safe_load import load_checkpoint
 
     load_checkpoint(ckpt)
     return get_class(target).load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
@@ -60,12 +61,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"run": str(run_dir), "checkpoint": runs.relative_to_run(ckpt, run_dir),
                                "split": cfg.split}
     task.eval()
-    with runs.staged_dir(final) as out_dir:
+    with files.staged_dir(final) as out_dir:
         for name in names:
             log.info("report: %s", name)
             results[name] = get_report(name)(task, data, cfg, out_dir)
         results = _relative_paths(results, out_dir, final.relative_to(run_dir), run_dir)
-        runs.write_json(out_dir / "report.json", results)
+        files.write_json(out_dir / "report.json", results)
     print(format_results(results))
     log.info("reports written to %s", final)
     return results

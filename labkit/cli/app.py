@@ -4,7 +4,7 @@ predict.py or export.py) needs.
 Before Hydra creates anything (a run directory, ``.hydra/``, ``train.log``) the command line is checked in-process:
 the overrides are parsed, the config is composed from the script's ``conf/`` folder, a misspelt key gets the same
 "did you mean" with or without ``+``, a mandatory value that was not given is named, and the script's own
-``check(cfg)`` runs on the composed config (train.py: :func:`labkit.config.check_train`). Sweeps with several
+``check(cfg)`` runs on the composed config (train.py: :func:`labkit.run.validate.check_train`). Sweeps with several
 values per override (``-m a=1,2``) skip this: Hydra composes each job, and each job checks itself.
 
 Errors a user can cause (labkit's own, missing or unreadable files, Hydra's composition errors, OmegaConf's
@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-from labkit import checks
-from labkit import runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
-from labkit.errors import ConfigError, LabkitError
+from labkit.core import checks
+from labkit.core.errors import ConfigError, LabkitError
+from labkit.run import directory as runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
 
 DEBUG_FLAG = "--debug"
 # Hydra flags that print something instead of running, or change which config is composed: no pre-flight
@@ -192,7 +192,7 @@ def preflight(conf_dir: Path, config_name: str, overrides: Sequence[str], check:
     from hydra.errors import HydraException
     from omegaconf import open_dict
 
-    from labkit.config import check_missing
+    from labkit.run.validate import check_missing
 
     parsed = _parse(overrides)
     if any(o.is_sweep_override() for o in parsed):

@@ -1,15 +1,15 @@
 """The notebook API: the command line's configs, training and run directories as three Python calls.
 
-    from labkit.api import compose, train, load_run
+    from labkit.cli.api import compose, train, load_run
 
     cfg = compose("model=lenet", "data=digits", "trainer.max_epochs=3")  # train.py's overrides, as strings
     run = train(cfg)                       # trains and tests like python train.py; run.dir, run.metrics
     run = load_run(run.dir)                # any run directory or .ckpt: run.task, run.data, run.config
 
 ``compose`` gives the same config (and the same kind of run directory under ``paths.log_dir``) as
-``python train.py <overrides>``; ``train`` is :func:`labkit.train.train`; a :class:`Run` loads its task (in eval mode)
+``python train.py <overrides>``; ``train`` is :func:`labkit.run.lifecycle.train`; a :class:`Run` loads its task (in eval mode)
 and its data module (set up) the first time they are used, exactly as evaluate.py does.
-(``train`` lives here, not at ``labkit.train``: that name is the training module.)
+(``train`` lives here, not at ``labkit.run.lifecycle``: that name is the training module.)
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from labkit import runs
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from labkit.core import files, layout
+from labkit.run import directory as runs
 
 
 def compose(*overrides: str, config: str = "train", **values: Any) -> DictConfig:
@@ -39,7 +38,7 @@ def compose(*overrides: str, config: str = "train", **values: Any) -> DictConfig
     overrides = [str(o) for o in overrides] + [f"{k}={_override_value(v)}" for k, v in values.items()]
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="labkit"):
+    with initialize_config_dir(config_dir=str(layout.CONF_DIR), version_base="1.3", job_name="labkit"):
         cfg = hydra_compose(config_name=config, overrides=overrides, return_hydra_config=config == "train")
     if config != "train":
         return cfg
@@ -79,11 +78,11 @@ class Run:
     @property
     def metrics(self) -> dict[str, Any]:
         path = self.dir / runs.METRICS_FILE
-        return runs.read_json(path) if path.exists() else {}
+        return files.read_json(path) if path.exists() else {}
 
     def _load(self) -> tuple:
         if self._loaded is None:
-            from labkit.evaluate import load_run as _load_run
+            from labkit.cli.evaluate import load_run as _load_run
 
             _, task, data, ckpt = _load_run(self.dir, self.ckpt, self.data_dir)
             self._loaded = (task.eval(), data, ckpt)
@@ -104,7 +103,7 @@ class Run:
     def predict(self, inputs, **options) -> list[dict]:
         """predict.py from Python: ``run.predict("my_digit.png")`` (files, a folder or a glob) -> one dict per image
         (also written to ``<run>/predictions/<timestamp>``). ``options``: topk, k, invert, device."""
-        from labkit.predict import predict
+        from labkit.cli.predict import predict
 
         cfg = OmegaConf.create({"run": str(self.dir), "inputs": inputs, "ckpt": self.ckpt, "data_dir": self.data_dir,
                                 "topk": 3, "k": 5, "invert": "auto", "batch_size": None, "device": None, **options})
@@ -113,7 +112,7 @@ class Run:
 
 def train(cfg: DictConfig) -> Run:
     """Train (and test) like ``python train.py``; returns the :class:`Run` (``run.metrics`` = metrics.json)."""
-    from labkit.train import train as _train
+    from labkit.run.lifecycle import train as _train
 
     try:
         _train(cfg)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from labkit import runs
-from labkit.errors import ConfigError, LabkitError
+from labkit.core import files
+from labkit.core.errors import ConfigError, LabkitError
+from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
 
@@ -325,7 +326,7 @@ def plot_grid(kind: str, names: list[str], shown: list[np.ndarray], rows: list[d
                 else:
                     axes[i, j].axis("off")
     fig.tight_layout()
-    return runs.save_figure(fig, path)
+    return files.save_figure(fig, path)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -337,7 +338,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    runs.atomic_write_text(path, buf.getvalue())
+    files.atomic_write_text(path, buf.getvalue())
 
 
 def format_table(rows: list[dict], columns: Sequence[str]) -> str:
@@ -362,7 +363,7 @@ def _out_dir(run_dir: Path) -> Path:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict on ``cfg.inputs`` with the run ``cfg.run``; returns {"rows", "skipped", "out_dir", "kind", ...}."""
-    from labkit.evaluate import load_run
+    from labkit.cli.evaluate import load_run
     from labkit.evaluation.embed import default_device
 
     topk, k = cfg.get("topk", 3), cfg.get("k", 5)
@@ -407,7 +408,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         write_csv(out / "skipped.csv", [{"file": n, "reason": r} for n, r in inputs.skipped])
     titles = [p.name + (" (inverted)" if inv else "") for p, inv in zip(paths, inverted)]
     plot_grid(kind, titles, shown, rows, out / "predictions.png", extra)
-    runs.write_json(out / "predictions.json", {"run": str(run_dir), "checkpoint": str(ckpt), "kind": kind,
+    files.write_json(out / "predictions.json", {"run": str(run_dir), "checkpoint": str(ckpt), "kind": kind,
                                                "rows": rows, "skipped": inputs.skipped})
     print(f"run: {run_dir}\ncheckpoint: {ckpt}\n")
     print(format_table([{**r, "file": Path(r["file"]).name} for r in rows], columns))

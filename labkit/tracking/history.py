@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from labkit.runs import atomic_write_text, save_figure
+from labkit.core.files import atomic_write_text, save_figure
 
 log = logging.getLogger("labkit")
 

@@ -1,7 +1,7 @@
 """labkit's one validation vocabulary: every value check of a config key or constructor argument goes through here.
 
 Each function takes the key's full name (``data.batch_size``) and the value, returns the value when it is valid
-and raises :class:`~labkit.errors.ConfigError` otherwise, always in the same shape::
+and raises :class:`~labkit.core.errors.ConfigError` otherwise, always in the same shape::
 
     data.batch_size=0 is invalid: it must be a positive integer
 
@@ -10,7 +10,7 @@ and raises :class:`~labkit.errors.ConfigError` otherwise, always in the same sha
 A class declares the checks of its own constructor arguments once, in a static ``check_args(args)`` that reads a
 mapping of argument name -> value; its ``__init__`` calls it with ``locals()`` (before doing any work) and
 :func:`check_target` runs the same checks of every class in a config node's ``_target_`` hierarchy at config
-time, before anything is built, read or written (``labkit.config.validate``).
+time, before anything is built, read or written (``labkit.run.validate.validate``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from labkit.errors import ConfigError
+from labkit.core.errors import ConfigError
 
 __all__ = ["invalid", "positive_int", "non_negative_int", "integer", "positive", "non_negative", "number",
            "fraction", "in_range", "per_channel", "one_of", "count_or_fraction", "did_you_mean", "unknown_key",

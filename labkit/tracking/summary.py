@@ -1,5 +1,5 @@
 """Task-aware tables of runs: the sweep summary (``summary.csv``, ``summary.md``, ``summary.png``) and the shared
-pieces that ``compare.py`` (:mod:`labkit.compare`) builds on.
+pieces that ``compare.py`` (:mod:`labkit.tracking.compare`) builds on.
 
 Each task class declares ``headline_metrics``: keys of ``metrics.json`` (``test/acc``) or ``<report>/<key>`` of
 ``<run>/evaluation/test/report.json`` (``retrieval/map_at_r``), shown when evaluate.py has written them. A sweep's
@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from labkit.runs import CONFIG_FILE, METRICS_FILE, atomic_write_text, read_json, save_figure
+from labkit.core.files import atomic_write_text, read_json, save_figure
+from labkit.run.directory import CONFIG_FILE, METRICS_FILE
 
 log = logging.getLogger("labkit")
 

@@ -21,8 +21,8 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from labkit.errors import LabkitError
-from labkit.runs import atomic_write_bytes
+from labkit.core.errors import LabkitError
+from labkit.core.files import atomic_write_bytes
 
 log = logging.getLogger("labkit")
 
@@ -137,7 +137,7 @@ class RunCheckpoint(ModelCheckpoint):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that serializes in memory, then writes a temporary file and renames it
-    (:func:`labkit.runs.atomic_write_bytes`): the checkpoint gets the permissions the umask gives, and the first
+    (:func:`labkit.core.files.atomic_write_bytes`): the checkpoint gets the permissions the umask gives, and the first
     save into a folder removes the temporaries (``.<name>.<pid>-<host>-<random>.labkit-tmp``) of killed saves."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:

@@ -1,0 +1,58 @@
+"""Old import paths, in one place.
+
+Saved ``config.yaml`` files and checkpoints name classes by their import path (``_target_:
+labkit.callbacks.RunCheckpoint``), and notebooks import ``labkit.api``. When a module moves, its old name is added
+to :data:`MOVED` and keeps working: ``import labkit.callbacks`` returns the module that now lives at
+``labkit.run.callbacks`` (the same module object, so classes compare equal and checkpoints reload).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+# old module path -> where it lives now
+MOVED = {
+    "labkit.api": "labkit.cli.api",
+    "labkit.callbacks": "labkit.run.callbacks",
+    "labkit.checks": "labkit.core.checks",
+    "labkit.compare": "labkit.tracking.compare",
+    "labkit.config": "labkit.run.validate",
+    "labkit.errors": "labkit.core.errors",
+    "labkit.evaluate": "labkit.cli.evaluate",
+    "labkit.export": "labkit.cli.export",
+    "labkit.history": "labkit.tracking.history",
+    "labkit.images": "labkit.core.images",
+    "labkit.loggers": "labkit.tracking.loggers",
+    "labkit.predict": "labkit.cli.predict",
+    "labkit.quiet": "labkit.core.console",
+    "labkit.runs": "labkit.run.directory",
+    "labkit.safe_load": "labkit.core.safe_load",
+    "labkit.summary": "labkit.tracking.summary",
+    "labkit.train": "labkit.run.lifecycle",
+    "labkit.tuning": "labkit.run.tuning",
+    "labkit.data.tensor": "labkit.data.memory",
+    "labkit.data.samplers": "labkit.data.sampling",
+}
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers an import of an old path with the module at its new path (registered under both names)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
+
+    def create_module(self, spec):
+        module = importlib.import_module(MOVED[spec.name])
+        spec.loader_state = module.__spec__  # the import system stamps the old name's spec on the module next
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = module.__spec__.loader_state  # give the module its own spec back
+
+
+def install() -> None:
+    """Make the old paths importable (called once, by ``labkit/__init__.py``)."""
+    if not any(isinstance(f, _Alias) for f in sys.meta_path):
+        sys.meta_path.append(_Alias())
