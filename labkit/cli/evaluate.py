@@ -54,7 +54,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r} is invalid: choose train, val or test")
     run_dir, _ = runs.resolve_run(cfg.run)  # checked before anything is read or written
     saved, task, data, ckpt = load_run(cfg.run, cfg.get("ckpt", "best"), cfg.get("data_dir"), cfg.get("batch_size"))
-    names = list(cfg.get("reports") or getattr(task, "evaluations", ("classification",)))
+    names = list(cfg.get("reports") or type(task).evaluations)
+    if not names:
+        raise ConfigError(f"task {type(task).__name__} declares no evaluation reports ({type(task).__name__}.evaluations "
+                          f"is empty): choose them with reports=[...], e.g. reports=[retrieval]")
     for name in names:
         get_report(name)  # an unknown report name fails before any work
     final = Path(run_dir) / "evaluation" / cfg.split

@@ -217,7 +217,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
               "input": {"name": "pixels", "shape": ["N", *pixels.shape[1:]], "range": [0.0, 1.0],
                         "folded_mean": list(data.mean), "folded_std": list(data.std)},
               "output": {"name": "output", "shape": ["N", *ref.shape[1:]]},
-              "classes": list(getattr(data, "classes", []) or []) if kind == "classification" else None,
+              "classes": list(data.classes) if kind == "classification" else None,
               "check": {"images": len(pixels), "max_abs_difference": diff, "tolerance": tol}, **extra}
     if got.shape != ref_np.shape or not diff <= tol:
         raise ExportMismatchError(

@@ -4,12 +4,14 @@ The images go through the run's own evaluation pipeline: converted to the run's 
 composited on white, 16-bit scaled), resized and centre-cropped to the network's input the way its data module
 prepares evaluation images, and normalized with the run's mean/std. Results go to
 ``<run>/predictions/<timestamp>/``: ``predictions.csv`` and ``predictions.png`` (a grid of the images with what the
-network says about them). What is predicted depends on the run's task:
+network says about them). What is predicted depends on what the run's task declares (``embeds``, ``reconstructs``,
+see :class:`labkit.tasks.base.LabTask`):
 
 - classifiers: the top-k classes by name with their probabilities;
-- embedding networks (siamese/triplet): the k nearest training images with their labels (and the majority label);
-- autoencoders: the reconstruction beside each input and its reconstruction error (the anomaly score), with the
-  fraction of the run's test images that reconstruct worse.
+- embedding networks (``embeds``: siamese/triplet): the k nearest training images with their labels (and the majority
+  label);
+- autoencoders (``reconstructs``): the reconstruction beside each input and its reconstruction error (the anomaly
+  score), with the fraction of the run's test images that reconstruct worse.
 """
 from __future__ import annotations
 
@@ -197,9 +199,10 @@ def _to_hwc(x: torch.Tensor) -> np.ndarray:
 
 # ----- the three kinds of prediction ------------------------------------------------------------------
 def _kind(task) -> str:
-    if callable(getattr(task, "embed", None)):
+    """What the task's network gives, as the task declares it: an embedding, a reconstruction, else class scores."""
+    if task.embeds:
         return "embedding"
-    if callable(getattr(task.model, "encode", None)) and callable(getattr(task.model, "decode", None)):
+    if task.reconstructs:
         return "autoencoder"
     return "classification"
 
@@ -207,7 +210,7 @@ def _kind(task) -> str:
 def _class_name(data, label) -> str:
     a = np.asarray(label)
     if a.ndim == 0:
-        classes = getattr(data, "classes", None) or []
+        classes = list(data.classes)
         i = int(a)
         return str(classes[i]) if 0 <= i < len(classes) else str(i)
     return "(" + ", ".join(f"{v:.2f}" for v in a.ravel()[:4]) + ")"  # e.g. an EgoCart pose
@@ -250,13 +253,13 @@ def neighbours(task, x: torch.Tensor, data, k: int, device) -> tuple[list[dict],
 def reconstruct(task, x: torch.Tensor, data, device, reference: int = 1000) -> tuple[list[dict], torch.Tensor]:
     """Rows (reconstruction error = per-image MSE in the normalized space the network was trained in, and the
     fraction of the run's test images whose error is higher) and the reconstructions."""
-    model = task.model.eval().to(device)
-    recon = model.decode(model.encode(x.to(device))).float().cpu()
+    task.eval().to(device)
+    recon = task.decode(task.encode(x.to(device))).float().cpu()
     err = ((recon - x.float()) ** 2).flatten(1).mean(1)
     ref = []
     for xb, _ in data.loader("test"):
         xb = data.transform(xb.to(device), train=False)
-        rb = model.decode(model.encode(xb))
+        rb = task.decode(task.encode(xb))
         ref.append(((rb - xb) ** 2).flatten(1).mean(1).float().cpu())
         if sum(len(r) for r in ref) >= reference:
             break

@@ -151,14 +151,14 @@ def fit_detector(in_err: np.ndarray, ood_err: np.ndarray):
     return predict, threshold
 
 
-@register("anomaly")
+@register("anomaly", headlines=("auroc",))
 def anomaly_report(task, data, cfg, out_dir: Path) -> dict:
     from sklearn.metrics import roc_auc_score
 
     split, out_dir = cfg.split, Path(out_dir)
-    if not callable(getattr(task.model, "decode", None)):
-        raise IncompatibleError(f"report 'anomaly' needs an autoencoder (a model with decode), "
-                                f"not {type(task.model).__name__}")
+    if not task.reconstructs:
+        raise IncompatibleError(f"report 'anomaly' needs an autoencoder (a task that reconstructs, e.g. "
+                                f"task=autoencoder), not {type(task).__name__} on {type(task.model).__name__}")
     seed = cfg.get("seed", 0) or 0
     in_eval = reconstruction_errors(task, data, split, f"errors {data.name} {split}")
     report = {"split": split, "in_distribution": data.name, "samples_in": int(len(in_eval)),

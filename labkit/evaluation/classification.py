@@ -44,7 +44,7 @@ def plot_confusion(cm: np.ndarray, classes, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-@register("classification")
+@register("classification", headlines=("accuracy",))
 def classification_report(task, data, cfg, out_dir: Path) -> dict:
     split = cfg.split
     logits, labels = extract(task, data, split, module=task, desc=f"classifying {split}")

@@ -71,7 +71,7 @@ def untrained_copy(task, seed: int):
     return model, init
 
 
-@register("localization")
+@register("localization", headlines=("position_error_median_m", "orientation_error_median_deg"))
 def localization_report(task, data, cfg, out_dir: Path) -> dict:
     if data.label_kind != "pose":
         raise IncompatibleError(f"the localization report needs pose-labelled data (data=egocart), but data "

@@ -1,7 +1,7 @@
 """Reports on learned codes (note 003, section 4): kNN on codes vs raw pixels, the few-shot protocol,
 t-SNE, TensorBoard's embedding projector, and the storage saved by keeping codes instead of images.
 
-Both work on any task whose model has ``encode(x)`` (autoencoders, an :class:`EncoderClassifier`).
+Both work on any task that encodes (``task.encodes``: autoencoders, a classifier on an :class:`EncoderClassifier`).
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from labkit.evaluation.embed import extract, knn_predict, tsne_plot
 
 
 def encoder_of(task, report: str):
-    enc = getattr(task.model, "encode", None)
-    if not callable(enc):
+    if not task.encodes:
         raise IncompatibleError(f"report '{report}' needs a model with encode(x), but "
                                 f"{type(task.model).__name__} has none; it applies to autoencoders")
-    return enc
+    return task.encode
 
 
 def option(cfg, key: str, default, minimum: int = 1) -> int:
@@ -34,9 +33,9 @@ def option(cfg, key: str, default, minimum: int = 1) -> int:
 
 
 @torch.no_grad()
-def code_shape(model, input_shape) -> list[int]:
-    device = next(model.parameters()).device
-    return list(model.encode(torch.zeros(1, *input_shape, device=device)).shape[1:])
+def code_shape(task, input_shape) -> list[int]:
+    device = next(task.model.parameters()).device
+    return list(task.encode(torch.zeros(1, *input_shape, device=device)).shape[1:])
 
 
 def gallery_split(split: str) -> str:
@@ -91,7 +90,7 @@ def write_projector(codes: np.ndarray, images: torch.Tensor, labels: np.ndarray,
     return out
 
 
-@register("representation")
+@register("representation", headlines=("knn_accuracy_codes", "fewshot_accuracy_codes_mean"))
 def representation_report(task, data, cfg, out_dir: Path) -> dict:
     """kNN accuracy on codes vs pixels (whole gallery, then ``shots`` labelled samples over ``draws`` draws),
     a t-SNE PNG of ``tsne_samples`` codes and the same codes in TensorBoard's projector."""
@@ -112,7 +111,7 @@ def representation_report(task, data, cfg, out_dir: Path) -> dict:
 
     report = {
         "split": split, "gallery_split": gsplit, "gallery_samples": int(len(g_y)), "query_samples": int(len(q_y)),
-        "code_shape": code_shape(task.model, data.input_shape),
+        "code_shape": code_shape(task, data.input_shape),
         "code_dim": int(q_codes.shape[1]), "pixel_dim": int(q_pix.shape[1]), "knn_k": k,
         "chance_accuracy": 1.0 / max(n_classes, 1),
         "knn_accuracy_codes": accuracy(knn_predict(g_codes, g_y, q_codes, k), q_y),
@@ -133,13 +132,12 @@ def representation_report(task, data, cfg, out_dir: Path) -> dict:
     return report
 
 
-@register("compression")
+@register("compression", headlines=("compression_ratio_float32",))
 def compression_report(task, data, cfg, out_dir: Path) -> dict:
     """Bytes of the split stored as uint8 images vs float32 and float16 codes (note 003, section 4.2), and
     the reconstruction error (MSE on normalized pixels) from float32 and from float16 codes."""
     split = cfg.split
     encode = encoder_of(task, "compression")
-    decode = getattr(task.model, "decode", None)
     codes, _ = extract(encode, data, split, module=task.model, desc=f"encoding {split}")
     n = len(codes)
     image_bytes = int(n * int(np.prod(data.input_shape)))  # one uint8 per pixel and channel
@@ -152,11 +150,11 @@ def compression_report(task, data, cfg, out_dir: Path) -> dict:
         "percent_smaller_float16": 100.0 - f16 / image_bytes * 100.0,
         "compression_ratio_float32": image_bytes / f32, "compression_ratio_float16": image_bytes / f16,
     }
-    if callable(decode):
+    if task.reconstructs:
         def errors(x):
             z = encode(x)
-            r32 = decode(z)
-            r16 = decode(z.half().float())
+            r32 = task.decode(z)
+            r16 = task.decode(z.half().float())
             return torch.stack([(r32 - x).pow(2).flatten(1).mean(1), (r16 - x).pow(2).flatten(1).mean(1)], 1)
 
         err, _ = extract(errors, data, split, module=task.model, desc=f"decoding {split}")

@@ -1,9 +1,9 @@
 """Retrieval report: how well the embedding space groups classes, queried with one split against another.
 
 Queries are the evaluated split, the gallery is the training split (validation when evaluating train).
-Embeddings come from ``task.embed`` (metric-learning tasks) or, for any other task, from the network's
-penultimate features: the input of its head (:class:`labkit.models.heads.Penultimate`), spatially averaged
-when it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
+Embeddings come from ``task.embed`` (tasks that declare ``embeds``: metric learning) or, for any other task, from
+the network's penultimate features: the input of its head (:class:`labkit.models.heads.Penultimate`), spatially
+averaged when it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
 
 * ``nn1_accuracy`` / ``precision_at_1``: the nearest gallery item has the query's label (the same number);
 * ``knn_accuracy``: majority vote of the ``knn_k`` nearest (:func:`labkit.evaluation.embed.knn_predict`);
@@ -35,9 +35,8 @@ SEARCH_BUDGET = 20_000_000
 
 def embedding_fn(task) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """(function image batch -> (N, D) embeddings, its description) for any task."""
-    embed = getattr(task, "embed", None)
-    if callable(embed):
-        return embed, f"{type(task).__name__}.embed ({type(task.model).__name__} output)"
+    if task.embeds:
+        return task.embed, f"{type(task).__name__}.embed ({type(task.model).__name__} output)"
     pen = Penultimate(task.model)
     where = f"input of {pen.layer_name}" if pen.layer is not None else "network output"
     return pen, f"penultimate features of {type(task.model).__name__} ({where})"
@@ -74,7 +73,7 @@ def retrieval_metrics(gallery: np.ndarray, gallery_labels: np.ndarray, queries: 
             "queries_without_class_in_gallery": int((~valid).sum())}
 
 
-@register("retrieval")
+@register("retrieval", headlines=("precision_at_1", "map_at_r"))
 def retrieval_report(task, data, cfg, out_dir: Path) -> dict:
     if data.label_kind == "pose":
         log.info("pose-labelled data: the retrieval report is the localization report")

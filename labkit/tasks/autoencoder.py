@@ -32,6 +32,7 @@ class AutoencoderTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "mse")
     evaluations = ("representation", "compression", "anomaly")
+    reconstructs = True  # LabTask.encode/decode give the network's: predict.py's reconstructions, compression, anomaly
     # what sweep summaries and compare.py show first (labkit.tracking.summary): the test reconstruction loss
     headline_metrics = ("test/loss",)
 

@@ -2,12 +2,21 @@
 
 A task owns a network (rebuilt from its config dict, so checkpoints are self-contained), a loss,
 metrics and the optimizer/scheduler configs. It declares which samples it needs
-(:attr:`sampling`) and which metric picks the best checkpoint (:attr:`monitor`).
+(:attr:`sampling`) and which metric picks the best checkpoint (:attr:`monitor`), and what its callers may ask of it
+(evaluate.py, predict.py, export.py, the reports, the sweep summaries and compare.py), with defaults here so that
+nobody has to probe a task for them:
+
+* :attr:`evaluations`: the reports ``evaluate.py`` writes when no ``reports=`` is given;
+* :attr:`headline_metrics`: the figures tables show first;
+* :attr:`logged_metrics`: the metric names it logs (what a callback may monitor);
+* :attr:`embeds`: :meth:`embed` gives an embedding (metric learning);
+* :attr:`reconstructs`: :meth:`encode` and :meth:`decode` form an autoencoder (:attr:`encodes`: :meth:`encode` works,
+  also for a classifier whose network has its own ``encode``, e.g. an EncoderClassifier).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +48,18 @@ class LabTask(pl.LightningModule):
     # every metric name the task logs with self.log (what a callback's monitor may name, checked at config time);
     # empty = not declared, nothing checked. A subclass that logs more extends its parent's tuple.
     logged_metrics: tuple[str, ...] = ()
+    # the reports evaluate.py writes for this task when no reports=[...] is given: names registered in
+    # labkit.evaluation (@register). Empty: none by default, evaluate.py then asks for reports=[...].
+    evaluations: ClassVar[tuple[str, ...]] = ()
+    # what sweep summaries and compare.py show first (labkit.tracking.summary): keys of metrics.json (test/acc), or
+    # "<report>/<key>" of <run>/evaluation/test/report.json where <key> is one of the report's declared headlines
+    headline_metrics: ClassVar[tuple[str, ...]] = ("test/loss",)
+    # embed(x) -> (N, D) is the embedding the task trains (metric learning): predict.py shows nearest neighbours,
+    # the retrieval report and the training run's retrieval figures search with it. False: embed raises.
+    embeds: ClassVar[bool] = False
+    # encode(x) -> code and decode(code) -> reconstruction, with the input's shape: the task trains an autoencoder
+    # (predict.py shows reconstructions, the compression and anomaly reports decode). False: decode raises.
+    reconstructs: ClassVar[bool] = False
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
                  scheduler: Mapping[str, Any] | None = None, scheduler_interval: str = "epoch",
@@ -71,6 +92,38 @@ class LabTask(pl.LightningModule):
 
     def forward(self, x):
         return self.model(x)
+
+    # ----- the capabilities declared above ------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of a batch of images, ``(N, D)``: only for a task that declares :attr:`embeds`."""
+        raise IncompatibleError(
+            f"task {type(self).__name__} does not train an embedding ({type(self).__name__}.embeds is False), so it "
+            f"has no embed(x): embeddings come from the metric-learning tasks (task=siamese or task=triplet); the "
+            f"retrieval report embeds any other task with its network's penultimate features")
+
+    @property
+    def encodes(self) -> bool:
+        """Whether :meth:`encode` works: an autoencoder task (:attr:`reconstructs`), or a network with its own
+        ``encode(x)`` (e.g. :class:`labkit.models.autoencoders.EncoderClassifier` under a classification task)."""
+        return self.reconstructs or callable(getattr(self.model, "encode", None))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's code of a batch of images (its ``encode(x)``), where :attr:`encodes` says there is one."""
+        if not self.encodes:
+            raise IncompatibleError(
+                f"task {type(self).__name__} has no code to give: its network {type(self.model).__name__} has no "
+                f"encode(x); codes come from autoencoders (task=autoencoder) and from classifiers built on their "
+                f"encoder (model=encoder_classifier)")
+        return self.model.encode(x)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of a code given by :meth:`encode`: only for a task that declares :attr:`reconstructs`."""
+        if not self.reconstructs:
+            raise IncompatibleError(
+                f"task {type(self).__name__} does not train an autoencoder ({type(self).__name__}.reconstructs is "
+                f"False), so it has no decode(code): reconstructions come from task=autoencoder, denoising_autoencoder "
+                f"or sparse_autoencoder")
+        return self.model.decode(code)
 
     def setup(self, stage: str) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):

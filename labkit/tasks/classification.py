@@ -21,6 +21,7 @@ class ClassificationTask(LabTask):
 
     monitor = ("val/acc", "max")
     logged_metrics = per_stage("loss", "acc") + ("test/top5",)
+    evaluations = ("classification",)
     # what sweep summaries and compare.py show first (labkit.tracking.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
 
@@ -49,11 +50,21 @@ class ClassificationTask(LabTask):
 
     def check_compatible(self, data) -> None:
         super().check_compatible(data)
-        out = probe_output(self.model, data.input_shape, model_name(self.hparams.model))
-        if out.ndim != 2 or out.shape[1] != data.num_classes:
+        name = model_name(self.hparams.model)
+        out = probe_output(self.model, data.input_shape, name)
+        if out.ndim == 2 and out.shape[1] == data.num_classes:
+            return
+        if "num_classes" in self.hparams.model:  # a classifier built for another number of classes
             raise IncompatibleError(
-                f"model '{model_name(self.hparams.model)}' outputs shape {tuple(out.shape[1:])} per image but "
-                f"data '{data.name}' has {data.num_classes} classes; set model.num_classes=${{data.num_classes}}")
+                f"model '{name}' outputs {out.shape[1]} class scores per image but data '{data.name}' has "
+                f"{data.num_classes} classes; set model.num_classes=${{data.num_classes}}")
+        what = "images" if out.ndim == 4 else f"vectors of {tuple(out.shape[1:])}"
+        raise IncompatibleError(
+            f"model '{name}' is not a classifier: it outputs {what} per image (shape {tuple(out.shape[1:])}), not "
+            f"{data.num_classes} class scores, and has no num_classes setting. Train it with the task it was made "
+            f"for: task=autoencoder (or denoising_autoencoder, sparse_autoencoder) for an autoencoder, task=siamese or "
+            f"task=triplet for an embedding network; to classify with it, use model=encoder_classifier or "
+            f"model=embedding_classifier")
 
     def _step(self, batch, stage: str, metric):
         x, y = batch

@@ -41,7 +41,8 @@ def contrastive_loss(phi_i: torch.Tensor, phi_j: torch.Tensor, pair_label: torch
 
 
 class MetricTask(LabTask):
-    """Shared parts: the embedding (``embed``), the compatibility check and the projector logging.
+    """Shared parts: the embedding (``embed``, declared by ``embeds``), the compatibility check and the projector
+    logging.
 
     Args:
         margin: the loss margin m.
@@ -52,6 +53,7 @@ class MetricTask(LabTask):
     monitor = ("val/loss", "min")
     logged_metrics = per_stage("loss", "dist_pos", "dist_neg")
     evaluations = ("retrieval",)
+    embeds = True  # embed(x) below: predict.py's neighbours, the retrieval report, the run's retrieval figures
     # what sweep summaries and compare.py show first (labkit.tracking.summary): a metrics.json key, or "<report>/<key>" of
     # <run>/evaluation/test/report.json when evaluate.py has written it (retrieval precision@1 and MAP@R)
     headline_metrics = ("test/loss", "retrieval/precision_at_1", "retrieval/map_at_r")

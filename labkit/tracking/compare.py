@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 from labkit.core.errors import LabkitError
 from labkit.core.files import atomic_write_text, save_figure
 from labkit.tracking.summary import (
-    REPORT_HEADLINES,
     RunRecord,
     csv_text,
     fmt,
@@ -33,6 +32,7 @@ from labkit.tracking.summary import (
     markdown_table,
     monitor_of,
     print_summary,
+    report_headlines,
     sweep_jobs,
 )
 
@@ -181,6 +181,7 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
         monitors.setdefault(m, mode)
     if "val/loss" not in monitors:
         monitors["val/loss"] = "min"
+    report_heads = report_headlines()  # what each report declares at registration (labkit.evaluation)
     evals: list[str] = []
     rows = []
     for (run, label), rec, hist, conf in zip(runs, records, histories, flat):
@@ -190,7 +191,7 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
         for m, mode in monitors.items():
             row[f"{m} final"], row[f"{m} best"] = final_and_best(rec, hist, m, mode)
         for split, report in sorted(rec.reports.items(), key=lambda kv: kv[0] != "test"):
-            for name, keys in REPORT_HEADLINES.items():
+            for name, keys in report_heads.items():
                 part = report.get(name)
                 if not isinstance(part, dict):
                     continue

@@ -208,7 +208,7 @@ class History(pl.Callback):
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.plot and trainer.is_global_zero and self.path.exists()):
             return
-        monitor = getattr(pl_module, "monitor", ("val/loss", "min"))[0]
+        monitor = pl_module.monitor[0]  # LabTask declares it
         try:
             plot_learning_curves(read_csv_rows(self.path)[1], monitor, self.dirpath / CURVES_FILE)
         except Exception as e:  # a picture must never fail a finished run

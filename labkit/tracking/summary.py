@@ -1,8 +1,10 @@
 """Task-aware tables of runs: the sweep summary (``summary.csv``, ``summary.md``, ``summary.png``) and the shared
 pieces that ``compare.py`` (:mod:`labkit.tracking.compare`) builds on.
 
-Each task class declares ``headline_metrics``: keys of ``metrics.json`` (``test/acc``) or ``<report>/<key>`` of
-``<run>/evaluation/test/report.json`` (``retrieval/map_at_r``), shown when evaluate.py has written them. A sweep's
+Each task class declares ``headline_metrics`` (:class:`labkit.tasks.base.LabTask`, ``("test/loss",)`` unless a task
+says otherwise): keys of ``metrics.json`` (``test/acc``) or ``<report>/<key>`` of
+``<run>/evaluation/test/report.json`` (``retrieval/map_at_r``), shown when evaluate.py has written them. Each
+evaluation report declares its own headline figures where it is registered (:func:`report_headlines`). A sweep's
 table shows the headline metrics of the tasks present, the sweeper's objective (``optimized_metric``), one column
 per swept override (constants once above the table), status and the error of failed jobs; a job without
 ``metrics.json`` (a killed sweep) is "incomplete".
@@ -27,15 +29,15 @@ log = logging.getLogger("labkit")
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 METRIC_PREFIXES = ("train/", "val/", "test/", "best_")
-# the figures of each evaluation report that tables show (keys of evaluation/<split>/report.json)
-REPORT_HEADLINES = {
-    "classification": ("accuracy",),
-    "retrieval": ("precision_at_1", "map_at_r"),
-    "representation": ("knn_accuracy_codes", "fewshot_accuracy_codes_mean"),
-    "compression": ("compression_ratio_float32",),
-    "anomaly": ("auroc",),
-    "localization": ("position_error_median_m", "orientation_error_median_deg"),
-}
+
+
+def report_headlines() -> dict[str, tuple[str, ...]]:
+    """The figures of each evaluation report that tables show (keys of its part of evaluation/<split>/report.json), by
+    report name: what each report declares at registration (``@register(name, headlines=...)``, labkit.evaluation).
+    Imports the report modules (torch) on the first call, never when this module is imported."""
+    from labkit.evaluation import report_headlines as registered
+
+    return registered()
 
 
 # ----- numbers and tables -------------------------------------------------------------------------------------
@@ -159,18 +161,22 @@ def task_class(target: str):
         return None
 
 
-def headline_keys(target: str) -> tuple[str, ...]:
-    """The task's ``headline_metrics`` (``("test/loss",)`` for a task that declares none)."""
+def declaring_class(target: str) -> type:
+    """The task class ``target`` names, or :class:`labkit.tasks.base.LabTask` (whose defaults every task inherits)
+    when it names none that can be imported: a run of a task whose module is gone still gets a row."""
+    from labkit.tasks.base import LabTask  # imports torch: only once a table is built, as the task classes do
+
     cls = task_class(target)
-    keys = getattr(cls, "headline_metrics", None)
-    if keys:
-        return tuple(keys)
-    monitor = getattr(cls, "monitor", ("val/loss", "min"))[0]
-    return ("test/" + monitor.split("/", 1)[-1],)
+    return cls if isinstance(cls, type) and issubclass(cls, LabTask) else LabTask
+
+
+def headline_keys(target: str) -> tuple[str, ...]:
+    """The task's declared ``headline_metrics`` (``("test/loss",)`` unless it says otherwise)."""
+    return tuple(declaring_class(target).headline_metrics)
 
 
 def monitor_of(target: str) -> tuple[str, str]:
-    return tuple(getattr(task_class(target), "monitor", ("val/loss", "min")))
+    return tuple(declaring_class(target).monitor)
 
 
 def headline_columns(records: list[RunRecord]) -> list[str]:
