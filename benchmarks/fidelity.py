@@ -10,7 +10,7 @@ Each row trains twice on the same real data folder:
 * the notes' loop, written from notes 001/002/003: torchvision's ``MNIST`` / ``CIFAR10`` datasets with the notes'
   per-sample transforms, a shuffled ``DataLoader`` of 1024, the notes' networks, SGD (lr 0.01 or 0.001, momentum
   0.99) and the notes' losses; the model of the last epoch is tested, as in the notes;
-* the labkit preset (``conf/experiment/<preset>.yaml``) through ``labkit.run.lifecycle.train(cfg)``, composed with Hydra's
+* the labkit preset (``conf/experiment/<preset>.yaml``) through ``labkit.run.lifecycle.execute(cfg)``, composed with Hydra's
   compose API, then ``labkit.cli.evaluate.evaluate`` for the retrieval / 100-shot reports.
 
 Rows (metric; PASS when labkit is within 1 point of the notes' loop):
@@ -395,14 +395,14 @@ def run_labkit(row: Row, data_dir: Path, epochs: int, val_size: float, seed: int
     from omegaconf import open_dict
 
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = compose("train", [f"experiment={row.preset}"] + labkit_overrides(data_dir, work / "logs", epochs,
                                                                            val_size, seed))
     out = work / "runs" / f"{row.name}-seed{seed}"
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
-    metrics = train(cfg)
+    metrics = execute(cfg)
     report = {"classify": "classification", "cifar": "classification", "sparse_ae": "representation"}.get(
         row.kind, "retrieval")
     res = evaluate(compose("evaluate", [f"run={out}", "ckpt=last", f"reports=[{report}]", "tsne_samples=0"]))[report]

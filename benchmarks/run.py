@@ -3,7 +3,7 @@
 
 Measures (issue 6, see BENCHMARKS.md):
 
-a. training throughput (images/s over whole epochs after a warm-up epoch) of ``labkit.run.lifecycle.train(cfg)`` vs the
+a. training throughput (images/s over whole epochs after a warm-up epoch) of ``labkit.run.lifecycle.execute(cfg)`` vs the
    lab notes' hand-written loop vs the compute floor, for ``lenet_v2`` on MNIST-format data and
    ``minialexnet_v4`` on CIFAR-format data with the notes' augmentation (each variant in its own process,
    ``benchmarks/training.py``; floor and labkit alternate over several rounds, with up to 2 more when the

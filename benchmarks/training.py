@@ -5,7 +5,7 @@ Variants (same network, batch 1024, SGD lr 0.01 momentum 0.99, same generated fi
 - ``floor``:  the compute floor. The training split is read once, normalized (CIFAR: centre 28x28 crop) and kept
   as float tensors on the device; every epoch steps over a fresh random permutation with
   ``x[idx]`` indexing. No DataLoader, no logging, no host sync inside the epoch.
-- ``labkit``: ``labkit.run.lifecycle.train(cfg)`` with the config composed from ``conf/`` exactly like ``train.py``
+- ``labkit``: ``labkit.run.lifecycle.execute(cfg)`` with the config composed from ``conf/`` exactly like ``train.py``
   (``experiment=lenet_v2_mnist`` / ``minialexnet_v4_cifar10``: TensorBoard logger, default callbacks
   = two ModelCheckpoints, TQDM progress bar, LR monitor, EpochSeed, FiniteLossGuard). Only the epoch count,
   ``test=false`` and ``trainer.limit_val_batches`` are changed; an extra callback timestamps the epochs.
@@ -270,7 +270,7 @@ def run_labkit(args, device: torch.device) -> dict:
     from omegaconf import open_dict
 
     import labkit.run.directory  # noqa: F401  (resolvers)
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     spec = SPECS[args.model]
     out = Path(args.work_dir)
@@ -296,7 +296,7 @@ def run_labkit(args, device: torch.device) -> dict:
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
-    train(cfg)
+    execute(cfg)
     from benchmarks.training import EpochTimer as Timer  # the class Hydra instantiated (this file may be __main__)
 
     timer = Timer.instances[-1]

@@ -36,6 +36,20 @@ MOVED = {
     "labkit.data.samplers": "labkit.data.sampling",
 }
 
+# old attribute paths inside modules that still exist: (module, name) -> the module that defines it now. The old
+# module's ``__getattr__`` asks :func:`moved_attribute`.
+MOVED_NAMES = {
+    ("labkit.data.folder", "Caltech101DataModule"): "labkit.data.caltech",
+}
+
+
+def moved_attribute(module: str, name: str):
+    """``module.name`` for a name that moved (see :data:`MOVED_NAMES`); AttributeError for any other name."""
+    new = MOVED_NAMES.get((module, name))
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(new), name)
+
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Answers an import of an old path with the module at its new path (registered under both names)."""

@@ -14,7 +14,7 @@ from labkit.cli.evaluate import evaluate
 from labkit.core.errors import IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.autoencoders import ConvAutoencoder, EncoderClassifier, MLPAutoencoder
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 from labkit.tasks.autoencoder import AutoencoderTask, DenoisingAutoencoderTask, SparseAutoencoderTask
 
 CONV_AE = {"_target_": "labkit.models.autoencoders.ConvAutoencoder", "in_channels": 1, "image_size": 28}
@@ -129,7 +129,7 @@ def test_sparse_penalty_matches_hand_computation():
 def test_autoencoder_task_rejects_a_classifier_before_training(cfg_factory, tmp_path):
     cfg = cfg_factory("task=autoencoder", "model=lenet")
     with pytest.raises(IncompatibleError, match="needs an autoencoder.*'LeNet' is not one"):
-        train(cfg)
+        execute(cfg)
     assert not (tmp_path / "run").exists()
 
 
@@ -140,7 +140,7 @@ def test_fast_dev_run_on_mnist_idx_files(cfg_factory, tmp_path, task, model):
     write_mnist(tmp_path / "data")
     cfg = cfg_factory(f"task={task}", f"model={model}", "data=mnist", "data.val_size=20", "data.batch_size=32",
                       "trainer.fast_dev_run=true")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok"
     assert metrics["test/loss"] > 0 and metrics["test/mse"] > 0
     if task == "sparse_autoencoder":
@@ -158,7 +158,7 @@ def _image_tags(run: Path) -> set[str]:
 def test_denoising_logs_noisy_grid(cfg_factory, tmp_path):
     cfg = cfg_factory("task=denoising_autoencoder", "model=conv_autoencoder", "trainer.max_epochs=1",
                       "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false")
-    train(cfg)
+    execute(cfg)
     assert _image_tags(tmp_path / "run") == {"val/inputs", "val/noisy_inputs", "val/reconstructions"}
 
 
@@ -167,7 +167,7 @@ def test_denoising_logs_noisy_grid(cfg_factory, tmp_path):
 def conv_ae_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("conv_ae")
     cfg = make_cfg(["task=autoencoder", "model=conv_autoencoder", "trainer.max_epochs=4"], tmp)
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok"
     return tmp / "run"
 
@@ -211,12 +211,13 @@ def test_encoder_classifier_from_scratch_and_pretrained(conv_ae_run, cfg_factory
     from labkit.run.directory import find_checkpoint
 
     ae = state_dict_of(load_checkpoint(find_checkpoint(conv_ae_run)))
-    scratch = train(cfg_factory("model=encoder_classifier", "trainer.fast_dev_run=true", sub="scratch"))
+    scratch = execute(cfg_factory("model=encoder_classifier", "trainer.fast_dev_run=true", sub="scratch"))
     assert scratch["status"] == "ok" and scratch["params"] == 1_612 + fc(196, 10)
     pytest.importorskip("labkit.models.init", reason="model.init_from is handled by labkit.models.init")
     from labkit.run.lifecycle import build
+    from labkit.run.plan import make
 
-    _, task = build(cfg_factory("model=encoder_classifier", f"init_from={conv_ae_run}", sub="pre"))
+    _, task, _ = build(make(cfg_factory("model=encoder_classifier", f"init_from={conv_ae_run}", sub="pre")))
     for name, w in task.model.state_dict().items():
         if name.startswith("encoder."):
             assert torch.equal(w, ae[name]), name
@@ -227,7 +228,7 @@ def test_anomaly_with_a_data_config_as_ood(cfg_factory, tmp_path):
     write_mnist(tmp_path / "data", folder="FashionMNIST", seed=5)
     cfg = cfg_factory("task=autoencoder", "model=conv_autoencoder", "data=mnist", "data.val_size=20",
                       "data.batch_size=50", "trainer.max_epochs=1", "test=false")
-    train(cfg)
+    execute(cfg)
     ecfg = cfg_factory(f"run={tmp_path / 'run'}", "ood=fashion_mnist", "shots=20", "draws=1", "tsne_samples=40",
                        "++reports=[anomaly]", name="evaluate")
     ano = evaluate(ecfg)["anomaly"]
@@ -262,4 +263,4 @@ def test_unknown_task_key_is_reported(cfg_factory):
     from labkit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Did you mean 'task.noise_factor'"):
-        train(cfg_factory("task=denoising_autoencoder", "model=conv_autoencoder", "+task.noise_facter=0.3"))
+        execute(cfg_factory("task=denoising_autoencoder", "model=conv_autoencoder", "+task.noise_facter=0.3"))

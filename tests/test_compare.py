@@ -26,7 +26,7 @@ def _csv(path: Path) -> list[dict]:
 
 def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     runs = tmp_path / "logs" / "runs"
     specs = {"2026-11-27_09-00-00_aaaaaa_lenet-digits": ("task.optimizer.lr=0.05",),
@@ -37,7 +37,7 @@ def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys)
         cfg = cfg_factory("trainer.max_epochs=2", "logger=none", "data.batch_size=128", *extra, sub=name[:10])
         with open_dict(cfg):
             cfg.paths.output_dir = str(runs / name)
-        metrics[name] = train(cfg)
+        metrics[name] = execute(cfg)
     a, b, c = specs
     evaluate(cfg_factory(f"run={runs / a}", name="evaluate", sub="ev_a"))
     retrieval = evaluate(cfg_factory(f"run={runs / c}", "tsne_samples=0", name="evaluate", sub="ev_c"))["retrieval"]

@@ -55,11 +55,11 @@ def test_evaluate_and_resume_consoles_are_quiet(trained):
 
 def test_faiss_reports_are_quiet(cfg_factory, tmp_path):
     """An embedding run's evaluation loads faiss (whose loader logs AVX512/AVX2 attempts)."""
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("model=embedding_net", "task=siamese", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                       "trainer.limit_val_batches=1", "logger=none")
-    train(cfg)
+    execute(cfg)
     r = _run("evaluate.py", [f"run={cfg.paths.output_dir}", "tsne_samples=60"], tmp_path)  # a fast t-SNE
     assert _noise(r.stderr) == [] and _noise(r.stdout) == []
     assert "retrieval" in r.stdout

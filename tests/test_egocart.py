@@ -180,14 +180,14 @@ def test_localization_errors_by_hand():
 
 def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     write_egocart(tmp_path / "data" / "egocart")
     cfg = cfg_factory("experiment=egocart_triplet", "data.image_size=32", "data.num_workers=0",
                       "data.batch_size=8", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
                       "logger=none")
     assert cfg.task.norm_penalty == 0.001 and cfg.task.margin == 2.0 and cfg.task.optimizer.lr == 0.001
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and np.isfinite(metrics["test/loss"])
     ev = cfg_factory(f"run={cfg.paths.output_dir}", name="evaluate", sub="eval")
     rep = evaluate(ev)["retrieval"]  # a metric task's default report; on pose labels it is the localization one
@@ -205,12 +205,12 @@ def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
 @pytest.mark.filterwarnings("ignore:.*configure_optimizers.*returned .None.")
 def test_rgb_baseline_preset_runs_without_training(cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     write_egocart(tmp_path / "data" / "egocart")
     cfg = cfg_factory("experiment=egocart_rgb_baseline", "data.image_size=32", "data.num_workers=0",
                       "logger=none")
-    assert train(cfg)["status"] == "ok"
+    assert execute(cfg)["status"] == "ok"
     rep = evaluate(cfg_factory(f"run={cfg.paths.output_dir}", "reports=[localization]", "baselines=false",
                                name="evaluate", sub="eval"))["localization"]
     assert rep["features"] == 3 * 32 * 53 and "baseline_rgb32_features" not in rep

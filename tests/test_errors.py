@@ -4,7 +4,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
 from labkit.core.errors import ConfigError, IncompatibleError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 
 def test_unknown_model_lists_the_options(cfg_factory):
@@ -22,7 +22,7 @@ def test_misspelt_trainer_key_is_rejected(cfg_factory):
 def test_misspelt_appended_key_gets_a_suggestion(cfg_factory, tmp_path):
     cfg = cfg_factory("+trainer.max_epoch=3")
     with pytest.raises(ConfigError) as e:
-        train(cfg)
+        execute(cfg)
     assert "trainer.max_epoch" in str(e.value) and "max_epochs" in str(e.value)
     assert not (tmp_path / "run").exists()  # nothing written
 
@@ -38,16 +38,16 @@ def test_misspelt_appended_key_gets_a_suggestion(cfg_factory, tmp_path):
 ])
 def test_impossible_values(override, needle, cfg_factory):
     with pytest.raises(ConfigError) as e:
-        train(cfg_factory(override))
+        execute(cfg_factory(override))
     assert needle in str(e.value)
 
 
 def test_model_data_mismatch_fails_before_training(cfg_factory):
     with pytest.raises(IncompatibleError) as e:
-        train(cfg_factory("model=lenet", "data.image_size=12"))
+        execute(cfg_factory("model=lenet", "data.image_size=12"))
     assert "lenet" in str(e.value) and "1x12x12" in str(e.value)
     with pytest.raises(IncompatibleError, match="10 classes"):
-        train(cfg_factory("model.num_classes=7"))
+        execute(cfg_factory("model.num_classes=7"))
 
 
 def test_unwritable_output_folder(cfg_factory, tmp_path):
@@ -64,7 +64,7 @@ def test_unwritable_output_folder(cfg_factory, tmp_path):
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "file" / "run")
     with pytest.raises((PermissionError, FileExistsError, NotADirectoryError, OSError)) as e:
-        train(cfg)
+        execute(cfg)
     assert "run" in str(e.value)
 
 
@@ -80,16 +80,16 @@ def test_unwritable_output_folder(cfg_factory, tmp_path):
 ])
 def test_more_bad_values(override, needle, cfg_factory, tmp_path):
     with pytest.raises(ConfigError) as e:
-        train(cfg_factory(override, "trainer=debug", "logger=none"))
+        execute(cfg_factory(override, "trainer=debug", "logger=none"))
     assert needle in str(e.value)
     assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
 
 
 def test_resume_with_nothing_to_resume(cfg_factory):
     with pytest.raises(FileNotFoundError, match="no run to resume"):
-        train(cfg_factory("resume=true"))
+        execute(cfg_factory("resume=true"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train(cfg_factory("resume=/no/such/run"))
+        execute(cfg_factory("resume=/no/such/run"))
 
 
 def test_evaluate_bad_run_and_split(cfg_factory):

@@ -14,7 +14,7 @@ from conftest import ROOT, make_cfg
 from labkit.cli.evaluate import load_run
 from labkit.cli.export import MissingExtraError, export
 from labkit.core.errors import ConfigError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "logger=none"]
 
@@ -23,7 +23,7 @@ FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_
 def digits_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("exp")
     cfg = make_cfg(FAST, tmp)
-    train(cfg)
+    execute(cfg)
     return Path(cfg.paths.output_dir)
 
 
@@ -64,7 +64,7 @@ def test_export_folds_normalization_and_matches_pytorch(fmt, digits_run, cfg_fac
 
 def test_autoencoder_exports_pixels_to_pixels(cfg_factory):
     cfg = cfg_factory("model=conv_autoencoder", "task=autoencoder", *FAST, sub="ae")
-    train(cfg)
+    execute(cfg)
     run = Path(cfg.paths.output_dir)
     record = export(cfg_factory(f"run={run}", "format=onnx", "check_images=16", name="export", sub="aex"))
     assert record["kind"] == "autoencoder" and record["output"]["shape"] == ["N", 1, 28, 28]

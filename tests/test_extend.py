@@ -15,7 +15,7 @@ from conftest import make_cfg
 from omegaconf import OmegaConf
 
 from labkit.cli.evaluate import evaluate
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 MODEL = '''
 from torch import nn
@@ -152,7 +152,7 @@ def test_a_model_a_dataset_and_a_task_from_outside_labkit(tmp_path, monkeypatch)
                     "task.freeze=backbone", "task.optimizer.lr=0.1", "trainer.max_epochs=1", "logger=csv"],
                    tmp_path)
     assert cfg.model._target_ == "labkit_toy_model.TinyNet" and cfg.model.num_classes == 3
-    metrics = train(cfg)
+    metrics = execute(cfg)
 
     run = tmp_path / "run"
     assert metrics["status"] == "ok" and metrics["epochs"] == 1

@@ -16,7 +16,7 @@ from labkit.core import files
 from labkit.core.safe_load import UnsafeCheckpointError, load_checkpoint
 from labkit.run import directory as runs
 from labkit.run.callbacks import NonFiniteLossError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 ARGS = ["trainer.max_epochs=6", "logger=none", "trainer.enable_progress_bar=false", "model=minialexnet_v4",
         "data.batch_size=256", "trainer.accelerator=cpu"]
@@ -89,7 +89,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
 
 def test_truncated_checkpoint_gives_clear_error(tmp_path, cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=1", "logger=none")
-    m = train(cfg)
+    m = execute(cfg)
     ckpt = Path(cfg.paths.output_dir) / m["best_checkpoint"]  # relative to the run
     ckpt.write_bytes(ckpt.read_bytes()[:5000])
     with pytest.raises(UnsafeCheckpointError, match="truncated or corrupt"):
@@ -118,7 +118,7 @@ def test_nan_loss_stops_cleanly_naming_the_step(cfg_factory):
     cfg = cfg_factory("model=lenet_v2", "task.optimizer.lr=1e12", "trainer.max_epochs=3", "logger=none",
                       "callbacks.finite_loss.check_every=1")
     with pytest.raises(NonFiniteLossError) as e:
-        train(cfg)
+        execute(cfg)
     msg = str(e.value)
     assert "global step" in msg and "batch" in msg and "lower learning rate" in msg
     for ckpt in Path(cfg.paths.output_dir, "checkpoints").glob("*.ckpt"):
@@ -132,7 +132,7 @@ def test_resume_of_a_run_without_checkpoint_starts_it_in_place(tmp_path, cfg_fac
     run.mkdir(parents=True)
     runs.save_config(cfg, run)
     cfg2 = cfg_factory(f"resume={run}")
-    m = train(cfg2)
+    m = execute(cfg2)
     assert m["status"] == "ok" and (run / "metrics.json").exists()
 
 
@@ -140,11 +140,11 @@ def test_tensorboard_curves_continue_after_resume(tmp_path, cfg_factory):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = cfg_factory("trainer.max_epochs=1", "trainer.log_every_n_steps=5")
-    train(cfg)
+    execute(cfg)
     run = Path(cfg.paths.output_dir)
     saved = (run / "config.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2")
     (run / "config.yaml").write_text(saved)  # as if the first job had been killed after epoch 0
-    train(cfg_factory(f"resume={run}"))
+    execute(cfg_factory(f"resume={run}"))
     steps = []
     for ev in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(ev))

@@ -79,14 +79,14 @@ def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     trainer (conf/task/scheduler/onecycle.yaml: total_steps null): the number of optimizer steps of the run."""
     from conftest import make_cfg
 
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     write_mnist(tmp_path / "data", n_train=120, n_test=40)
     write_cifar(tmp_path / "data", 10, n_train=100, n_test=40)
     cfg = make_cfg([f"experiment={preset}", "data.val_size=0.2", "trainer.max_epochs=2", "logger=none",
                     "data.batch_size=32", "trainer.enable_model_summary=false"], tmp_path)
     assert cfg.task.scheduler._target_.endswith("OneCycleLR") and cfg.task.scheduler.total_steps is None
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and metrics["epochs"] == 2
     steps_per_epoch = -(-int(0.8 * (120 if "mnist" in preset else 100)) // 32)
     assert metrics["global_step"] == 2 * steps_per_epoch

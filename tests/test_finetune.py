@@ -12,7 +12,8 @@ from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.core.safe_load import load_checkpoint, state_dict_of
 from labkit.models import MLP, LeNet, MiniAlexNetV4, zoo
 from labkit.models.init import init_from
-from labkit.run.lifecycle import build, train
+from labkit.run.lifecycle import build, execute
+from labkit.run.plan import make, source_checkpoint
 from labkit.tasks import ClassificationTask
 from labkit.tasks.finetuning import BackboneFinetuning, find_head, head_parameter_names
 
@@ -23,7 +24,7 @@ SHORT = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "logg
 def lenet_run(tmp_path_factory):
     """A finished one-epoch LeNet run on digits (10 classes): its run directory."""
     tmp = tmp_path_factory.mktemp("source")
-    train(make_cfg(["model=lenet", "data=digits", "trainer.max_epochs=1", *SHORT], tmp))
+    execute(make_cfg(["model=lenet", "data=digits", "trainer.max_epochs=1", *SHORT], tmp))
     return tmp / "run"
 
 
@@ -33,7 +34,7 @@ def test_init_from_run_keeps_matching_layers_and_renews_the_head(lenet_run, capl
     model = LeNet(1, 28, num_classes=5)
     head_before = model.classifier[4].weight.detach().clone()
     with caplog.at_level(logging.INFO, logger="labkit"):
-        report = init_from(model, lenet_run)
+        report = init_from(model, source_checkpoint(lenet_run))
     assert report["new"] == ["classifier.4.weight", "classifier.4.bias"]
     assert set(report["skipped"]) == {"classifier.4.weight", "classifier.4.bias"}
     assert set(report["kept"]) == set(model.state_dict()) - set(report["new"])
@@ -48,7 +49,7 @@ def test_init_from_through_the_run_config(lenet_run, tmp_path, cfg_factory):
     from labkit.run.lifecycle import build
 
     ckpt = next((lenet_run / "checkpoints").glob("*.ckpt"))
-    _, task = build(cfg_factory("model=lenet", "data.num_classes=3", f"init_from={ckpt}", sub="init"))
+    _, task, _ = build(make(cfg_factory("model=lenet", "data.num_classes=3", f"init_from={ckpt}", sub="init")))
     model = task.model
     source = state_dict_of(load_checkpoint(ckpt))
     assert torch.equal(model.features[0].weight, source["features.0.weight"])
@@ -61,14 +62,14 @@ def test_init_from_through_the_run_config(lenet_run, tmp_path, cfg_factory):
 
 def test_init_from_with_nothing_in_common(lenet_run):
     with pytest.raises(IncompatibleError, match="no tensor matches"):
-        init_from(MLP(1, 28, 10), lenet_run)
+        init_from(MLP(1, 28, 10), source_checkpoint(lenet_run))
     with pytest.raises(FileNotFoundError):
-        init_from(LeNet(), lenet_run.parent / "missing")
+        init_from(LeNet(), source_checkpoint(lenet_run.parent / "missing"))
 
 
 def test_cifar100_to_cifar10_preset(cfg_factory, lenet_run):
     from labkit.core.errors import ConfigError
-    from labkit.run.lifecycle import prepare
+    from labkit.run.plan import make as prepare
 
     cfg = cfg_factory("experiment=minialexnet_v4_cifar100_to_cifar10", f"init_from={lenet_run}")
     assert cfg.model._target_.endswith("MiniAlexNetV4") and cfg.data._target_.endswith("CIFAR10DataModule")
@@ -137,7 +138,7 @@ def test_frozen_backbone_then_unfreeze(cfg_factory, caplog):
     cfg = cfg_factory("model=minialexnet_v4", "data=digits", "task.freeze=backbone", "task.unfreeze_at_epoch=1",
                       "task.unfreeze_lr_factor=0.1", "task/scheduler=cosine", "trainer.max_epochs=2",
                       "data.batch_size=16", *SHORT[:2])
-    data, task = build(cfg)
+    data, task, _ = build(make(cfg))
     spy = Snapshots()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=2, limit_val_batches=0,
                          num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -171,12 +172,12 @@ def test_frozen_backbone_then_unfreeze(cfg_factory, caplog):
 def test_freeze_through_train_with_default_callbacks(cfg_factory):
     cfg = cfg_factory("model=lenet", "data=digits", "task.freeze=backbone", "task.unfreeze_at_epoch=1",
                       "task/scheduler=step", "trainer.max_epochs=2", *SHORT[:3], "logger=csv")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and metrics["epochs"] == 2
     assert metrics["trainable_params"] == metrics["params"]  # unfrozen at the end
     frozen = cfg_factory("model=lenet", "data=digits", "task.freeze=backbone", "trainer.max_epochs=1", *SHORT,
                          sub="frozen")
-    m = train(frozen)
+    m = execute(frozen)
     assert m["trainable_params"] == 84 * 10 + 10  # only LeNet's last layer
 
 
@@ -185,7 +186,7 @@ def test_early_stopping_stops_training(cfg_factory):
                       "callbacks.early_stopping.min_delta=100", "trainer.max_epochs=20", "data.eval_batch_size=64",
                       *SHORT)
     assert cfg.callbacks.early_stopping._target_ == "pytorch_lightning.callbacks.EarlyStopping"
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and metrics["epochs"] == 2  # epoch 0 sets the best, epoch 1 fails to beat it
 
 

@@ -199,23 +199,23 @@ def test_image_folder_split_fractions_and_stale_split(tmp_path):
 
 
 def test_train_end_to_end_on_an_image_folder(tmp_path, cfg_factory):
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     root = write_tree(tmp_path / "flowers", background=False)
     cfg = cfg_factory("data=image_folder", f"data.root={root}", "data.num_classes=3", "data.resize=36",
                       "data.image_size=32", "data.num_workers=0", "data.batch_size=8", "model=resnet18",
                       "trainer=debug", "logger=none")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and "test/acc" in metrics
 
 
 def test_train_end_to_end_on_caltech101(caltech, cfg_factory):
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("data=caltech101", "data.num_classes=3", "data.resize=36", "data.image_size=32",
                       "data.num_workers=0", "model=lenet_color", "trainer=debug", "logger=none")
     assert cfg.data.data_dir == str(caltech.parents[1])
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and "test/acc" in metrics
 
 

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 from labkit.tracking.history import (
     HISTORY_FILE,
     History,
@@ -105,7 +105,7 @@ def test_resume_continues_the_history_without_duplicate_epochs(tmp_path):
 def test_training_writes_history_curves_and_one_log_line_per_epoch(cfg_factory, caplog):
     cfg = cfg_factory("trainer.max_epochs=3", "logger=none", "data.batch_size=128")
     with caplog.at_level(logging.INFO, logger="labkit"):
-        metrics = train(cfg)
+        metrics = execute(cfg)
     run = Path(cfg.paths.output_dir)
     rows = read_history(run)
     assert [r["epoch"] for r in rows] == [0, 1, 2]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from labkit.core.errors import LabkitError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
@@ -16,7 +16,7 @@ def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path, mon
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store under paths.log_dir
     cfg = cfg_factory("logger=mlflow", *FAST)
-    metrics = train(cfg)
+    metrics = execute(cfg)
     db = tmp_path / "logs" / "mlruns" / "mlflow.db"
     assert db.exists()  # under paths.log_dir: what `mlflow ui --backend-store-uri sqlite:///...` opens
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -45,7 +45,7 @@ def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
                       "logger.mlflow.experiment_name=mine",
                       "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                       "test=false")
-    train(cfg)
+    execute(cfg)
     exp = MlflowClient(tracking_uri=f"sqlite:///{db}").get_experiment_by_name("mine")
     assert exp is not None and not (tmp_path / "logs" / "mlruns" / "mlflow.db").exists()
 
@@ -55,7 +55,7 @@ def test_wandb_offline_for_real(cfg_factory, tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
     monkeypatch.delenv("WANDB_MODE", raising=False)
     cfg = cfg_factory("logger=wandb", *FAST)
-    train(cfg)
+    execute(cfg)
     import wandb  # in the test extra
 
     wandb.finish()  # what the end of train.py's process (or labkit.cli.api.train) does
@@ -76,7 +76,7 @@ def test_wandb_without_the_package_says_what_to_install(cfg_factory, monkeypatch
     monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without wandb
     cfg = cfg_factory("logger=wandb", "trainer=debug")
     with pytest.raises(LabkitError, match="pip install wandb"):
-        train(cfg)
+        execute(cfg)
 
 
 def test_wandb_is_offline_by_default_and_many_combines_every_logger(cfg_factory):

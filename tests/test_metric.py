@@ -227,16 +227,17 @@ def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
     import pytorch_lightning as pl
 
     from labkit.cli.evaluate import load_task
-    from labkit.run.lifecycle import build, train
+    from labkit.run.lifecycle import build, execute
+    from labkit.run.plan import make
 
     overrides = ("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=2", "logger=none",
                  "task/optimizer=adam", "task.optimizer.lr=0.001", "test=false")
     cfg = cfg_factory(*overrides)
     pl.seed_everything(cfg.seed)
-    data, untrained = build(cfg)  # the same initial weights as the run's
+    data, untrained, _ = build(make(cfg))  # the same initial weights as the run's
     data.sampling = "single"
     before = _score(untrained, data)
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and metrics["val/dist_neg"] > metrics["val/dist_pos"]
     trained = load_task(Path(cfg.paths.output_dir) / metrics["last_checkpoint"], cfg.task._target_)
     after = _score(trained, data)
@@ -245,27 +246,27 @@ def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
 
 
 def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     write_cifar(tmp_path / "data", 10)
-    metrics = train(cfg_factory("task=triplet", "data=cifar10", "trainer.fast_dev_run=true", "data.batch_size=16",
+    metrics = execute(cfg_factory("task=triplet", "data=cifar10", "trainer.fast_dev_run=true", "data.batch_size=16",
                                 "data.val_size=20"))
     assert metrics["status"] == "ok" and "test/loss" in metrics and "test/triplet_acc" in metrics
 
 
 def test_triplet_with_miner_and_norm_penalty(cfg_factory):
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
-    metrics = train(cfg_factory("task=triplet", "data=digits", "task.miner=semi_hard", "task.norm_penalty=0.001",
+    metrics = execute(cfg_factory("task=triplet", "data=digits", "task.miner=semi_hard", "task.norm_penalty=0.001",
                                 "trainer.fast_dev_run=true"))
     assert metrics["status"] == "ok" and np.isfinite(metrics["test/loss"])
 
 
 def test_projector_gets_the_first_validation_batch(cfg_factory):
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("task=siamese", "data=digits", "trainer.max_epochs=1", "task.projector=20", "test=false")
-    train(cfg)
+    execute(cfg)
     tb = Path(cfg.paths.output_dir) / "tensorboard"
     assert (tb / "projector_config.pbtxt").exists()
     meta = next(tb.rglob("metadata.tsv")).read_text().split()
@@ -314,10 +315,10 @@ def test_penultimate_features_of_a_classifier():
 
 def test_retrieval_report_on_a_classification_run(cfg_factory):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("data=digits", "trainer.max_epochs=1", "logger=none")
-    train(cfg)
+    execute(cfg)
     ev = cfg_factory(f"run={cfg.paths.output_dir}", "reports=[classification,retrieval]", "tsne_samples=100",
                      "knn_k=5", name="evaluate", sub="eval")
     results = evaluate(ev)
@@ -332,10 +333,10 @@ def test_retrieval_report_on_a_classification_run(cfg_factory):
 
 def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=1", "logger=none")
-    train(cfg)
+    execute(cfg)
     results = evaluate(cfg_factory(f"run={cfg.paths.output_dir}", "tsne_samples=0", name="evaluate", sub="eval"))
     assert set(results) >= {"retrieval"} and "classification" not in results
     assert results["retrieval"]["embedding_dim"] == 128 and "SiameseTask.embed" in results["retrieval"]["embedding"]
@@ -343,13 +344,14 @@ def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
 
 def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
     from labkit.cli.evaluate import load_task
-    from labkit.run.lifecycle import build, train
+    from labkit.run.lifecycle import build, execute
+    from labkit.run.plan import make
 
     cfg = cfg_factory("task=siamese", "model=embedding_net", "data=digits", "trainer.max_epochs=1",
                       "logger=none", "test=false")
-    ckpt = Path(cfg.paths.output_dir) / train(cfg)["last_checkpoint"]
-    _, clf = build(cfg_factory("model=embedding_classifier", f"init_from={ckpt}", "data=digits",
-                               sub="clf"))
+    ckpt = Path(cfg.paths.output_dir) / execute(cfg)["last_checkpoint"]
+    _, clf, _ = build(make(cfg_factory("model=embedding_classifier", f"init_from={ckpt}", "data=digits",
+                                       sub="clf")))
     siamese = load_task(ckpt, cfg.task._target_).model
     for name, tensor in siamese.state_dict().items():
         assert torch.equal(clf.model.state_dict()[name], tensor), name
@@ -358,11 +360,11 @@ def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
 
 def test_metric_runs_record_retrieval_figures_that_evaluate_reproduces(cfg_factory):
     from labkit.cli.evaluate import evaluate
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("task=triplet", "model=embedding_net", "data=digits", "trainer.max_epochs=1", "logger=none",
                       "trainer.limit_train_batches=3")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     for key in ("retrieval/precision_at_1", "retrieval/map_at_r", "retrieval/pixels_precision_at_1"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["retrieval/map_at_r"] == \

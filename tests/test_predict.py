@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from labkit.cli.evaluate import load_run
 from labkit.cli.predict import NoInputsError, predict
 from labkit.core.errors import LabkitError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
         "logger=none", "data.batch_size=64"]
@@ -27,7 +27,7 @@ def digits_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("clf")
     cfg = make_cfg(["trainer.max_epochs=4", "logger=none"], tmp)
-    train(cfg)
+    execute(cfg)
     return Path(cfg.paths.output_dir)
 
 
@@ -115,7 +115,7 @@ def test_embedding_neighbours_and_autoencoder_reconstructions(kind, cfg_factory,
     over = ["model=embedding_net", "task=siamese"] if kind == "siamese" else ["model=conv_autoencoder",
                                                                                "task=autoencoder"]
     cfg = cfg_factory(*over, *FAST, sub="train")
-    train(cfg)
+    execute(cfg)
     run = Path(cfg.paths.output_dir)
     img = tmp_path / "in.png"
     im = Image.new("L", (45, 31), 0)
@@ -161,7 +161,7 @@ def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cf
     cfg = cfg_factory("data=image_folder", f"data.root={root}", "data.num_classes=3", "data.resize=36",
                       "data.image_size=32", "data.num_workers=0", "data.batch_size=8", "model=lenet_color",
                       "trainer.max_epochs=1", "logger=none", sub="train")
-    train(cfg)
+    execute(cfg)
     run = Path(cfg.paths.output_dir)
     grey = tmp_path / "grey_odd.png"  # a grey image for an RGB network, not square, not the training size
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (51, 77), dtype=np.uint8)).save(grey)

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from labkit.core import files
 from labkit.core.errors import ConfigError
 from labkit.core.safe_load import UnsafeCheckpointError
 from labkit.run import directory as runs
-from labkit.run.lifecycle import record_failure, train
+from labkit.run import records
+from labkit.run.lifecycle import execute
+from labkit.run.plan import Plan, Resume
 
 FAST = ("logger=none", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 
@@ -26,14 +28,14 @@ def _listing(folder: Path) -> dict[str, int]:
 
 
 def _resume(cfg_factory, run: Path, *overrides: str, sub: str):
-    """train(cfg) as ``python train.py resume=<run> <overrides>`` calls it."""
-    return train(cfg_factory(f"resume={run}", *overrides, sub=sub), overrides=[f"resume={run}", *overrides])
+    """execute(cfg) as ``python train.py resume=<run> <overrides>`` calls it."""
+    return execute(cfg_factory(f"resume={run}", *overrides, sub=sub), overrides=[f"resume={run}", *overrides])
 
 
 @pytest.fixture
 def one_epoch_run(cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=1", "callbacks.model_checkpoint.save_top_k=-1", "logger=csv", sub="first")
-    metrics = train(cfg, overrides=["trainer.max_epochs=1"])
+    metrics = execute(cfg, overrides=["trainer.max_epochs=1"])
     return Path(cfg.paths.output_dir), metrics
 
 
@@ -75,13 +77,14 @@ def test_a_failed_resume_keeps_the_finished_runs_results(one_epoch_run, cfg_fact
     metrics_before = (run / "metrics.json").read_text()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     cfg = cfg_factory(f"resume={run}", "trainer.max_epochs=2", sub="broken")
-    with pytest.raises(UnsafeCheckpointError, match="last.ckpt") as e:
-        train(cfg, overrides=[f"resume={run}", "trainer.max_epochs=2"])
+    with pytest.raises(UnsafeCheckpointError, match="last.ckpt"):
+        execute(cfg, overrides=[f"resume={run}", "trainer.max_epochs=2"])
     assert not (run / "resume_failed.json").exists()  # refused before anything was written
-    e.value.labkit_refused = False  # as if it had failed during training
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run)  # as Hydra sets it for a resume
-    record_failure(cfg, e.value)  # what train.py does with any error
+    assert (run / "metrics.json").read_text() == metrics_before
+    # the same resume failing while training (what lifecycle.train does with any error once it holds the run)
+    plan = Plan(OmegaConf.load(run / "config.yaml"), (f"resume={run}",),
+                Resume(run, run / "checkpoints" / "last.ckpt", 1, {}), run_dir=run)
+    records.failed(plan, RuntimeError("a bug while training"))
     assert (run / "metrics.json").read_text() == metrics_before
     attempts = files.read_json(run / "resume_failed.json")["attempts"]
     assert len(attempts) == 1 and attempts[0]["status"] == "failed"
@@ -119,7 +122,7 @@ def test_a_copied_run_without_checkpoints_never_uses_the_original(one_epoch_run,
 
 def test_a_killed_run_moved_elsewhere_resumes_in_its_new_place(cfg_factory, tmp_path):
     cfg = cfg_factory("trainer.max_epochs=2", *FAST, sub="killed")
-    train(cfg, overrides=[])
+    execute(cfg, overrides=[])
     run = Path(cfg.paths.output_dir)
     (run / "metrics.json").unlink()  # as if killed after the last epoch's checkpoint
     for p in (run / "checkpoints").glob("epoch*.ckpt"):
@@ -156,7 +159,7 @@ def test_hparams_reach_tensorboard(cfg_factory):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = cfg_factory("trainer.max_epochs=1", "task.optimizer.lr=0.05", sub="hp")
-    train(cfg, overrides=["task.optimizer.lr=0.05"])
+    execute(cfg, overrides=["task.optimizer.lr=0.05"])
     found = {}
     for ev in Path(cfg.paths.output_dir, "tensorboard").glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(ev))
@@ -174,7 +177,7 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
     cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.9789, test/top9: 0.5}",
                       sub="exp")
     with caplog.at_level("INFO", logger="labkit"):
-        metrics = train(cfg, overrides=[])
+        metrics = execute(cfg, overrides=[])
     assert f"test/acc: notes: 0.9789, this run: {metrics['test/acc']:.4f}" in caplog.text
     assert "test/top9: notes: 0.5, this run: not measured" in caplog.text
 
@@ -198,7 +201,7 @@ def test_init_from_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is
     readme.write_text("# not weights\n")
     cfg = cfg_factory(f"init_from={readme}", sub="bad")
     with pytest.raises(UnsafeFileError, match="is not a checkpoint"):
-        train(cfg, overrides=[])
+        execute(cfg, overrides=[])
     assert not Path(cfg.paths.output_dir).exists()
 
 
@@ -207,7 +210,7 @@ def test_a_run_started_from_another_resumes_after_its_source_is_gone(one_epoch_r
     moved = tmp_path / "source-elsewhere"
     shutil.copytree(source, moved)
     cfg = cfg_factory("trainer.max_epochs=1", "logger=none", f"init_from={moved}", sub="child")
-    train(cfg, overrides=[f"init_from={moved}"])
+    execute(cfg, overrides=[f"init_from={moved}"])
     shutil.rmtree(moved)  # the source run was deleted: its weights live on in the child's checkpoints
     child = Path(cfg.paths.output_dir)
     metrics = _resume(cfg_factory, child, "trainer.max_epochs=2", sub="child-again")
@@ -223,7 +226,7 @@ def test_a_resume_killed_after_a_new_best_keeps_the_recorded_best_checkpoint(cfg
 
     every_epoch_best = ("callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=max")
     cfg = cfg_factory("trainer.max_epochs=1", *FAST, *every_epoch_best, sub="first")
-    first = train(cfg, overrides=[])
+    first = execute(cfg, overrides=[])
     run = Path(cfg.paths.output_dir)
     assert first["best_checkpoint"] == "checkpoints/epoch000.ckpt"
     recorded = (run / "metrics.json").read_text()

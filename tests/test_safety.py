@@ -320,11 +320,11 @@ def test_results_get_the_permissions_of_the_umask(cfg_factory, tmp_path, umask):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from labkit.run.lifecycle import train
+    from labkit.run.lifecycle import execute
 
     cfg = cfg_factory("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                       "trainer.limit_test_batches=1", "logger=none")
-    m = train(cfg)
+    m = execute(cfg)
     run = Path(cfg.paths.output_dir)
     ckpts = sorted((run / "checkpoints").glob("*.ckpt"))
     fig = files.save_figure(plt.figure(), run / "evaluation" / "confusion_matrix.png")

@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, write_cifar, write_mnist
 
 from labkit.cli.evaluate import evaluate
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 from labkit.tasks import ClassificationTask
 
 MODELS = ["mlp", "lenet", "lenet_v2", "lenet_color", "minialexnet", "minialexnet_v2", "minialexnet_v3",
@@ -32,13 +32,13 @@ def data_root(tmp_path_factory):
 def test_every_model_runs_on_every_dataset(model, data, cfg_factory, data_root):
     cfg = cfg_factory(f"model={model}", f"data={data}", "trainer=debug", "logger=none", "callbacks=none",
                       f"paths.data_dir={data_root}", "data.batch_size=8", "data.val_size=10")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["status"] == "ok" and "test/acc" in metrics and metrics["params"] > 0
 
 
 def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=12")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     assert metrics["test/acc"] > 0.90, metrics
     run = Path(cfg.paths.output_dir)
     saved = json.loads((run / "metrics.json").read_text())
@@ -63,14 +63,14 @@ def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
 
 
 def test_same_seed_same_result(cfg_factory):
-    a = train(cfg_factory("trainer.max_epochs=1", "logger=none", sub="a"))
-    b = train(cfg_factory("trainer.max_epochs=1", "logger=none", sub="b"))
+    a = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="a"))
+    b = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="b"))
     assert a["test/acc"] == b["test/acc"] and a["test/loss"] == b["test/loss"]
 
 
 def test_null_seed_draws_and_records_one(cfg_factory):
     cfg = cfg_factory("seed=null", "trainer=debug", "logger=none")
-    m = train(cfg)
+    m = execute(cfg)
     assert isinstance(m["seed"], int)
 
 
@@ -130,7 +130,7 @@ def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
     if "cifar" in preset:
         assert cfg.data.augment == (preset.startswith(("minialexnet_v3", "minialexnet_v4")))
         assert cfg.data.image_size == (28 if cfg.data.augment else 32)
-    assert train(cfg)["status"] == "ok"
+    assert execute(cfg)["status"] == "ok"
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):

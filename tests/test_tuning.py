@@ -7,14 +7,14 @@ import torch
 from omegaconf import OmegaConf
 
 from labkit.core.errors import ConfigError
-from labkit.run.lifecycle import train
+from labkit.run.lifecycle import execute
 
 FAST = ["trainer.max_epochs=1", "trainer.limit_val_batches=1", "logger=none", "tune_lr=true", "tune_lr_steps=30"]
 
 
 def test_lr_finder_plots_suggests_and_applies(cfg_factory):
     cfg = cfg_factory(*FAST, "task.optimizer.lr=0.0001")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     run = Path(cfg.paths.output_dir)
     rec = json.loads((run / "lr_finder.json").read_text())
     assert (run / "lr_finder.png").stat().st_size > 5000
@@ -32,7 +32,7 @@ def test_lr_finder_plots_suggests_and_applies(cfg_factory):
 
 def test_lr_finder_only_suggests_when_told(cfg_factory):
     cfg = cfg_factory(*FAST, "tune_lr_apply=false", "task.optimizer.lr=0.05")
-    metrics = train(cfg)
+    metrics = execute(cfg)
     run = Path(cfg.paths.output_dir)
     rec = json.loads((run / "lr_finder.json").read_text())
     assert rec["suggestion"] is not None and not rec["applied"]
@@ -43,4 +43,4 @@ def test_lr_finder_only_suggests_when_told(cfg_factory):
 
 def test_bad_settings(cfg_factory):
     with pytest.raises(ConfigError, match="tune_lr_steps=1 is invalid"):
-        train(cfg_factory(*FAST, "tune_lr_steps=1"))
+        execute(cfg_factory(*FAST, "tune_lr_steps=1"))

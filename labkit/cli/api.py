@@ -112,10 +112,10 @@ class Run:
 
 def train(cfg: DictConfig) -> Run:
     """Train (and test) like ``python train.py``; returns the :class:`Run` (``run.metrics`` = metrics.json)."""
-    from labkit.run.lifecycle import train as _train
+    from labkit.run.lifecycle import execute
 
     try:
-        _train(cfg)
+        execute(cfg)
     finally:
         wandb = sys.modules.get("wandb")
         if wandb is not None and getattr(wandb, "run", None) is not None:

@@ -185,10 +185,15 @@ def _groups(conf_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(conf_dir)) for p in Path(conf_dir).rglob("*") if p.is_dir())
 
 
+class Finished(str):
+    """What a script's ``check`` returns when there is nothing to do (a finished run resumed without a larger
+    limit): :func:`run` prints it and exits 0 without starting Hydra, so nothing is written."""
+
+
 def preflight(conf_dir: Path, config_name: str, overrides: Sequence[str], check: Callable | None = None,
               command: str = "") -> Any:
-    """Parse and compose the command line's config, name what is missing, run ``check(cfg)``; returns the composed
-    config (without Hydra's node), or None for a sweep with several values per override."""
+    """Parse and compose the command line's config, name what is missing, run ``check(cfg[, overrides])``; returns
+    what the check returned (train.py: the run's plan), or None for a sweep with several values per override."""
     from hydra.errors import HydraException
     from omegaconf import open_dict
 
@@ -206,12 +211,11 @@ def preflight(conf_dir: Path, config_name: str, overrides: Sequence[str], check:
         del cfg["hydra"]
     usage = _usage((Path(conf_dir) / f"{config_name}.yaml").read_text())
     check_missing(cfg, f"{usage} (--help lists the options)" if usage else "", choices, command)
-    if check is not None:
-        if len(inspect.signature(check).parameters) > 1:
-            check(cfg, list(overrides))  # e.g. resume=...: which keys the command line changes
-        else:
-            check(cfg)
-    return cfg
+    if check is None:
+        return None
+    if len(inspect.signature(check).parameters) > 1:
+        return check(cfg, list(overrides))  # e.g. resume=...: which keys the command line changes
+    return check(cfg)
 
 
 # ----- the entry point -------------------------------------------------------------------------------------------
@@ -220,7 +224,9 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     """Run ``fn(cfg)`` as a Hydra app on ``<config_dir>/<config_name>.yaml`` (default: ``conf/`` beside the file
     that defines ``fn``), after the pre-flight; user errors print one paragraph and exit 1.
 
-    ``check``: the script's own checks of the composed config (before Hydra creates anything).
+    ``check``: the script's own checks of the composed config (before Hydra creates anything). What it returns is
+    handed to the job as ``fn(cfg, checked)`` when ``fn`` takes two arguments (train.py: the plan, made once); a
+    :class:`Finished` is printed instead and nothing runs.
     ``help``: answer ``--help`` with the script's docstring and its own options instead of Hydra's listing.
     ``argv``: the command-line arguments (default ``sys.argv[1:]``; tests pass them).
     """
@@ -241,19 +247,24 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
         os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+        checked = None
         if not flags & _NO_PREFLIGHT:
             try:
-                preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
-                          f"python {script}")
+                checked = preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
+                                    f"python {script}")
             except Exception as e:
                 if debug or not is_user_error(e):
                     raise
                 fail(e)
+        if isinstance(checked, Finished):
+            print(checked, flush=True)
+            return None
+        takes_checked = len(inspect.signature(fn).parameters) > 1
 
         @functools.wraps(fn)
         def job(cfg):
             try:
-                return fn(cfg)
+                return fn(cfg, checked) if takes_checked else fn(cfg)
             except Exception as e:
                 if debug or not is_user_error(e):
                     raise

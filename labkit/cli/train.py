@@ -1,23 +1,37 @@
-"""``python train.py ...``: the Hydra job (``main``) and the command line (``cli``)."""
+"""``python train.py ...``: the command line (``cli``), its pre-flight (``plan``) and the Hydra job (``main``)."""
+from __future__ import annotations
+
 import logging
 
-from labkit.cli.app import run
+from labkit.cli.app import Finished, run
 from labkit.core import layout
 
 log = logging.getLogger("labkit")
 
 
-def main(cfg) -> float | None:
+def plan(cfg, overrides):
+    """The pre-flight of a single run: its plan, made once (nothing written); a finished run resumed without a larger
+    limit is :class:`Finished`, and Hydra never starts."""
+    from labkit.run import plan as planning
+
+    made = planning.make(cfg, overrides)
+    return Finished(made.nothing_to_do) if made.nothing_to_do else made
+
+
+def main(cfg, planned=None) -> float | None:
+    """One job: the pre-flight's plan at the directory Hydra made (a sweep job, which had no pre-flight, makes its
+    own); failures are recorded by :func:`labkit.run.lifecycle.execute`."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from labkit.run.lifecycle import record_failure, train
+    from labkit.run.lifecycle import execute
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra = HydraConfig.get()
+    multirun = hydra.mode == RunMode.MULTIRUN
+    job = planned.at(hydra.runtime.output_dir) if planned is not None else cfg
     try:
-        metrics = train(cfg)
+        metrics = execute(job, overrides=list(hydra.overrides.task))
     except Exception as e:
-        record_failure(cfg, e)
         if multirun:  # the other jobs go on; the sweep summary reports this one and the exit status is 1
             log.error("job failed: %s: %s", type(e).__name__, e)
             return float("nan") if cfg.get("optimized_metric") else None
@@ -35,6 +49,4 @@ def main(cfg) -> float | None:
 
 def cli(argv=None):
     """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
-    from labkit.run.validate import check_train
-
-    return run("train", main, check_train, config_dir=layout.CONF_DIR, argv=argv)
+    return run("train", main, plan, config_dir=layout.CONF_DIR, argv=argv)

@@ -1,4 +1,5 @@
-"""Exceptions raised for bad input, before any training starts."""
+"""Exceptions a user meets: bad input (before any training starts), and runs that stop on purpose."""
+from __future__ import annotations
 
 
 class LabkitError(Exception):
@@ -19,3 +20,15 @@ class DatasetNotFoundError(LabkitError, FileNotFoundError):
 
 class WeightsNotFoundError(LabkitError, FileNotFoundError):
     """Pretrained weights are neither cached nor downloadable."""
+
+
+class RunStopped(LabkitError):
+    """A run stopped on purpose before its end: not a failure. ``status`` is what its metrics.json records instead
+    of ``failed`` (a subclass sets it: ``pruned`` by a hyper-parameter search, ``preempted`` by a scheduler);
+    ``epoch`` is where it stopped. The run keeps its checkpoints, so it can be resumed."""
+
+    status = "stopped"
+
+    def __init__(self, message: str, epoch: int | None = None):
+        super().__init__(message)
+        self.epoch = epoch

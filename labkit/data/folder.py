@@ -265,10 +265,7 @@ class ImageFolderDataModule(LabDataModule):
 
 
 def __getattr__(name: str):
-    # saved configs name labkit.data.folder.Caltech101DataModule: it stays importable from here (lazily: caltech.py
-    # imports this module)
-    if name == "Caltech101DataModule":
-        from labkit.data.caltech import Caltech101DataModule
+    # saved configs name labkit.data.folder.Caltech101DataModule (labkit._compat says where it lives now)
+    from labkit import _compat
 
-        return Caltech101DataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _compat.moved_attribute(__name__, name)

@@ -18,18 +18,6 @@ from labkit.core.safe_load import load_checkpoint, state_dict_of
 log = logging.getLogger("labkit")
 
 
-def source_checkpoint(path: str | Path) -> Path:
-    """The file to read: ``path`` itself (a checkpoint or state_dict file), or the best checkpoint of the run
-    directory ``path``."""
-    from labkit.run.directory import find_checkpoint, resolve_run
-
-    p = Path(str(path)).expanduser()
-    if p.is_file():
-        return p
-    run_dir, _ = resolve_run(p, key="init_from")
-    return find_checkpoint(run_dir, "best")
-
-
 def _layers(names: list[str]) -> list[str]:
     """Module names of tensor names, in order, without repeats (``features.0.weight`` -> ``features.0``)."""
     seen: dict[str, None] = {}
@@ -39,14 +27,15 @@ def _layers(names: list[str]) -> list[str]:
 
 
 def init_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Copy into ``model`` every tensor of the checkpoint/run ``path`` whose name and shape match.
+    """Copy into ``model`` every tensor of the checkpoint (or state_dict file) ``path`` whose name and shape match.
+    (Which file a run directory stands for is decided by :func:`labkit.run.plan.make`, which checked it.)
 
     Returns ``{"kept": [...], "new": [...], "skipped": [...]}``: tensor names of ``model`` loaded from
     ``path``, tensor names of ``model`` left as initialized (absent from the source or of another
     shape), and tensor names of the source that were not used. Raises :class:`IncompatibleError`
     when nothing matches.
     """
-    ckpt = source_checkpoint(path)
+    ckpt = Path(path)
     source = state_dict_of(load_checkpoint(ckpt))
     target = getattr(model, "_orig_mod", model)
     own = target.state_dict()

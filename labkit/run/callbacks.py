@@ -4,6 +4,7 @@
   resumed from an end-of-epoch checkpoint continues bit for bit like the uninterrupted one.
 - :class:`FiniteLossGuard` stops training cleanly on a NaN/inf loss, naming the step and batch, without
   a host sync per step, and before a poisoned checkpoint can be written.
+- :class:`RunClock` keeps a run's wall time over all its sessions: saved in every checkpoint, restored by a resume.
 - :class:`AtomicCheckpointIO` writes checkpoints to a temporary file and renames it, so a kill during a
   save never leaves a truncated ``.ckpt`` behind.
 """
@@ -13,6 +14,7 @@ import io
 import logging
 import os
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -133,6 +135,37 @@ class RunCheckpoint(ModelCheckpoint):
             if "best_k_models" in state_dict:
                 state_dict["best_k_models"] = {move(k): v for k, v in state_dict["best_k_models"].items()}
         super().load_state_dict(state_dict)
+
+
+class RunClock(pl.Callback):
+    """The wall time of a run over all its sessions. Started when a session starts; every checkpoint stores the total
+    so far, and a resume from that checkpoint starts counting from it (time after the last checkpoint of a killed
+    session is lost, like its training)."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.before = 0.0  # the sessions before this one, as far as the checkpoint this one resumed knows
+        self._fitted = False
+
+    def session(self) -> float:
+        return time.time() - self.started
+
+    def totals(self, recorded_before: float = 0.0) -> tuple[float, float]:
+        """(this session, all sessions): the earlier ones are what the resumed checkpoint counted or, when larger,
+        ``recorded_before`` (a finished run's metrics.json, which also counts its test after the last checkpoint)."""
+        session = self.session()
+        return session, max(self.before, recorded_before) + session
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self.before + self.session()}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._fitted = True
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._fitted:
+            return  # trainer.test(ckpt_path=best) restores callbacks too: the resume's starting point stays
+        self.before = float(state_dict.get("wall_time_s", 0.0))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,22 +1,34 @@
-"""Run directories: unique names, atomic writes, saved configs, metrics, checkpoint lookup."""
+"""Run directories: unique names, the saved config, relative paths, checkpoint lookup, and the lock that lets one
+process at a time write a run."""
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
+import socket
+import sys
+import time
 import uuid
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import LabkitError
-from labkit.core.files import atomic_write_text, read_json  # noqa: F401  (re-exported for callers of the run layer)
+from labkit.core.files import atomic_write_text, read_json
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: no flock; runs are not locked there)
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
 
 class RunNotFoundError(LabkitError, FileNotFoundError):
     """A run directory, checkpoint or resume target is missing or is not a labkit run."""
+
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
@@ -87,25 +99,52 @@ def is_run_dir(path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def latest_run(log_dir) -> Path:
+def has_checkpoint(run_dir) -> bool:
+    """True when the run has a checkpoint a resume can continue from (``checkpoints/last.ckpt``)."""
+    return (Path(run_dir) / CKPT_DIR / "last.ckpt").is_file()
+
+
+def _started(run: Path) -> tuple[str, float]:
+    """When a run started: its name's timestamp (to the second), then, for runs of the same second, the time of
+    Hydra's first record of it (or of its config.yaml)."""
+    first = run / ".hydra" / "hydra.yaml"
+    try:
+        when = (first if first.is_file() else run / CONFIG_FILE).stat().st_mtime
+    except OSError:
+        when = 0.0
+    return run.name[:19], when
+
+
+def latest_run(log_dir) -> tuple[Path, list[Path]]:
+    """The newest run under ``<log_dir>/runs`` that has a checkpoint to resume, and the newer runs passed over
+    because they have none (a run refused or killed before its first epoch)."""
     runs_dir = Path(log_dir) / "runs"
-    candidates = sorted(p for p in runs_dir.glob("*") if is_run_dir(p)) if runs_dir.is_dir() else []
-    if not candidates:
-        raise RunNotFoundError(f"resume=true found no run to resume in {runs_dir} (paths.log_dir={log_dir}): start "
-                               "a run first, or give resume=<run directory or .ckpt>")
-    return candidates[-1]
+    candidates = sorted((p for p in runs_dir.glob("*") if is_run_dir(p)), key=_started) if runs_dir.is_dir() else []
+    skipped = []
+    for run in reversed(candidates):
+        if has_checkpoint(run):
+            return run, skipped
+        skipped.append(run)
+    if skipped:
+        raise RunNotFoundError(f"resume=true found no run with a checkpoint to resume in {runs_dir} (paths.log_dir="
+                               f"{log_dir}): {len(skipped)} run(s) there never finished an epoch, the newest "
+                               f"{skipped[0].name}. Give resume=<run directory> to start one of them again")
+    raise RunNotFoundError(f"resume=true found no run to resume in {runs_dir} (paths.log_dir={log_dir}): start "
+                           "a run first, or give resume=<run directory or .ckpt>")
 
 
-def resume_target(resume, log_dir) -> tuple[Path, Path | None]:
-    """(run dir, checkpoint to resume from or None if the run never saved one)."""
+def resume_target(resume, log_dir) -> tuple[Path, Path | None, list[Path]]:
+    """(run dir, checkpoint to resume from or None if the run never saved one, newer runs that resume=true passed
+    over because they have no checkpoint)."""
+    skipped: list[Path] = []
     if resume is True or str(resume).lower() == "true":
-        run_dir, ckpt = latest_run(log_dir), None
+        (run_dir, skipped), ckpt = latest_run(log_dir), None
     else:
         run_dir, ckpt = resolve_run(resume, key="resume")
     if ckpt is None:
         last = run_dir / CKPT_DIR / "last.ckpt"
         ckpt = last if last.exists() else None
-    return run_dir, ckpt
+    return run_dir, ckpt, skipped
 
 
 def register_resolvers() -> None:
@@ -262,3 +301,98 @@ def find_checkpoint(run_dir, which: str = "best") -> Path:
         return last
     raise RunNotFoundError(f"no checkpoint found in {ckdir}: did the run finish at least one epoch, or was it copied "
                            f"without its {CKPT_DIR}/ folder?")
+
+
+# ----- one writer per run directory -----------------------------------------------------------------------------
+# train.py and resume=... hold an exclusive flock(2) on <run>/.labkit.lock while they write the run. The kernel drops
+# the lock when its process ends, however it ends (kill -9, a node that reboots), so a lock left by a killed process
+# is simply free again: the file's text (pid, host, time, command) only names the holder in the refusal and in the
+# note of a take-over. flock works across the machines of a cluster on NFSv4 and Lustre/GPFS mounted with locking
+# (Linux maps it onto the filesystem's byte-range locks). Readers (evaluate.py into its staging folder, compare.py,
+# predict.py, export.py into their own sub-folders) take no lock. Under DDP only global rank 0 takes it: the other
+# ranks write nothing of the run's own records.
+LOCK_FILE = ".labkit.lock"
+
+
+class RunLockedError(LabkitError):
+    """Another process is writing this run directory."""
+
+
+def _rank() -> int:
+    """This process's global rank as Lightning reads it from the launcher's environment (0 outside DDP)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(key)
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                continue
+    return 0
+
+
+def _holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "another process"
+    return (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} (since {holder.get('since', '?')}: "
+            f"{holder.get('command', '?')})")
+
+
+def _refusal(run_dir: Path, holder: dict) -> RunLockedError:
+    return RunLockedError(
+        f"{run_dir} is being written by {_describe(holder)}: one process at a time trains or resumes a run, and "
+        f"nothing was changed. Wait for it to finish (or stop it), then resume; to try other settings from its "
+        f"weights, start a new run: python train.py init_from={run_dir} ... (evaluate.py and compare.py may read it "
+        "meanwhile)")
+
+
+def check_unclaimed(run_dir) -> None:
+    """Refuse, before anything is written, a run directory another live process holds (a no-op under DDP's
+    other ranks and where the platform has no flock)."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or _rank() != 0 or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _refusal(Path(run_dir), _holder(path)) from None
+    finally:
+        os.close(fd)  # closing releases a lock this check took
+
+
+@contextlib.contextmanager
+def claim(run_dir):
+    """Hold the run directory for this process until the block ends; a second writer is refused at once
+    (:class:`RunLockedError` naming the holder). A lock whose process died is taken over, with a note."""
+    run_dir = Path(run_dir)
+    if fcntl is None or _rank() != 0:
+        yield run_dir
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(run_dir, _holder(path)) from None
+        left = _holder(path)
+        if left:
+            log.info("took over the lock of %s, which is no longer running", _describe(left))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            yield run_dir
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: nothing to report to the next holder
+    finally:
+        os.close(fd)

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from labkit.core import files
 from labkit.core.errors import ConfigError
-from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
 
@@ -36,7 +35,8 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None:
-    """Run the finder when ``cfg.tune_lr`` is true; returns the suggested learning rate (or None)."""
+    """Run the finder when ``cfg.tune_lr`` is true; returns the learning rate the task now trains with when the
+    suggestion was applied (``tune_lr_apply``), else None."""
     if not cfg.get("tune_lr", False):
         return None
     if cfg.get("resume"):
@@ -74,10 +74,7 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
         log.warning("tune_lr: the finder made no suggestion (the loss did not fall over %d steps): keeping lr=%g; "
                     "see %s", settings["num_training"], before, out_dir / "lr_finder.png")
     elif cfg.get("tune_lr_apply", True):
-        task.hparams.optimizer["lr"] = float(suggestion)
-        with open_dict(cfg):
-            cfg.task.optimizer.lr = float(suggestion)
-        runs.save_config(cfg, out_dir)  # config.yaml says which lr this run trained with
+        task.hparams.optimizer["lr"] = float(suggestion)  # the caller records it in config.yaml
         record["applied"] = True
         log.info("tune_lr: suggested learning rate %.3g (was %g): training with it; curve in %s", suggestion, before,
                  out_dir / "lr_finder.png")
@@ -86,4 +83,4 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
                  "task.optimizer.lr=%.3g to use it; curve in %s", suggestion, before, suggestion,
                  out_dir / "lr_finder.png")
     files.write_json(out_dir / "lr_finder.json", record)
-    return suggestion
+    return float(suggestion) if record["applied"] else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -103,7 +103,7 @@ def _check_trainer(trainer: DictConfig) -> None:
 
 def check_monitors(cfg: DictConfig, task_class: type) -> None:
     """A callback's ``monitor`` (EarlyStopping, ModelCheckpoint, ...) must be a metric the task logs."""
-    declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
+    declared = tuple(task_class.logged_metrics)
     if not declared:
         return  # the task does not declare its metrics: nothing to check against
     # "epoch" and "step": Lightning's own monitor candidates (e.g. keep the newest checkpoints)
@@ -126,7 +126,7 @@ RUN_METRICS = ("test/error", "params", "trainable_params", "epochs", "global_ste
 def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
     """``optimized_metric`` (what a search returns) must be a key of the run's metrics.json."""
     metric = cfg.get("optimized_metric")
-    declared = tuple(getattr(task_class, "logged_metrics", ()) or ())
+    declared = tuple(task_class.logged_metrics)
     if metric is None or not declared:
         return
     allowed = (*declared, *(f"best_{m}" for m in declared), *RUN_METRICS)
@@ -160,23 +160,6 @@ def validate(cfg: DictConfig) -> None:
     task_class = checks.locate(cfg.task._target_)
     check_monitors(cfg, task_class)
     check_optimized_metric(cfg, task_class)
-
-
-def check_train(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """``train.py``'s checks before Hydra makes the run directory: the log folder, then
-    :func:`labkit.run.lifecycle.prepare` when ``resume`` or ``init_from`` is given (the run's saved config plus the
-    overrides a resume may apply, the checkpoints they name), else the preset's required keys and :func:`validate`."""
-    checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
-    if cfg.get("resume") not in (None, False) or cfg.get("init_from"):
-        from labkit.run.lifecycle import NothingToResume, prepare
-
-        try:
-            prepare(cfg, overrides)
-        except NothingToResume:
-            pass  # train() says so and returns the finished run's metrics
-        return
-    check_required(cfg)
-    validate(cfg)
 
 
 def check_required(cfg: DictConfig) -> None:

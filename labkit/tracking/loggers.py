@@ -104,12 +104,18 @@ class RunSummary(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.loggers or not trainer.is_global_zero:
             return
-        path = Path(trainer.default_root_dir) / "config.yaml"
-        if not path.exists():
+        run_dir = Path(trainer.default_root_dir)
+        if not (run_dir / "config.yaml").exists():
             return
         from omegaconf import OmegaConf
 
-        params = flatten({"config": OmegaConf.to_container(OmegaConf.load(path), resolve=False)})
+        from labkit.run import directory
+
+        # the settings as they apply to this run (interpolations resolved: a logger may re-parse strings, and a
+        # cut "${paths.output_dir}" is no valid interpolation); the resume history is a record, not a setting
+        config = OmegaConf.to_container(directory.load_config(run_dir), resolve=True)
+        config.pop("resume_history", None)
+        params = flatten({"config": config})
         for lg in trainer.loggers:
             lg.log_hyperparams(params)
 

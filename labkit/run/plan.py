@@ -1,0 +1,217 @@
+"""The plan of one run, made once: the command line (or ``labkit.api.compose``) -> a frozen :class:`Plan`.
+
+:func:`make` composes nothing and writes nothing: it takes the composed config and the command line's overrides and
+checks everything that can be checked before a file exists: the log folder, the resumed run (its saved config plus
+the overrides a resume may apply, its checkpoint, that no other process is writing it), the preset's required keys,
+every key and value (:func:`labkit.run.validate.validate`) and the checkpoint ``init_from`` names. Entry points,
+sweep jobs and the notebook API hand the plan on; nothing downstream derives any of it again, and each checkpoint
+named on the command line is read here once, to check it, and once more where it is used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from labkit.core import checks
+from labkit.core.errors import ConfigError
+from labkit.core.files import read_json
+from labkit.run import directory
+from labkit.run.validate import check_required, validate
+
+log = logging.getLogger("labkit")
+
+# ----- what a resume may change -------------------------------------------------------------------------------------
+# Keys a resume may change: how long and how the run is driven, never what is being trained.
+RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
+                  "data.keep_on_device", "data.data_dir", "logger", "callbacks", "paths", "test", "expected",
+                  "tune_lr", "optimized_metric")
+# ... except these, which change the optimization itself or which checkpoint counts as the best
+RESUME_FIXED = ("trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
+                "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode")
+NOT_RECORDED = ("resume",)  # keys of the command line that are not part of a run's settings
+
+
+def _covers(prefixes, key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_key_allowed(key: str) -> bool:
+    return _covers(RESUME_DRIVING, key) and not _covers(RESUME_FIXED, key)
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """Dotted config keys named by command-line overrides (``task/optimizer=adam`` -> ``task.optimizer``,
+    ``logger=csv`` -> ``logger``), Hydra's own and ``resume`` left out."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = []
+    for o in OverridesParser.create().parse_overrides(list(overrides or [])):
+        key = o.key_or_group.replace("/", ".")
+        if key.startswith("hydra.") or key == "hydra" or key in NOT_RECORDED:
+            continue
+        keys.append(key)
+    return keys
+
+
+def plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+# ----- the plan ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """``resume=...``: which run continues, from which checkpoint, and what the command line changes in it."""
+
+    run_dir: Path
+    checkpoint: Path | None  # checkpoints/last.ckpt (read once to check it); None: the run never saved one
+    epochs_done: int | None  # epochs that checkpoint has completed
+    changes: Mapping[str, tuple[Any, Any]]  # key -> (saved value, new value), paths.* left out
+    skipped: tuple[Path, ...] = ()  # resume=true: newer runs passed over because they have no checkpoint
+    finished: str | None = None  # the run has nothing left to train: says why, and nothing is written
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a run needs to start, checked: the config (read-only), the command line's overrides, the resume and
+    ``init_from`` sources, and the run directory (known once Hydra or the API has chosen it: :meth:`at`)."""
+
+    cfg: DictConfig
+    overrides: tuple[str, ...]
+    resume: Resume | None = None
+    init_from: Path | None = None  # the checkpoint file init_from names (a run's best, or the file itself)
+    run_dir: Path | None = None
+
+    def at(self, run_dir: str | Path) -> Plan:
+        """This plan with its run directory (``paths.output_dir``) set."""
+        run_dir = Path(run_dir)
+        if self.run_dir is not None and self.run_dir.resolve() == run_dir.resolve():
+            return self
+        cfg = OmegaConf.create(OmegaConf.to_container(self.cfg, resolve=False))
+        cfg.paths.output_dir = str(run_dir)
+        OmegaConf.set_readonly(cfg, True)
+        return dataclasses.replace(self, cfg=cfg, run_dir=run_dir)
+
+    @property
+    def nothing_to_do(self) -> str | None:
+        """Why this plan trains nothing (a finished run resumed without a larger limit), or None."""
+        return self.resume.finished if self.resume is not None else None
+
+    def changed_keys(self) -> dict[str, Any]:
+        """The settings this command line gives: its overrides' keys (and what a resume changes) with their values."""
+        out: dict[str, Any] = {}
+        for key in override_keys(self.overrides):
+            out[key] = plain(OmegaConf.select(self.cfg, key, default=None, throw_on_missing=False))
+        return out
+
+
+def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
+    """The plan of a run from its composed config and the command line's overrides; raises a one-paragraph error
+    (:class:`ConfigError`, :class:`labkit.run.directory.RunNotFoundError`, ...) on the first problem. Writes nothing."""
+    overrides = tuple(str(o) for o in overrides if not str(o).startswith("hydra"))
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # the caller's config stays as it was
+    if "hydra" in cfg:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
+    resume = None
+    if cfg.get("resume") not in (None, False):
+        cfg, resume = _continue(cfg, overrides)
+    _drop_model_init_from(cfg, resuming=resume is not None)
+    if cfg.get("seed") is None:
+        cfg.seed = random.randint(0, 2**31 - 1)
+    if resume is None:  # the command line of the run, kept in config.yaml (a resume's go to resume_history)
+        cfg.overrides = [o for o in overrides if not o.startswith("resume=")]
+    if resume is not None and resume.finished:
+        OmegaConf.set_readonly(cfg, True)
+        return Plan(cfg, overrides, resume, run_dir=resume.run_dir)
+    check_required(cfg)
+    validate(cfg)
+    # a resume from a checkpoint holds those weights already: its init_from source is not read again (it may be gone)
+    init_ckpt = _init_source(cfg.get("init_from")) if resume is None or resume.checkpoint is None else None
+    OmegaConf.set_readonly(cfg, True)
+    return Plan(cfg, overrides, resume, init_ckpt, resume.run_dir if resume is not None else None)
+
+
+def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Resume]:
+    """The config a ``resume=...`` continues with: the run's saved config plus the command line's overrides.
+
+    Overrides that only drive the run (``trainer.max_epochs``, ``data.num_workers``, ``logger=csv``, ...) are applied;
+    any that would change the experiment itself are refused, naming the key. A run another process is writing is
+    refused too."""
+    run_dir, ckpt, skipped = directory.resume_target(cfg.resume, cfg.paths.log_dir)
+    directory.check_unclaimed(run_dir)
+    saved = directory.load_config(run_dir)
+    done = None
+    if ckpt is not None:
+        from labkit.core.safe_load import load_checkpoint
+
+        # unreadable or unsafe: refused now, with the file named, before anything is written
+        done = int(load_checkpoint(ckpt).get("epoch", -1)) + 1  # epochs the checkpoint has completed
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in override_keys(overrides):
+        if not resume_key_allowed(key):
+            raise ConfigError(
+                f"resume={cfg.resume} cannot change '{key}': it would change the experiment itself (model, data, task, "
+                f"optimizer and seed are fixed for a run), so the continued run would no longer be the one recorded in "
+                f"{run_dir}. Start a new run from its weights instead: python train.py init_from={run_dir} {key}=... "
+                f"(resume may change: {', '.join(RESUME_DRIVING)})")
+        new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        old = OmegaConf.select(saved, key, default=None, throw_on_missing=False)
+        if isinstance(new, DictConfig):  # a group choice (logger=csv): the composed node replaces the saved one
+            new = OmegaConf.to_container(new, resolve=False)
+        with open_dict(saved):
+            OmegaConf.update(saved, key, new, merge=False, force_add=True)
+        before, after = plain(old), plain(OmegaConf.select(saved, key, default=None))
+        if before != after and not key.startswith("paths."):
+            changes[key] = (before, after)
+    with open_dict(saved):
+        saved.resume = str(run_dir)
+    max_epochs = OmegaConf.select(saved, "trainer.max_epochs", default=None)
+    metrics = run_dir / directory.METRICS_FILE
+    finished = None
+    if metrics.is_file() and read_json(metrics).get("status") == "ok" and done is not None and \
+            isinstance(max_epochs, int) and 0 <= max_epochs <= done and \
+            OmegaConf.select(saved, "trainer.max_steps", default=-1) in (-1, None):
+        finished = (f"resume={cfg.resume}: the run {run_dir} has finished {done} epochs and trainer.max_epochs="
+                    f"{max_epochs}, so there is nothing left to train and nothing was changed. To train it longer, "
+                    f"give a larger limit, e.g. trainer.max_epochs={done + 5}")
+    return saved, Resume(run_dir, ckpt, done, changes, tuple(skipped), finished)
+
+
+def _drop_model_init_from(cfg: DictConfig, resuming: bool) -> None:
+    """``model.init_from`` (labkit < 0.2) is refused on the command line; configs saved by those versions hold
+    ``model.init_from: null`` or a path whose weights are in the run's checkpoints, and still load."""
+    if "init_from" not in (cfg.get("model") or {}):
+        return
+    if cfg.model.init_from and not resuming:
+        raise ConfigError(f"model.init_from={cfg.model.init_from} has moved to the top level: use "
+                          f"init_from={cfg.model.init_from} (it works for every model and is recorded in config.yaml "
+                          "and metrics.json)")
+    with open_dict(cfg):
+        del cfg.model["init_from"]
+
+
+def source_checkpoint(source) -> Path:
+    """The file ``init_from=<run dir or .ckpt or state_dict file>`` names: the file itself, or the best checkpoint of
+    the run directory (not read here)."""
+    p = Path(str(source)).expanduser()
+    if p.is_file():
+        return p
+    run_dir, _ = directory.resolve_run(p, key="init_from")
+    return directory.find_checkpoint(run_dir, "best")
+
+
+def _init_source(source) -> Path | None:
+    """:func:`source_checkpoint`, read once to check it (None when ``init_from`` is not set)."""
+    if not source:
+        return None
+    from labkit.core.safe_load import load_checkpoint
+
+    ckpt = source_checkpoint(source)
+    load_checkpoint(ckpt)  # not a checkpoint, truncated or unsafe: refused now, naming the file
+    return ckpt
