@@ -5,6 +5,8 @@
 - :class:`FiniteLossGuard` stops training cleanly on a NaN/inf loss, naming the step and batch, without
   a host sync per step, and before a poisoned checkpoint can be written.
 - :class:`RunClock` keeps a run's wall time over all its sessions: saved in every checkpoint, restored by a resume.
+- :class:`SignalsAsSigterm` makes SIGUSR1 (SLURM's ``--signal=USR1@<seconds>`` before a time limit) stop a run
+  the way SIGTERM does (Lightning stops at the next step); the run core records it as preempted.
 - :class:`AtomicCheckpointIO` writes checkpoints to a temporary file and renames it, so a kill during a
   save never leaves a truncated ``.ckpt`` behind.
 """
@@ -14,6 +16,8 @@ import io
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from typing import Any
 
@@ -23,7 +27,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from labkit.core.errors import LabkitError
+from labkit.core.errors import LabkitError, RunStopped
 from labkit.core.files import atomic_write_bytes
 
 log = logging.getLogger("labkit")
@@ -31,6 +35,40 @@ log = logging.getLogger("labkit")
 
 class NonFiniteLossError(LabkitError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class Preempted(RunStopped):
+    """The scheduler stopped the run (SIGTERM, or SIGUSR1 before a time limit): its last end-of-epoch checkpoint
+    stays, and a resume (or the requeued job) continues from it exactly as if it had not stopped."""
+
+    status = "preempted"
+
+
+class Interrupted(RunStopped):
+    """The run was stopped by Ctrl-C or another exit request while training; its checkpoints stay."""
+
+    status = "interrupted"
+
+
+class SignalsAsSigterm(pl.Callback):
+    """While fitting, SIGUSR1 is treated as SIGTERM: Lightning then stops at the next training step (all DDP ranks
+    together) without writing a checkpoint, so ``checkpoints/last.ckpt`` is the last complete epoch. Left alone when
+    something else already handles SIGUSR1 (Lightning's own SLURM auto-requeue, a launcher)."""
+
+    def __init__(self):
+        self._previous = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        usr1 = getattr(signal, "SIGUSR1", None)
+        if usr1 is None or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(usr1) in (signal.SIG_DFL, None):
+            self._previous = signal.signal(usr1, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._previous = None
 
 
 class EpochSeed(pl.Callback):
@@ -146,6 +184,10 @@ class RunClock(pl.Callback):
         self.started = time.time()
         self.before = 0.0  # the sessions before this one, as far as the checkpoint this one resumed knows
         self._fitted = False
+        self.epoch: int | None = None  # the epoch being trained (where a stop happened)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch = trainer.current_epoch
 
     def session(self) -> float:
         return time.time() - self.started

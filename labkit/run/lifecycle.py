@@ -19,7 +19,7 @@ from labkit.core.errors import LabkitError
 from labkit.core.files import read_json
 from labkit.run import directory, records, tuning
 from labkit.run import plan as planning
-from labkit.run.callbacks import AtomicCheckpointIO, RunCheckpoint, RunClock
+from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunCheckpoint, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
 
 log = logging.getLogger("labkit")
@@ -27,18 +27,23 @@ log = logging.getLogger("labkit")
 
 def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Plan (unless ``job`` is a plan already) and train; a job refused before it started is recorded by
-    :func:`labkit.run.records.refused`, one that fails later by :func:`labkit.run.records.failed`.
+    :func:`labkit.run.records.refused`, one that fails later by :func:`labkit.run.records.failed`. A job that finds
+    its directory holding its own unfinished run (a requeued SLURM or submitit job) continues it.
 
     ``overrides``: the command line's (default: those ``labkit.api.compose`` recorded in the config)."""
-    if not isinstance(job, Plan):
-        overrides = list(job.get("overrides") or []) if overrides is None else list(overrides)
-        try:
-            made = planning.make(job, overrides)
-            job = made if made.run_dir is not None else made.at(job.paths.output_dir)
-        except Exception as e:
-            records.refused(job, e, overrides)
-            raise
-    return train(job)
+    cfg = job.cfg if isinstance(job, Plan) else job
+    overrides = list(job.overrides if isinstance(job, Plan) else (cfg.get("overrides") or []) if overrides is None
+                     else overrides)
+    try:
+        plan = job if isinstance(job, Plan) else planning.make(job, overrides)
+        if plan.run_dir is None:
+            plan = plan.at(cfg.paths.output_dir)
+        if plan.resume is None:
+            plan = planning.continuation(plan) or plan
+    except Exception as e:
+        records.refused(cfg, e, overrides)
+        raise
+    return train(plan)
 
 
 def train(plan: Plan) -> dict[str, Any]:
@@ -62,12 +67,28 @@ def train(plan: Plan) -> dict[str, Any]:
             figures = records.metrics(plan, trainer, task, figures, init_report, clock)
             records.report(loggers, plan, figures)
             records.finish(run_dir, figures)
-        except Exception as e:
-            records.failed(plan, e)
-            raise
+        except BaseException as e:  # failed, or stopped on purpose (a scheduler's SIGTERM, Ctrl-C)
+            stopped = stopped_by(e, clock.epoch, run_dir)
+            records.failed(plan, stopped or e)
+            if stopped is None:
+                raise
+            raise stopped from None
         records.drop_superseded(kept, trainer, run_dir)
     log.info("run directory: %s", run_dir)
     return figures
+
+
+def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted | Interrupted | None:
+    """What stopped a run that did not fail (None for a failure): a scheduler's SIGTERM or SIGUSR1, which Lightning
+    turns into a SIGTERMException at the next step (preempted), or an exit request such as Ctrl-C (interrupted)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    if isinstance(e, Exception) and not isinstance(e, SIGTERMException):
+        return None
+    kind, how = (Preempted, "a scheduler's SIGTERM/SIGUSR1") if isinstance(e, SIGTERMException) else \
+        (Interrupted, type(e).__name__)
+    return kind(f"the run was stopped by {how} during epoch {epoch}; its checkpoints stay, and it continues from its "
+                f"last complete epoch with: python train.py resume={run_dir}", epoch=epoch)
 
 
 # ----- the steps ----------------------------------------------------------------------------------------------------
@@ -93,7 +114,7 @@ def attach(plan: Plan, task, clock: RunClock) -> tuple[pl.Trainer, list]:
     cfg = plan.cfg
     loggers = [build_object(n) for n in (cfg.get("logger") or {}).values()
                if isinstance(n, DictConfig) and "_target_" in n]
-    callbacks: list[pl.Callback] = [clock]
+    callbacks: list[pl.Callback] = [clock, SignalsAsSigterm()]
     bar = cfg.trainer.get("enable_progress_bar", True) is not False
     for key, node in (cfg.get("callbacks") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:

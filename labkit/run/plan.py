@@ -215,3 +215,35 @@ def _init_source(source) -> Path | None:
     ckpt = source_checkpoint(source)
     load_checkpoint(ckpt)  # not a checkpoint, truncated or unsafe: refused now, naming the file
     return ckpt
+
+
+# ----- a requeued job -----------------------------------------------------------------------------------------------
+UNFINISHED = (None, "preempted", "interrupted")  # metrics.json status of a run a requeued job continues (None: none)
+
+
+def continuation(plan: Plan) -> Plan | None:
+    """The plan of a requeued job (SLURM, submitit), which starts again in its own directory: when that directory
+    holds an unfinished run of the same experiment (a checkpoint, and a metrics.json that is missing or says
+    preempted/interrupted), continue it from its last checkpoint; None when there is nothing to continue. A command
+    line that asks for another experiment in that directory is refused (its settings would be silently ignored)."""
+    run_dir = plan.run_dir
+    metrics = run_dir / directory.METRICS_FILE
+    if not directory.is_run_dir(run_dir) or not directory.has_checkpoint(run_dir):
+        return None
+    status = read_json(metrics).get("status") if metrics.is_file() else None
+    if status not in UNFINISHED:
+        return None
+    saved = directory.load_config(run_dir)
+    for key in override_keys(plan.overrides):
+        if resume_key_allowed(key):
+            continue
+        new = plain(OmegaConf.select(plan.cfg, key, default=None, throw_on_missing=False))
+        old = plain(OmegaConf.select(saved, key, default=None, throw_on_missing=False))
+        if new != old:
+            raise ConfigError(f"{run_dir} holds an unfinished run whose {key} is {old!r}, not {new!r}: continue it "
+                              f"with python train.py resume={run_dir}, or give this experiment another directory")
+    log.info("%s holds this job's unfinished run (%s): continuing it from its last checkpoint", run_dir,
+             status or "stopped without a record")
+    cfg = OmegaConf.create(OmegaConf.to_container(plan.cfg, resolve=False))
+    cfg.resume = str(run_dir)
+    return make(cfg, [f"resume={run_dir}"])
