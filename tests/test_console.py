@@ -15,7 +15,7 @@ NOISE = re.compile(r"warn|deprecat|AVX|alembic|Context impl|A new study created|
 
 def _run(script, args, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for key in ("PYTHONWARNINGS", "NO_COLOR", "LABKIT_LOG_DIR"):
+    for key in ("PYTHONWARNINGS", "NO_COLOR", "TTY_COMPATIBLE", "TQDM_DISABLE", "LABKIT_PLAIN", "LABKIT_LOG_DIR"):
         env.pop(key, None)
     r = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=600)
@@ -92,7 +92,8 @@ def test_filters_are_specific():
 
 
 def test_progress_bars_only_for_people_watching(monkeypatch, capsys):
-    """labkit's own bars (evaluation passes, caches) are drawn on a terminal, not into a log file or a pipe."""
+    """labkit's own bars (evaluation passes, caches) are drawn on a terminal, not into a log file or a pipe (nor when
+    stdout alone goes to a file: the training progress shares the decision, labkit.core.console.plain)."""
     import io
 
     from labkit.core import console as quiet
@@ -101,9 +102,14 @@ def test_progress_bars_only_for_people_watching(monkeypatch, capsys):
         def isatty(self):
             return True
 
-    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+    monkeypatch.setattr(quiet, "_forced", None)
+    for key in ("LABKIT_PLAIN", "TERM"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    for out, stream, shown in ((Terminal(), io.StringIO(), False), (Terminal(), Terminal(), True),
+                               (io.StringIO(), Terminal(), False)):
+        monkeypatch.setattr(sys, "stdout", out)
         monkeypatch.setattr(sys, "stderr", stream)
-        monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
         assert quiet.interactive() is shown
         assert list(quiet.progress(range(3), desc="embedding train", file=stream)) == [0, 1, 2]
         assert ("embedding train" in stream.getvalue()) is shown

@@ -18,8 +18,12 @@ below names one known message (or one library's set-up logger); real warnings an
   reached" note) and its "Checkpoint directory exists and is not empty" warning, which a resumed or a tested run
   always triggers by design (labkit writes into its own run directory);
 - the model summary's FLOPs column, always 0 because tasks have no example input: :class:`ModelSummary` drops it;
-- labkit's own progress bars (:func:`progress`) when the console is neither a terminal nor a notebook: a log file
-  or a pipe got a wall of carriage returns and cursor codes from every evaluation pass.
+- labkit's own progress bars (:func:`progress`) when the output is plain (:func:`plain`): a log file or a pipe got a
+  wall of carriage returns and cursor codes from every evaluation pass.
+
+:func:`plain` is the one place that decides whether output is for a file (a log under ``nohup``, ``screen`` or a
+scheduler such as SLURM, a pipe) or for a person at a terminal: labkit's bars, the training progress
+(:mod:`labkit.tracking.progress`), W&B's console output and colour codes all ask it.
 """
 from __future__ import annotations
 
@@ -45,16 +49,71 @@ for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plug
               "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-def _stderr_is_terminal() -> bool:
+# ----- plain output: files, pipes and schedulers' logs get no bars and no escape codes ------------------------------
+PLAIN_ENV = "LABKIT_PLAIN"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+_forced: bool | None = None  # the run's own setting (callbacks.progress_bar.plain), see force_plain
+
+
+def _is_terminal(stream) -> bool:
     try:
-        return sys.stderr is not None and sys.stderr.isatty()
+        return stream is not None and stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
 
 
-# colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set
-if not _stderr_is_terminal():
+def _stderr_is_terminal() -> bool:
+    return _is_terminal(sys.stderr)
+
+
+def _flag(value) -> bool | None:
+    """True/False for a yes/no setting (a bool or text such as "1", "false"), None for unset or "auto"."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def plain(setting: bool | str | None = None) -> bool:
+    """True when output goes to a file, a pipe or a scheduler's log rather than to a person at a terminal: no
+    progress bars, carriage returns or escape codes then, plain lines instead.
+
+    The first that is set decides: ``setting`` (a caller's own), the run's ``callbacks.progress_bar.plain``
+    (:func:`force_plain`), the environment's ``LABKIT_PLAIN`` (1/0); otherwise output is plain unless both stdout
+    and stderr are terminals (Lightning's bar writes to one, labkit's bars to the other) and ``TERM`` is not
+    ``dumb``. A notebook is never plain: it draws bars as widgets."""
+    for value in (setting, _forced, os.environ.get(PLAIN_ENV)):
+        decided = _flag(value)
+        if decided is not None:
+            return decided
+    if "ipykernel" in sys.modules:
+        return False
+    return not (_is_terminal(sys.stdout) and _is_terminal(sys.stderr)) or os.environ.get("TERM") == "dumb"
+
+
+def force_plain(setting: bool | str | None) -> bool:
+    """Make ``setting`` (true, false, or null = decide by the terminal) this process's choice, for every later
+    :func:`plain` question; returns the decision. Called once per run by the progress bar callback."""
+    global _forced
+    _forced = _flag(setting)
+    decided = plain()
+    if decided:
+        _no_colour()
+    return decided
+
+
+def _no_colour() -> None:
+    # colorlog (Optuna's handler) writes escape codes even into files and pipes unless NO_COLOR is set; rich (model
+    # summary, test table) draws no styles when TTY_COMPATIBLE=0, even on a terminal with LABKIT_PLAIN=1; tqdm bars
+    # that other code draws without asking (Lightning's lr finder, dataset downloads) are off with TQDM_DISABLE=1 when
+    # it is set before tqdm is imported (labkit's and Lightning's own bars pass `disable` themselves)
     os.environ.setdefault("NO_COLOR", "1")
+    os.environ.setdefault("TTY_COMPATIBLE", "0")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+if plain():
+    _no_colour()
 
 
 class _DropMessages(logging.Filter):
@@ -180,8 +239,8 @@ def _make_summary_class():
 
 
 def interactive() -> bool:
-    """True when a person watches the output live: stderr is a terminal, or the code runs in a notebook."""
-    return _stderr_is_terminal() or "ipykernel" in sys.modules
+    """True when a person watches the output live (a terminal or a notebook): the opposite of :func:`plain`."""
+    return not plain()
 
 
 def progress(iterable, desc: str, **kwargs):

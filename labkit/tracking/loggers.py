@@ -10,26 +10,188 @@
   final figures (best monitored value, parameters, epochs, test error) to every logger of the trainer.
 
 A missing package is a :class:`MissingExtraError` that says what to ``pip install``.
+
+Tracking servers (a remote MLflow ``tracking_uri``, online W&B) are checked when the logger is built, before any
+training, with a short timeout (``connect_timeout_s``): one that does not answer is a :class:`TrackingServerError`,
+one paragraph naming the address and the ways out, never minutes of retries. A server that goes away during the run
+does not stop or slow it: the first failed call is one warning, later calls are not attempted but counted, and when
+the logger is finalized it says how many did not reach the server (:class:`_ServerLogging`); the run's own records
+(metrics.json, history.csv, TensorBoard, CSV) do not depend on it.
 """
 from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger as _CSVLogger
 from pytorch_lightning.loggers import MLFlowLogger as _PLMLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import DummyExperiment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from labkit.core.errors import LabkitError
+from labkit.core import console
+from labkit.core.errors import ConfigError, LabkitError
+
+log = logging.getLogger("labkit")
+
+CONNECT_TIMEOUT_S = 5.0
+# MLflow's own HTTP settings for a remote server unless the user set them: MLflow retries 7 times with a back-off
+# factor of 2 and waits 120 s per request by default, minutes per call once a server is gone
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class MissingExtraError(LabkitError, ImportError):
     """An optional package is not installed."""
+
+
+class TrackingServerError(LabkitError):
+    """A tracking server (MLflow, W&B) does not answer before training starts."""
+
+
+# ----- tracking servers: checked once, then tolerated --------------------------------------------------------------
+def probe(url: str, timeout_s: float) -> str | None:
+    """None when the HTTP(S) server at ``url`` answers within ``timeout_s`` seconds (any HTTP status counts, and a
+    TLS certificate problem too: something is listening), else why not, in a few words. Asks ``url`` itself only
+    (``<url>/health``, MLflow's and many servers' cheap page), through the proxies the environment names, like the
+    clients do; the whole check, name lookup included, is bounded by ``timeout_s``."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # credentials in the URL are the client's business, not the probe's
+    target = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+    answer: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(target, method="GET"), timeout=timeout_s) as r:
+                r.read(256)
+            answer.append(None)
+        except urllib.error.HTTPError:  # 404, 401, 503...: a server answered
+            answer.append(None)
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, ssl.SSLError):
+                answer.append(None)
+            elif isinstance(reason, ConnectionRefusedError):
+                answer.append("connection refused")
+            elif isinstance(reason, socket.gaierror):
+                answer.append(f"unknown host ({reason.strerror or reason})")
+            elif isinstance(reason, (TimeoutError, socket.timeout)):
+                answer.append(f"no answer within {timeout_s:g} s")
+            else:
+                answer.append(str(reason))
+        except (TimeoutError, socket.timeout):
+            answer.append(f"no answer within {timeout_s:g} s")
+        except ssl.SSLError:
+            answer.append(None)
+        except Exception as e:  # a connection closed without an answer, ...
+            answer.append(f"{type(e).__name__}: {e}".rstrip(": "))
+
+    thread = threading.Thread(target=ask, name="labkit-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return answer[0] if answer else f"no answer within {timeout_s:g} s"
+
+
+def shown(url: str) -> str:
+    """``url`` as messages show it: a password in it masked."""
+    parts = urllib.parse.urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+    return url
+
+
+def _check_timeout(key: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{key}={value!r} is invalid: give the seconds to wait for the tracking server before "
+                          f"training (a number > 0, default {CONNECT_TIMEOUT_S:g}), or null to skip the check")
+    return float(value)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what if n != 1 else what.rstrip('s').replace('batche', 'batch')}"
+
+
+class _ServerLogging:
+    """Calls to a tracking server that may go away: the first failure is one warning, later calls are skipped and
+    counted (no call waits for a server that is gone), and :meth:`_report_unsent` says at finalize what did not
+    reach it. Nothing is caught for a local store (``_server`` None)."""
+
+    _server: str | None = None
+    _what: str = "logger"
+    _failure: BaseException | None = None
+    _unsent: Counter
+    _reported: Counter
+
+    def _tolerate(self, what: str, server: str | None) -> None:
+        self._what, self._server = what, shown(server) if server else None
+        self._failure, self._unsent, self._reported = None, Counter(), Counter()
+
+    def _failed(self, e: BaseException) -> None:
+        if self._failure is not None:
+            return
+        self._failure = e
+        log.warning("%s: logging to %s failed (%s). Training goes on without it: no further calls are made to it, "
+                    "the run's own records (metrics.json, history.csv, TensorBoard and CSV logs) stay complete, and "
+                    "what did not reach the server is counted at the end.", self._what, self._server, _reason(e))
+
+    def _send(self, kind: str | None, fn: Callable, *args: Any, **kwargs: Any) -> None:
+        """``fn(*args, **kwargs)`` unless the server has failed; a call not made (or failed) counts as ``kind``
+        (None: not counted)."""
+        if self._server is None:
+            fn(*args, **kwargs)
+            return
+        if self._failure is None:
+            try:
+                fn(*args, **kwargs)
+            except Exception as e:
+                self._failed(e)
+            if self._failure is None:
+                return
+        if kind:
+            self._unsent[kind] += 1
+
+    def _report_unsent(self) -> None:
+        if self._server is None or self._unsent == self._reported:
+            return
+        counts = [_count(n, kind) for kind, n in self._unsent.items()]
+        counts = ", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0]
+        in_all = "in all, " if self._reported else ""
+        self._reported = Counter(self._unsent)
+        log.warning("%s: %s%s did not reach %s (it stopped answering); this run's figures are complete in its own "
+                    "records (metrics.json, history.csv, TensorBoard and CSV logs).", self._what, in_all, counts,
+                    self._server)
+
+
+_REASONS = (("refused", "connection refused"), ("timed out", "no answer in time"), ("timeout", "no answer in time"),
+            ("reset by peer", "connection reset"), ("name or service not known", "unknown host"),
+            ("nodename nor servname", "unknown host"), ("remotedisconnected", "connection closed without an answer"))
+
+
+def _reason(e: BaseException) -> str:
+    """A failed call in a few words: the network's reason when the (long) message names one."""
+    text = " ".join(str(e).split())
+    low = text.lower()
+    for needle, reason in _REASONS:
+        if needle in low:
+            return f"{type(e).__name__}: {reason}"
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
 def _require(module: str, what: str) -> None:
@@ -47,13 +209,28 @@ def _local_uri(path: str) -> str:
     return Path(path).expanduser().resolve().as_uri()
 
 
-class MLFlowLogger(_PLMLFlowLogger):
-    """Lightning's MLFlowLogger. Extra: ``run_dir`` (tagged, and the run's name when ``run_name`` is null)."""
+def _remote(uri: str | None) -> bool:
+    return bool(uri) and uri.split("://", 1)[0].lower() in ("http", "https")
+
+
+class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
+    """Lightning's MLFlowLogger. Extra: ``run_dir`` (tagged, and the run's name when ``run_name`` is null); a remote
+    ``tracking_uri`` (http/https) is checked first (``connect_timeout_s``, null: no check), MLflow's HTTP retries and
+    timeout are bounded (:data:`MLFLOW_HTTP_DEFAULTS`, unless set in the environment), and a server that goes away
+    during the run is tolerated (:class:`_ServerLogging`)."""
 
     def __init__(self, experiment_name: str = "labkit", run_name: str | None = None,
                  tracking_uri: str | None = None, artifact_location: str | None = None, run_dir: str | None = None,
-                 tags: dict[str, Any] | None = None, **kwargs: Any):
+                 tags: dict[str, Any] | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
+                 **kwargs: Any):
         _require("mlflow", "logger=mlflow")
+        timeout = _check_timeout("logger.mlflow.connect_timeout_s", connect_timeout_s)
+        self._tolerate("mlflow", tracking_uri if _remote(tracking_uri) else None)
+        if self._server is not None:
+            for key, value in MLFLOW_HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            if timeout is not None:
+                self._check_server(tracking_uri, timeout)
         if tracking_uri and tracking_uri.startswith("sqlite:///"):
             db = tracking_uri[len("sqlite:///"):]
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -69,16 +246,148 @@ class MLFlowLogger(_PLMLFlowLogger):
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          artifact_location=artifact_location, tags=tags or None, **kwargs)
 
+    @staticmethod
+    def _check_server(uri: str, timeout: float) -> None:
+        started = time.monotonic()
+        why = probe(uri, timeout)
+        if why is None:
+            return
+        source = " (from the MLFLOW_TRACKING_URI environment variable)" if os.environ.get("MLFLOW_TRACKING_URI") == uri \
+            else ""
+        raise TrackingServerError(
+            f"logger=mlflow cannot reach the MLflow tracking server at {shown(uri)}{source}: {why} (after "
+            f"{time.monotonic() - started:.1f} s; labkit waits up to logger.mlflow.connect_timeout_s={timeout:g} s). "
+            "Nothing was trained. "
+            "Ways out: fix the address (logger.mlflow.tracking_uri=http://<host>:<port>, or MLFLOW_TRACKING_URI) or "
+            "start the server; use MLflow's local store instead (logger=mlflow without a tracking_uri and with "
+            "MLFLOW_TRACKING_URI unset writes a SQLite database under paths.log_dir/mlruns: mlflow ui "
+            "--backend-store-uri sqlite:///<log_dir>/mlruns/mlflow.db shows it); or log with logger=tensorboard")
 
-class WandbLogger(_PLWandbLogger):
-    """Lightning's WandbLogger, offline unless told otherwise; ``name`` null = the run directory's name."""
+    # every call that reaches the server, tolerated (_ServerLogging): the run is created on first use
+    @property
+    def experiment(self):
+        if self._server is None:
+            return super().experiment
+        if self._failure is None:
+            try:
+                return super().experiment
+            except Exception as e:
+                self._failed(e)
+        return DummyExperiment()  # swallows every call; _send counts them
 
-    def __init__(self, name: str | None = None, save_dir: str = ".", offline: bool = True, **kwargs: Any):
+    def log_hyperparams(self, params: Any) -> None:
+        self._send("parameter sets", super().log_hyperparams, params)
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self._send("metric batches", super().log_metrics, metrics, step)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        # an upload only with log_model (Lightning's MLFlowLogger sends nothing otherwise)
+        self._send("checkpoint uploads" if self._log_model else None, super().after_save_checkpoint,
+                   checkpoint_callback)
+
+    def finalize(self, status: str = "success") -> None:
+        self._send(None, super().finalize, status)  # the run's end status: not sent once the server is gone
+        self._report_unsent()
+
+
+def _wandb_base_url(init: dict) -> str:
+    settings = init.get("settings")
+    url = settings.get("base_url") if isinstance(settings, dict) else getattr(settings, "base_url", None)
+    if url:
+        return str(url)
+    try:  # wandb's own resolution: WANDB_BASE_URL, `wandb login --host`'s settings file; starts no process
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup._setup(start_service=False).settings.base_url)
+    except Exception:
+        return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+
+
+class WandbLogger(_ServerLogging, _PLWandbLogger):
+    """Lightning's WandbLogger, offline unless told otherwise; ``name`` null = the run directory's name. Online
+    (``offline: false``), W&B's server is checked first (``connect_timeout_s``, null: no check) and calls that fail
+    later are tolerated (:class:`_ServerLogging`). When output is plain (:func:`labkit.core.console.plain`: a log
+    file, a scheduler), W&B writes nothing to the console (``silent``: its lines carry colour codes even in files);
+    labkit says where the run is saved instead."""
+
+    def __init__(self, name: str | None = None, save_dir: str = ".", offline: bool = True,
+                 connect_timeout_s: float | None = CONNECT_TIMEOUT_S, **kwargs: Any):
         _require("wandb", "logger=wandb")
+        timeout = _check_timeout("logger.wandb.connect_timeout_s", connect_timeout_s)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or Path(save_dir).name, save_dir=save_dir, offline=offline, **kwargs)
         if self._wandb_init.get("anonymous") is None:  # Lightning always passes it; wandb >= 0.19 warns it is unused
             self._wandb_init.pop("anonymous", None)
+        mode = str(self._wandb_init.get("mode") or os.environ.get("WANDB_MODE") or "online").lower()
+        online = not offline and mode not in ("offline", "disabled", "dryrun")
+        base_url = _wandb_base_url(self._wandb_init) if online else None
+        self._tolerate("wandb", base_url)
+        if base_url is not None and timeout is not None:
+            self._check_server(base_url, timeout)
+
+    @staticmethod
+    def _check_server(url: str, timeout: float) -> None:
+        started = time.monotonic()
+        why = probe(url, timeout)
+        if why is None:
+            return
+        raise TrackingServerError(
+            f"logger=wandb with logger.wandb.offline=false cannot reach the W&B server at {shown(url)}: {why} (after "
+            f"{time.monotonic() - started:.1f} s; labkit waits up to logger.wandb.connect_timeout_s={timeout:g} s). "
+            "Nothing was trained. "
+            "Ways out: check the network or the server's address (WANDB_BASE_URL, wandb login --host=...); log "
+            "offline with logger.wandb.offline=true (the default: the run is saved in <run dir>/wandb, upload it "
+            "later with wandb sync <run dir>/wandb/offline-run-*); or log with logger=tensorboard")
+
+    @property
+    def experiment(self):
+        announce = self._experiment is None and rank_zero_only.rank == 0 and console.plain() and self._quiet_console()
+        if self._server is not None and self._failure is not None:
+            return DummyExperiment()
+        try:
+            run = super().experiment
+        except Exception as e:
+            if self._server is None:
+                raise
+            self._failed(e)
+            return DummyExperiment()
+        if announce:
+            self._announce(run)
+        return run
+
+    def _quiet_console(self) -> bool:
+        """W&B writes nothing to the console (its lines, the exit summary included, carry colour codes even in a
+        file); True when this logger is the one to say where the run is instead."""
+        if getattr(self, "_quieted", False):
+            return False
+        self._quieted = True
+        settings = self._wandb_init.get("settings")
+        if settings is None:
+            self._wandb_init["settings"] = {"silent": True}
+        elif isinstance(settings, dict):
+            settings.setdefault("silent", True)
+        else:
+            return False  # the user's own wandb.Settings: theirs to choose
+        return True
+
+    def _announce(self, run: Any) -> None:
+        files = getattr(run, "dir", None)
+        where = Path(files).parent if files else Path(self._save_dir or ".") / "wandb"
+        if self._server is None:
+            log.info("wandb: offline run saved in %s; upload it with: wandb sync %s", where, where)
+        else:
+            log.info("wandb: run %s (files in %s)", getattr(run, "url", None) or "", where)
+
+    def log_hyperparams(self, params: Any) -> None:
+        self._send("parameter sets", super().log_hyperparams, params)
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self._send("metric batches", super().log_metrics, metrics, step)
+
+    def finalize(self, status: str) -> None:
+        self._send(None, super().finalize, status)
+        self._report_unsent()
 
 
 def flatten(d: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
