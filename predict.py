@@ -16,7 +16,9 @@ def main(cfg) -> None:
 
 def cli(argv=None):
     """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
-    return run("predict", main, help=True, argv=argv)
+    from labkit.cli.inputs import check
+
+    return run("predict", main, check, help=True, argv=argv)
 
 
 if __name__ == "__main__":

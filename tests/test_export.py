@@ -42,7 +42,9 @@ def test_export_folds_normalization_and_matches_pytorch(fmt, digits_run, cfg_fac
     record = export(cfg_factory(f"run={digits_run}", f"format={fmt}", name="export", sub=fmt))
     path = Path(record["path"])
     assert path.parent == digits_run / "export" and path.stat().st_size > 10_000
-    saved = json.loads((path.parent / "export.json").read_text())
+    saved = json.loads((path.parent / f"{fmt}.json").read_text())
+    assert saved["path"] == f"export/{path.name}" and saved["run"] == digits_run.name  # relative: the run can move
+    assert not Path(saved["checkpoint"]).is_absolute()
     assert saved["check"]["max_abs_difference"] <= saved["check"]["tolerance"] < 1e-2
     assert saved["input"]["shape"] == ["N", 1, 28, 28] and saved["classes"] == [str(i) for i in range(10)]
 

@@ -165,7 +165,8 @@ def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cf
     run = Path(cfg.paths.output_dir)
     grey = tmp_path / "grey_odd.png"  # a grey image for an RGB network, not square, not the training size
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (51, 77), dtype=np.uint8)).save(grey)
-    r = predict(cfg_factory(f"run={run}", f"inputs={grey}", "topk=3", name="predict", sub="p"))
+    # fit=crop: exactly the data module's evaluation pipeline (the default, pad, first pads the photo to a square)
+    r = predict(cfg_factory(f"run={run}", f"inputs={grey}", "topk=3", "fit=crop", name="predict", sub="p"))
     (row,) = r["rows"]
     assert {row["top1"], row["top2"], row["top3"]} == set(CLASSES)  # class names, not indices
     _, task, data, _ = load_run(run)
@@ -175,3 +176,36 @@ def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cf
         p = torch.softmax(task.eval()(x), 1)[0]
     assert row["prediction"] == CLASSES[int(p.argmax())]
     assert row["probability"] == pytest.approx(float(p.max()), abs=1e-5)
+
+
+def test_a_tall_photo_keeps_its_top_in_what_the_network_sees(digits_run, cfg_factory, tmp_path):
+    """A 137x211 photo of a '7' (dark on white): fit=pad keeps its top bar, fit=crop (the datasets' way) cuts it."""
+    from labkit.cli.predict import preprocess
+
+    img = Image.new("L", (137, 211), 255)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((10, 0, 127, 25), fill=0)  # the top bar, in the first rows
+    draw.line((120, 25, 50, 210), fill=0, width=18)
+    _, _, data, _ = load_run(digits_run)
+    padded, inverted = preprocess([img], data, "auto", "pad")
+    cropped, _ = preprocess([img], data, "auto", "crop")
+    assert inverted == [True]  # white paper -> MNIST-like white digit on black
+    background = padded[0, 0, :, 0].min()
+    bar = lambda x: (x[0, 0, :8] > background + 1.0).float().mean()  # noqa: E731  bright pixels in the top rows
+    assert bar(padded) > 0.1 and bar(cropped) < bar(padded) / 2
+    assert padded[0, 0, :, :2].std() < 1e-3  # the pad has the photo's own background (after inversion)
+    photo = tmp_path / "seven.png"
+    img.save(photo)
+    r = predict(cfg_factory(f"run={digits_run}", f"inputs={photo}", name="predict", sub="tall"))
+    shown = np.asarray(Image.open(r["out_dir"] / "predictions.png"))
+    assert shown.size > 0  # the grid shows the network's 28x28 view (checked in preprocess above)
+
+
+def test_a_glob_that_matches_nothing_is_refused_before_torch_is_imported(tmp_path):
+    code = ("import sys, runpy; sys.argv = ['predict.py', 'run=/no/run', 'inputs=" + str(tmp_path) + "/*.png']\n"
+            "try:\n    runpy.run_path('predict.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('torch imported:', 'torch' in sys.modules, 'code:', e.code)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "torch imported: False code: 1" in r.stdout, r.stdout + r.stderr
+    assert "the pattern matches no file" in r.stderr and "Traceback" not in r.stderr

@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for name in names:
         get_report(name)  # an unknown report name fails before any work
     final = Path(run_dir) / "evaluation" / cfg.split
-    results: dict[str, Any] = {"run": str(run_dir), "checkpoint": runs.relative_to_run(ckpt, run_dir),
+    results: dict[str, Any] = {"run": Path(run_dir).resolve().name, "checkpoint": runs.relative_to_run(ckpt, run_dir),
                                "split": cfg.split}
     task.eval()
     with files.staged_dir(final) as out_dir:

@@ -6,8 +6,8 @@ pixels; classifiers give logits (softmax them for probabilities); embedding netw
 
 Before it reports success the exported file is loaded back (onnxruntime for ONNX) and run on a batch of the run's
 own test images, and its outputs are compared with PyTorch's on the same images through the run's own pipeline.
-Files go to ``<run>/export/``: ``model.onnx`` | ``model.torchscript.pt`` | ``model.pt2`` and ``export.json``
-(input/output shapes, classes, the check's figures).
+Files go to ``<run>/export/``: ``model.onnx`` | ``model.torchscript.pt`` | ``model.pt2``, each with its own record
+``<format>.json`` (paths relative to the run, input/output shapes, classes, the check's figures).
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def _run_pt2(path: Path, pixels: torch.Tensor) -> np.ndarray:
 
 def how_to_load(fmt: str, path: Path, shape: tuple, out_shape: tuple, kind: str) -> str:
     c, h, w = shape
-    what = {"classification": "logits (softmax them for probabilities; class names in export.json)",
+    what = {"classification": "logits (softmax them for probabilities; class names in <format>.json)",
             "embedding": "embeddings", "autoencoder": "reconstructions as 0-1 pixels"}[kind]
     head = (f"input: float32 pixels in [0, 1], shape (N, {c}, {h}, {w}) (normalization is folded in); "
             f"output: {what}, shape (N, {', '.join(map(str, out_shape[1:]))})\nload it:\n")
@@ -183,7 +183,8 @@ def how_to_load(fmt: str, path: Path, shape: tuple, out_shape: tuple, kind: str)
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """Export ``cfg.run`` as ``cfg.format``; returns the ``export.json`` record (path, shapes, check figures)."""
+    """Export ``cfg.run`` as ``cfg.format``; returns its record ``export/<format>.json`` (paths relative to the run,
+    shapes, check figures), with ``path`` absolute for the caller."""
     from labkit.cli.evaluate import load_run
 
     fmt = str(cfg.get("format", "onnx")).lower()
@@ -213,7 +214,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     diff = float(np.abs(got - ref_np).max()) if got.shape == ref_np.shape else float("inf")
     tol = float(cfg.get("atol", 1e-4)) + float(cfg.get("rtol", 1e-3)) * float(np.abs(ref_np).max())
     kind = task_kind(task)
-    record = {"format": fmt, "path": str(path), "run": str(run_dir), "checkpoint": str(ckpt), "kind": kind,
+    record = {"format": fmt, "path": runs.relative_to_run(path, run_dir), "run": Path(run_dir).resolve().name,
+              "checkpoint": runs.relative_to_run(ckpt, run_dir), "kind": kind,
               "input": {"name": "pixels", "shape": ["N", *pixels.shape[1:]], "range": [0.0, 1.0],
                         "folded_mean": list(data.mean), "folded_std": list(data.std)},
               "output": {"name": "output", "shape": ["N", *ref.shape[1:]]},
@@ -225,9 +227,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             f"of the run (shapes {tuple(got.shape)} vs {tuple(ref_np.shape)}, max |difference| {diff:.3g} > "
             f"tolerance {tol:.3g}): the network uses an operation the exporter does not translate faithfully; "
             f"try another format (format=onnx|torchscript|pt2) or loosen atol/rtol if the difference is rounding")
-    files.write_json(out_dir / "export.json", record)
+    files.write_json(out_dir / f"{fmt}.json", record)  # one record per format: exporting another keeps this one
     print(f"exported {run_dir.name} to {path}")
     print(how_to_load(fmt, path, tuple(pixels.shape[1:]), tuple(ref.shape), kind))
     print(f"checked against PyTorch on {len(pixels)} test images of the run: max |difference| = {diff:.2g} "
           f"(tolerance {tol:.2g})")
-    return record
+    return {**record, "path": str(path)}

@@ -16,7 +16,6 @@ see :class:`labkit.tasks.base.LabTask`):
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import logging
 import time
@@ -26,20 +25,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
+from labkit.cli.inputs import IMAGE_EXTENSIONS, NoInputsError, collect_inputs, no_inputs  # noqa: F401
 from labkit.core import files
-from labkit.core.errors import ConfigError, LabkitError
+from labkit.core.errors import ConfigError
 from labkit.run import directory as runs
 
 log = logging.getLogger("labkit")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class NoInputsError(LabkitError, FileNotFoundError):
-    """``inputs`` named no readable image."""
-
 
 @dataclass
 class Inputs:
@@ -50,40 +43,6 @@ class Inputs:
 
 
 # ----- finding and reading the files ---------------------------------------------------------------
-def _as_list(inputs) -> list[str]:
-    if inputs is None:
-        return []
-    if isinstance(inputs, (list, tuple, ListConfig)):
-        return [str(i) for i in inputs]
-    return [str(inputs)]
-
-
-def collect_inputs(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
-    """(files to read, [(name, why skipped)]) from image files, folders (searched recursively for image
-    extensions) and glob patterns, in the order given, without duplicates."""
-    files: list[Path] = []
-    missing: list[tuple[str, str]] = []
-    for item in _as_list(inputs):
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            files += found
-        elif p.is_file():
-            files.append(p)
-        elif glob.has_magic(item):
-            files += sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
-        else:
-            missing.append((item, "no such file or folder"))
-    seen, unique = set(), []
-    for f in files:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, missing
-
-
 def open_image(path: Path, channels: int):
     """The image file as a PIL image of mode ``L`` (channels=1) or ``RGB``: EXIF rotation applied, transparency
     composited on white, 16-bit and float images scaled to 0..255."""
@@ -117,12 +76,7 @@ def read_inputs(inputs, channels: int) -> Inputs:
         except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError...
             out.skipped.append((str(f), f"unreadable: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     if not out.images:
-        given = ", ".join(_as_list(inputs)) or "nothing"
-        why = "; ".join(f"{n} ({r})" for n, r in out.skipped[:5])
-        raise NoInputsError(
-            f"inputs={given} gave no readable image{': ' + why if why else ''}. Give image files, a folder of "
-            f"images ({', '.join(IMAGE_EXTENSIONS)}) or a quoted glob, e.g. python predict.py run=<run dir> "
-            f"'inputs=photos/*.png' (several: 'inputs=[a.png,b.jpg]').")
+        raise no_inputs(inputs, out.skipped)
     return out
 
 
@@ -151,6 +105,39 @@ def _cover_crop(img, h: int, w: int):
     return img.crop((left, top, left + w, top + h))
 
 
+def _border_colour(img):
+    """The image's background: the median of its outermost rows and columns, per channel."""
+    a = np.asarray(img)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, 1 if a.ndim == 2 else a.shape[2])
+    value = np.median(border, axis=0).round().astype(int)
+    return int(value[0]) if a.ndim == 2 else tuple(int(v) for v in value)
+
+
+def _contain_pad(img, h: int, w: int):
+    """Resize (keeping the aspect) so the whole image fits in h x w, then pad to exactly h x w with its own
+    background colour: nothing of the image is cut off (a tall digit keeps its top)."""
+    from PIL import Image
+
+    iw, ih = img.size
+    scale = min(h / ih, w / iw)
+    nw, nh = max(1, round(iw * scale)), max(1, round(ih * scale))
+    if (nw, nh) != (iw, ih):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    canvas = Image.new(img.mode, (w, h), _border_colour(img))
+    canvas.paste(img, ((w - nw) // 2, (h - nh) // 2))
+    return canvas
+
+
+FITS = ("pad", "crop")
+
+
+def fit_image(img, h: int, w: int, fit: str = "pad"):
+    """``fit=pad`` (whole image, padded with its background) or ``crop`` (cover, then centre-crop)."""
+    if fit not in FITS:
+        raise ConfigError(f"fit={fit!r} is invalid: use pad (the whole image, padded) or crop (centre-crop)")
+    return _contain_pad(img, h, w) if fit == "pad" else _cover_crop(img, h, w)
+
+
 def should_invert(img, data, invert) -> bool:
     """``invert``: true/false, or ``auto``: a grey image whose brightness is on the other side of 0.5 than the
     training images' mean (a dark digit photographed on white paper for MNIST's white-on-black digits)."""
@@ -164,20 +151,23 @@ def should_invert(img, data, invert) -> bool:
     return (mean > 0.5) != (float(data.mean[0]) > 0.5)
 
 
-def preprocess(images: Sequence, data, invert="auto") -> tuple[torch.Tensor, list[bool]]:
+def preprocess(images: Sequence, data, invert="auto", fit: str = "pad") -> tuple[torch.Tensor, list[bool]]:
     """A normalized float batch (N, C, H, W) at the network's input size from PIL images, through the run's
-    evaluation transforms, and which images were inverted."""
+    evaluation transforms, and which images were inverted. ``fit=pad`` keeps the whole image (aspect kept, padded
+    with its own background, after any inversion); ``crop`` covers the input and centre-crops, as datasets are."""
     from PIL import ImageOps
 
     flags = [should_invert(im, data, invert) for im in images]
     images = [ImageOps.invert(im) if f else im for im, f in zip(images, flags)]
     if hasattr(data, "image_transform"):  # file-based data modules: their own torchvision eval pipeline
         tf = data.image_transform(train=False)
+        if fit == "pad":  # square first, so that the pipeline's shorter-side resize cuts nothing off the sides
+            images = [fit_image(im, max(im.size), max(im.size), "pad") for im in images]
         return torch.stack([tf(im) for im in images]), flags
     h, w = _input_hw(data)
     arrays = []
     for im in images:
-        a = np.asarray(_cover_crop(im, h, w), dtype=np.uint8)
+        a = np.asarray(fit_image(im, h, w, fit), dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     x = torch.from_numpy(np.stack(arrays)).contiguous()
     return data.transform(x, train=False).contiguous(), flags
@@ -288,12 +278,6 @@ def _gallery_image(data, idx: int) -> np.ndarray | None:
     return None
 
 
-def _thumbnail(img, size: int = 256):
-    img = img.copy()
-    img.thumbnail((size, size))
-    return img
-
-
 def _show(ax, img, title: str, fontsize: int = 8) -> None:
     ax.imshow(img, cmap="gray" if img is not None and img.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_title(title, fontsize=fontsize)
@@ -380,9 +364,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     task.eval().to(device)
     kind = _kind(task)
     paths = [p for p, _ in inputs.images]
-    x, inverted = preprocess([im for _, im in inputs.images], data, cfg.get("invert", "auto"))
+    fit = cfg.get("fit", "pad")
+    x, inverted = preprocess([im for _, im in inputs.images], data, cfg.get("invert", "auto"), fit)
+    shown = [_to_hwc(t) for t in denormalize(x.float().cpu(), data)]  # what the network sees, not the file
     x = x.to(device)
-    shown = [np.asarray(_thumbnail(im), dtype=np.float32) / 255.0 for _, im in inputs.images]
     extra = None
     if kind == "classification":
         with torch.no_grad():
@@ -396,10 +381,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         columns = ["file", "prediction"] + [f"neighbour{j}" for j in range(1, min(k, 5) + 1)]
     else:
         rows, recon = reconstruct(task, x, data, device)
-        shown_in = [_to_hwc(t) for t in denormalize(x.float().cpu(), data)]
         extra = [[(_to_hwc(r_), f"reconstruction\nerror {row['reconstruction_error']:.4f}")]
                  for r_, row in zip(denormalize(recon, data), rows)]
-        shown = shown_in  # the network's view (resized, cropped) beside its reconstruction
         columns = ["file", "reconstruction_error", "test_images_with_higher_error"]
     for p, row, inv in zip(paths, rows, inverted):
         row["file"] = str(p)
@@ -411,9 +394,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         write_csv(out / "skipped.csv", [{"file": n, "reason": r} for n, r in inputs.skipped])
     titles = [p.name + (" (inverted)" if inv else "") for p, inv in zip(paths, inverted)]
     plot_grid(kind, titles, shown, rows, out / "predictions.png", extra)
-    files.write_json(out / "predictions.json", {"run": str(run_dir), "checkpoint": str(ckpt), "kind": kind,
+    files.write_json(out / "predictions.json", {"run": Path(run_dir).resolve().name,
+                                               "checkpoint": runs.relative_to_run(ckpt, run_dir), "kind": kind,
                                                "rows": rows, "skipped": inputs.skipped})
-    print(f"run: {run_dir}\ncheckpoint: {ckpt}\n")
+    print(f"run: {Path(run_dir).resolve().name} ({run_dir})\ncheckpoint: {runs.relative_to_run(ckpt, run_dir)}\n")
     print(format_table([{**r, "file": Path(r["file"]).name} for r in rows], columns))
     if any(inverted):
         print("\n(inverted: grey images brighter than the training images were inverted, invert=auto)")
