@@ -28,7 +28,7 @@ class Case:
     phrase: str
     absent: tuple[str, ...] = NOTHING
     code: int = 1
-    data: str = ""  # files to write first: mnist_bad_magic, mnist_truncated, cifar_not_pickle, file
+    data: str = ""  # files to write first: mnist_bad_magic, mnist_truncated, cifar_not_pickle, file, run
 
     def __str__(self):
         return " ".join(self.args)[:60]
@@ -99,6 +99,9 @@ IN_PROCESS = [
     # ----- paths and resume -----
     T("resume=true", phrase="no run to resume"),
     T("resume=/no/such/run", phrase="does not exist"),
+    # a key a resume may not change is refused before the run's checkpoint is read (no torch needed)
+    T("resume=@run", "model=lenet_v2", phrase="resume=@run cannot change 'model'", data="run"),
+    T("resume=@run", "task.optimizer.lr=0.5", phrase="cannot change 'task.optimizer.lr'", data="run"),
     T("paths.log_dir=@file/x", phrase="is a file, not a folder", data="file"),
     # ----- what needs the data is checked at setup, before the first step -----
     T("data.val_size=100000", phrase="data.val_size=100000 is invalid: it must be smaller than the 1438 training",
@@ -160,6 +163,8 @@ def prepare(case: Case, tmp: Path) -> list[str]:
     elif case.data == "file":
         (tmp / "file").write_text("")
     run_dir = tmp / "run"
+    if case.data == "run":  # a run that saved a checkpoint, to resume
+        write_run(run_dir, tmp)
     args = [a.replace("@file", str(tmp / "file")).replace("@run", str(run_dir)).replace("@data", str(data))
             for a in case.args]
     if case.script == "evaluate":
@@ -175,9 +180,20 @@ def prepare(case: Case, tmp: Path) -> list[str]:
             "trainer.devices=1", "trainer.enable_progress_bar=false", "logger=none", *args]
 
 
+def write_run(run_dir: Path, tmp: Path) -> None:
+    """A run directory as train.py leaves it after one epoch: config.yaml and checkpoints/last.ckpt."""
+    import torch
+
+    from labkit.run import directory as runs
+
+    runs.save_config(make_cfg([], tmp / "made"), run_dir)
+    (run_dir / "checkpoints").mkdir()
+    torch.save({"epoch": 0, "global_step": 10, "state_dict": {}}, run_dir / "checkpoints" / "last.ckpt")
+
+
 def check(case: Case, tmp: Path, code, out: str) -> None:
     assert code == case.code, out
-    assert case.phrase in out, out
+    assert case.phrase.replace("@run", str(tmp / "run")) in out, out
     assert "Traceback" not in out, out
     assert out.count("error: ") == 1, out  # one paragraph
     for pattern in case.absent:

@@ -14,15 +14,17 @@ errors from bad overrides) print one paragraph, ``error: ...``, and exit with st
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-from labkit.core import checks
+from labkit.core import checks, files
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory as runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
 
@@ -43,17 +45,22 @@ def _user_error_types() -> tuple[type, ...]:
 
 
 def is_user_error(e: BaseException) -> bool:
-    """True for errors a user causes with their input (and that print one paragraph, no traceback)."""
+    """True for errors a user causes with their input (and that print one paragraph, no traceback); a full disk or
+    quota counts (labkit's :class:`~labkit.core.errors.DiskFullError`, or an ``OSError`` ENOSPC/EDQUOT of a write
+    that did not go through labkit's atomic writes)."""
     from hydra.errors import InstantiationException
 
     if isinstance(e, InstantiationException):  # a constructor failed: the user's fault only if the cause is
         cause = e.__cause__
         return cause is not None and is_user_error(cause)
-    return isinstance(e, _user_error_types())
+    return isinstance(e, _user_error_types()) or files.is_disk_full(e)
 
 
 def message(e: BaseException) -> str:
-    """The error as one paragraph: lines joined, errno prefixes dropped."""
+    """The error as one paragraph: lines joined, errno prefixes dropped, a full disk said as labkit says it (the
+    folder, the space a checkpoint needs, the space left)."""
+    if files.is_disk_full(e):
+        e = files.disk_full(e)
     text = str(e) or type(e).__name__
     if isinstance(e, OSError) and e.filename and text.startswith("[Errno"):
         text = f"{e.filename}: {e.strerror}"
@@ -71,8 +78,75 @@ def fail(e: BaseException) -> NoReturn:
     raise SystemExit(1)
 
 
+class _NoTracebackOfAFullDisk(logging.Filter):
+    """A record that carries a full disk's exception (``could not record the failure``) keeps its line, not the
+    traceback: the run's one paragraph says what is full."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and files.is_disk_full(record.exc_info[1]):
+            record.msg, record.args = f"{record.getMessage()}: the disk is full", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def quiet_about_a_full_disk():
+    """While a job runs, a full disk ends it with one paragraph and nothing else: a log handler that cannot write
+    (train.log on that disk) stays silent instead of printing Python's ``--- Logging error ---`` and a traceback, and
+    labkit's log records drop a full disk's traceback. Every other logging error is reported as before."""
+    original = logging.Handler.handleError
+
+    def handle_error(handler: logging.Handler, record: logging.LogRecord) -> None:
+        if not files.is_disk_full(sys.exc_info()[1]):
+            original(handler, record)
+
+    quiet = _NoTracebackOfAFullDisk()
+    logging.Handler.handleError = handle_error
+    logging.getLogger("labkit").addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.Handler.handleError = original
+        logging.getLogger("labkit").removeFilter(quiet)
+
+
+def _hydra_file(e: BaseException) -> Path | None:
+    """The file Hydra was writing (its record of the job, ``<run dir>/.hydra/config.yaml``...) when ``e`` stopped it:
+    a full disk's error there does not name it."""
+    tb, found = e.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_save_config":  # hydra.core.utils._save_config(cfg, filename, output_dir)
+            where, name = tb.tb_frame.f_locals.get("output_dir"), tb.tb_frame.f_locals.get("filename")
+            found = Path(str(where)) / str(name) if where is not None and name is not None else None
+        tb = tb.tb_next
+    return found
+
+
+def _report_as_hydra_does(e: Exception) -> NoReturn:
+    """Hydra's own report of an error that is not labkit's to explain (its shortened traceback), exit status 1."""
+    from hydra._internal.utils import run_and_report
+
+    os.environ.pop("HYDRA_FULL_ERROR", None)
+    tb = e.__traceback__  # from Hydra's run_job on, as Hydra shortens it when it catches the error itself
+    while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
+        tb = tb.tb_next
+    if tb is not None:
+        e = e.with_traceback(tb)
+
+    def again():
+        raise e
+
+    run_and_report(again)
+    raise SystemExit(1)  # pragma: no cover (run_and_report exits)
+
+
+# set beside HYDRA_FULL_ERROR=1 while labkit (not the user) has set it, so that the processes a run starts (DDP ranks)
+# do not take it for --debug
+_LABKIT_SET = "LABKIT_SET_HYDRA_FULL_ERROR"
+
+
 def _debug(argv: list[str]) -> bool:
-    return DEBUG_FLAG in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    return DEBUG_FLAG in argv or (os.environ.get("HYDRA_FULL_ERROR") == "1" and os.environ.get(_LABKIT_SET) != "1")
 
 
 # ----- --help from the script's own YAML ---------------------------------------------------------------------------
@@ -242,9 +316,10 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
         return None
     # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
     # the same process (tests)
-    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    saved_argv, saved_env, saved_mark = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), os.environ.get(_LABKIT_SET)
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        os.environ.pop(_LABKIT_SET, None)
     try:
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
         checked = None
@@ -274,10 +349,23 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
 
         GlobalHydra.instance().clear()  # hydra.main initializes it again
         sys.argv = [saved_argv[0] if argv is None else script, *args]
-        return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(job)()
+        # Hydra's own steps around the job (writing .hydra/, a launcher) raise to here instead of printing a traceback,
+        # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
+        if not debug:
+            os.environ["HYDRA_FULL_ERROR"] = os.environ[_LABKIT_SET] = "1"
+        with quiet_about_a_full_disk():
+            try:
+                return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(job)()
+            except Exception as e:
+                if debug:
+                    raise
+                if files.is_disk_full(e):
+                    fail(files.disk_full(e, None if e.filename else _hydra_file(e)))
+                _report_as_hydra_does(e)
     finally:
         sys.argv = saved_argv
-        if saved_env is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = saved_env
+        for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark)):
+            if saved is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = saved

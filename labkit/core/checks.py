@@ -8,9 +8,11 @@ and raises :class:`~labkit.core.errors.ConfigError` otherwise, always in the sam
 ``optional=True`` also accepts ``None``. Booleans are never numbers here (``True`` is not a batch size).
 
 A class declares the checks of its own constructor arguments once, in a static ``check_args(args)`` that reads a
-mapping of argument name -> value; its ``__init__`` calls it with ``locals()`` (before doing any work) and
-:func:`check_target` runs the same checks of every class in a config node's ``_target_`` hierarchy at config
-time, before anything is built, read or written (``labkit.run.validate.validate``).
+mapping of argument name -> value; its ``__init__`` calls it with ``locals()`` (before doing any work). labkit's own
+classes write those rules as functions of :mod:`labkit.core.rules` (no torch there) and make ``check_args`` that
+function, so the pre-flight (``labkit.run.validate.validate`` through :mod:`labkit.run.signatures`) runs the same
+checks of every class in a config node's ``_target_`` hierarchy without importing the class. :func:`check_target`
+does the same by importing it (what the pre-flight does for a target its table does not know).
 """
 from __future__ import annotations
 

@@ -32,3 +32,18 @@ class RunStopped(LabkitError):
     def __init__(self, message: str, epoch: int | None = None):
         super().__init__(message)
         self.epoch = epoch
+
+
+class DiskFullError(LabkitError, OSError):
+    """A write found no space left on its device, or the user's disk quota used up (``errno`` ENOSPC or EDQUOT). The
+    message names the folder, what was being written and how much space it needs, and the space left there; files
+    written before are complete (labkit writes through temporaries), so a run continues with ``resume=`` once there
+    is room. ``folder``, ``needed`` (bytes) and ``free`` (bytes, None when unknown) say the same for callers."""
+
+    def __init__(self, message: str, folder=None, needed: int | None = None, free: int | None = None,
+                 errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno  # OSError's own field (no strerror or filename: str() stays the message)
+        self.folder = folder
+        self.needed = needed
+        self.free = free

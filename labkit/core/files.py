@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -14,6 +15,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from labkit.core.errors import DiskFullError
 
 log = logging.getLogger(__name__)
 
@@ -101,30 +104,125 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename: a kill never leaves half a file.
 
     The file gets the permissions of a plain ``open()`` (``0o666`` less the umask), so a lab's group can read
-    results; the first write into a folder removes stale temporaries left there by killed processes.
+    results; the first write into a folder removes stale temporaries left there by killed processes. A full disk
+    (or quota) raises :class:`~labkit.core.errors.DiskFullError` naming the folder and the space needed; the
+    temporary is removed and ``path`` keeps what it held.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_once(path.parent)
-    while True:
-        tmp = temporary_path(path)
+    with disk_full_as_error(path, len(data)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_once(path.parent)
+        while True:
+            tmp = temporary_path(path)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+                break
+            except FileExistsError:  # pragma: no cover (a 32-bit random collision)
+                continue
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:  # pragma: no cover (a 32-bit random collision)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+# ----- full disks ---------------------------------------------------------------------------------------------------
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An OSError of a full device or an exhausted disk quota (labkit's :class:`DiskFullError` included)."""
+    return isinstance(e, OSError) and e.errno in DISK_FULL
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""  # pragma: no cover
+
+
+def _free(folder: Path) -> int | None:
+    import shutil
+
+    for p in (folder, *folder.parents):  # the nearest folder that exists is on the same device, usually
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
             continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    return None
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in ``folder`` or its ``checkpoints/`` (what a run's files sit beside)."""
+    found = []
+    for d in (folder, folder / "checkpoints"):
         try:
-            os.unlink(tmp)
+            found += [p for p in d.glob("*.ckpt") if p.is_file() and not is_temporary(p)]
         except OSError:
             pass
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | os.PathLike | None = None, nbytes: int | None = None):
+    """Inside this block, an OSError of a full disk (or quota) becomes :func:`disk_full`'s :class:`DiskFullError`
+    about writing ``path`` (``nbytes`` long); every other error passes unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise disk_full(e, path, nbytes) from e
         raise
+
+
+def disk_full(e: OSError, path: str | os.PathLike | None = None, nbytes: int | None = None) -> DiskFullError:
+    """The one paragraph for a write of ``path`` (``nbytes`` long; default: the error's file) that found its device
+    full: the folder, the free space there, what a checkpoint needs (the size of the one being written, or of the
+    run's last one), that nothing written before is lost, and how to go on. A :class:`DiskFullError` is returned
+    as it is."""
+    if isinstance(e, DiskFullError):
+        return e
+    if path is None and e.filename:
+        path = e.filename
+    path = Path(path) if path is not None else None
+    folder = path.parent if path is not None else None
+    free = _free(folder) if folder is not None else None
+    quota = e.errno != errno.ENOSPC
+    what = f"{path.name} ({_size(nbytes)})" if path is not None and nbytes is not None else \
+        path.name if path is not None else "a file"
+    text = f"{'the disk quota is used up' if quota else 'no space left on device'}: writing {what} " + \
+        (f"in {folder} failed, with {_size(free)} free there." if folder is not None else
+         "failed (the system did not say in which folder).")
+    last = _last_checkpoint(folder) if folder is not None else None
+    if path is not None and path.suffix == ".ckpt" and nbytes is not None:
+        text += f" A checkpoint of this run needs {_size(nbytes)} (the size of the one being written)"
+    elif last is not None:
+        text += f" A checkpoint of this run needs about {_size(last.stat().st_size)} (the size of its last one)"
+    if path is not None and path.suffix == ".ckpt" or last is not None:
+        text += ", and a new one is written beside the old one before it replaces it."
+    run = folder.parent if folder is not None and folder.name == "checkpoints" else \
+        folder if folder is not None and (folder / "config.yaml").is_file() else None
+    text += (" Nothing labkit had written is lost or half-written (it writes through temporaries)"
+             f"{', the last complete checkpoint included' if last is not None else ''}. Free space there"
+             f"{' or raise the quota' if quota else ''}, or write elsewhere (paths.log_dir=..., paths.cache_dir=...), "
+             "then run the command again")
+    if run is not None and last is None:
+        text += "; this run had saved no checkpoint yet, so start it again"
+    else:
+        text += ("; a training run continues from its last checkpoint with python train.py resume="
+                 f"{run if run is not None else '<run directory>'}")
+    return DiskFullError(text, folder, nbytes, free, e.errno)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -164,7 +262,8 @@ def staged_dir(final):
     import shutil
 
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with disk_full_as_error(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
     for left in final.parent.glob(f".{final.name}.*.replaced"):  # a kill between the two renames
         if final.exists():
             shutil.rmtree(left, ignore_errors=True)
@@ -173,7 +272,8 @@ def staged_dir(final):
     for left in final.parent.glob(f".{final.name}.*.staging"):  # a kill while reports were written
         shutil.rmtree(left, ignore_errors=True)
     stage = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.staging")
-    stage.mkdir()  # the umask's permissions, like every labkit file
+    with disk_full_as_error(stage):
+        stage.mkdir()  # the umask's permissions, like every labkit file
     try:
         yield stage
     except BaseException:

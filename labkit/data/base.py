@@ -13,12 +13,14 @@ and reports may use is declared on :class:`LabDataModule`, each with a documente
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
 
 from labkit.core import checks
 from labkit.core.errors import IncompatibleError
+from labkit.core.rules import data as rules
 from labkit.data.batches import PairBatch, TripletBatch
 
 SAMPLINGS = ("single", "pairs", "triplets")
@@ -57,18 +59,13 @@ class LabDataModule(pl.LightningDataModule):
         # class names, label i is classes[i]; modules that know the names (CIFAR, image folders) replace them
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
-        anything is built, by :func:`labkit.core.checks.check_target`."""
-        checks.positive_int("data.batch_size", a["batch_size"])
-        checks.positive_int("data.eval_batch_size", a["eval_batch_size"], optional=True)
-        for key in ("channels", "image_size", "num_classes"):
-            checks.positive_int(f"data.{key}", a[key])
-        checks.non_negative_int("data.num_workers", a["num_workers"])
-        for key, minimum in (("mean", None), ("std", 0.0)):
-            checks.per_channel(f"data.{key}", a[key], a["channels"], above=minimum, optional=True)
-        checks.boolean("data.resample_tuples", a["resample_tuples"])
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.lab_data_module)
+
+    def sources(self) -> list[Path]:
+        """The dataset files and folders this module reads (their fingerprints go into a run's provenance.json);
+        empty for data embedded in a package (its version is recorded instead)."""
+        return []
 
     @property
     def sampling(self) -> str:

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from labkit.core import checks
 from labkit.core.errors import DatasetNotFoundError
 from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
+from labkit.core.rules import data as rules
 from labkit.core.safe_load import CorruptFileError
 from labkit.data.files import dataset_cache_dir
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
@@ -228,21 +228,17 @@ class EgoCartDataModule(InMemoryImageDataModule):
         self._similarity: dict[str, NeighbourSimilarity] = {}
         self._out_hw: tuple[int, int] | None = None
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`), before any file is read."""
-        if a.get("keep_on_device"):
-            raise checks.invalid("data.keep_on_device", True, "false for egocart",
-                                 "its images stay on the host (memory-mapped when cached) and batches move to the device")
-        checks.one_of("data.channels", a.get("channels", 3), (3,), hint="EgoCart's frames are RGB")
-        checks.positive("data.similar_distance", a["similar_distance"])
-        checks.positive("data.similar_angle", a["similar_angle"])
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.egocart)
 
     # ----- files ----------------------------------------------------------------------------------
     @property
     def root(self) -> Path:
         d = Path(self.data_dir)
         return d if (d / "train_set").is_dir() else d / "egocart"
+
+    def sources(self) -> list[Path]:
+        return [self.root / folder for folder, _, _ in SPLITS.values() if (self.root / folder).is_dir()]
 
     def _layout(self) -> str:
         r = self.root.resolve()

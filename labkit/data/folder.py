@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from labkit.core import checks
 from labkit.core.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD
+from labkit.core.rules import data as rules
+from labkit.core.rules.data import parse_fractions
 from labkit.data.base import LabDataModule
 from labkit.data.files import (
     IMAGE_EXTENSIONS,
@@ -48,12 +49,11 @@ from labkit.data.files import (
     scan_class_folders,
     verify_images,
 )
-from labkit.data.splits import SPLITS, load_or_make_split, parse_fractions, split_dir_name
+from labkit.data.splits import SPLITS, load_or_make_split, split_dir_name
 
 log = logging.getLogger(__name__)
 
 LABKIT_DIR = ".labkit"  # where older labkit versions saved splits, inside the dataset folder (still read)
-ON_CORRUPT = ("skip", "error")
 
 
 # ----- data modules ---------------------------------------------------------------------------------
@@ -108,23 +108,14 @@ class ImageFolderDataModule(LabDataModule):
         self.images_root: Path | None = None
         self._datasets: dict[tuple[str, bool], ImageFileDataset] = {}
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`), before any file is read."""
-        checks.one_of("data.channels", a.get("channels", 3), (1, 3),
-                      hint="3 is RGB (grey images are converted), 1 greyscale")
-        if parse_fractions(a["split"]) is None:
-            raise checks.invalid("data.split", a["split"], "three fractions > 0 for train, val and test that sum to 1",
-                                 "e.g. [0.6, 0.1, 0.3]")
-        image_size = a.get("image_size", 224)
-        if not checks._is_int(a["resize"]) or (checks._is_int(image_size) and a["resize"] < image_size):
-            raise checks.invalid("data.resize", a["resize"], f"an integer >= data.image_size={image_size}",
-                                 "the crop is taken from the resized image")
-        checks.one_of("data.on_corrupt", a["on_corrupt"], ON_CORRUPT,
-                      hint="skip warns and leaves the files out, error stops")
-        checks.fraction("data.hflip", a["hflip"])
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.image_folder)
 
     # ----- locating the files -------------------------------------------------------------------
+    def sources(self) -> list[Path]:
+        root = self.find_root()
+        return [root] if root is not None else []
+
     def find_root(self) -> Path | None:
         """The folder of class folders, or None when it does not exist."""
         if self.root is None:

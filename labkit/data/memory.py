@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from labkit.core import checks
 from labkit.core.errors import IncompatibleError
+from labkit.core.rules import data as rules
 from labkit.data import augment as A
 from labkit.data.base import LabDataModule
 from labkit.data.sampling import ClassSimilarity, EpochBatchSampler, tuple_loader
@@ -116,16 +117,8 @@ class InMemoryImageDataModule(LabDataModule):
         self.channels_last = channels_last
         self.splits: dict[str, Split] = {}
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabDataModule.check_args`)."""
-        checks.count_or_fraction("data.val_size", a["val_size"])
-        checks.fraction("data.hflip", a["hflip"])
-        jitter = ("brightness", "contrast", "saturation")
-        for key, v in dict(a["color_jitter"] or {}).items():
-            if key not in jitter:
-                raise checks.unknown_key("data.color_jitter", key, jitter)
-            checks.non_negative(f"data.color_jitter.{key}", v)
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.in_memory)
 
     # ----- to implement -------------------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:

@@ -14,25 +14,13 @@ from typing import Sequence
 import numpy as np
 
 from labkit.core.errors import ConfigError, IncompatibleError
+from labkit.core.rules.data import parse_fractions  # noqa: F401  (the rule lives with the others)
 from labkit.data.files import read_table, write_csv
 from labkit.data.memory import holdout
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def parse_fractions(split) -> list[float] | None:
-    """``split`` as three positive floats summing to 1, else None."""
-    if isinstance(split, (str, bytes)) or not hasattr(split, "__iter__"):
-        return None
-    try:
-        out = [float(f) for f in split]
-    except (TypeError, ValueError):
-        return None
-    if len(out) != 3 or any(f <= 0 for f in out) or abs(sum(out) - 1.0) > 1e-6:
-        return None
-    return out
 
 
 def split_dir_name(seed: int, fractions: Sequence[float]) -> str:

@@ -105,6 +105,9 @@ class MNISTDataModule(InMemoryImageDataModule):
     def _missing(self) -> list[str]:
         return [n for pair in self.files.values() for n in pair if self._find(n) is None]
 
+    def sources(self) -> list[Path]:
+        return [p for pair in self.files.values() for n in pair if (p := self._find(n)) is not None]
+
     def prepare_data(self) -> None:
         if self.download and self._missing():
             import torchvision.datasets as tvd
@@ -174,6 +177,10 @@ class CIFAR10DataModule(InMemoryImageDataModule):
 
     def _missing(self) -> list[str]:
         return [f for f in self.train_files + self.test_files if not (self.root / f).exists()]
+
+    def sources(self) -> list[Path]:
+        names = [*self.train_files, *self.test_files, self.meta[0]]
+        return [self.root / n for n in names if (self.root / n).exists()]
 
     def _how_to(self) -> str:
         return (f"Put the extracted python-version batches ({', '.join(self.train_files + self.test_files)}, "

@@ -85,6 +85,7 @@ class Plan:
     resume: Resume | None = None
     init_from: Path | None = None  # the checkpoint file init_from names (a run's best, or the file itself)
     run_dir: Path | None = None
+    reproduces: Path | None = None  # reproduce=<run>: the finished run this one re-runs
 
     def at(self, run_dir: str | Path) -> Plan:
         """This plan with its run directory (``paths.output_dir``) set."""
@@ -118,14 +119,19 @@ def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
         with open_dict(cfg):
             del cfg["hydra"]
     checks.writable_folder("paths.log_dir", cfg.paths.log_dir)
-    resume = None
+    resume = reproduces = None
     if cfg.get("resume") not in (None, False):
+        if cfg.get("reproduce") not in (None, False):
+            raise ConfigError("resume= and reproduce= cannot be given together: resume continues a run in its own "
+                              "directory, reproduce re-runs a finished one in a new directory")
         cfg, resume = _continue(cfg, overrides)
+    elif cfg.get("reproduce") not in (None, False):
+        cfg, reproduces = _reproduction(cfg, overrides)
     _drop_model_init_from(cfg, resuming=resume is not None)
     if cfg.get("seed") is None:
         cfg.seed = random.randint(0, 2**31 - 1)
-    if resume is None:  # the command line of the run, kept in config.yaml (a resume's go to resume_history)
-        cfg.overrides = [o for o in overrides if not o.startswith("resume=")]
+    if resume is None and reproduces is None:  # the run's command line, kept in config.yaml (a resume's go to
+        cfg.overrides = [o for o in overrides if not o.startswith("resume=")]  # resume_history)
     if resume is not None and resume.finished:
         OmegaConf.set_readonly(cfg, True)
         return Plan(cfg, overrides, resume, run_dir=resume.run_dir)
@@ -134,7 +140,50 @@ def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
     # a resume from a checkpoint holds those weights already: its init_from source is not read again (it may be gone)
     init_ckpt = _init_source(cfg.get("init_from")) if resume is None or resume.checkpoint is None else None
     OmegaConf.set_readonly(cfg, True)
-    return Plan(cfg, overrides, resume, init_ckpt, resume.run_dir if resume is not None else None)
+    return Plan(cfg, overrides, resume, init_ckpt, resume.run_dir if resume is not None else None, reproduces)
+
+
+# what reproduce=<run> may change: where and how it runs, never what it computes
+REPRODUCE_DRIVING = ("trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+                     "trainer.enable_progress_bar", "trainer.enable_model_summary", "data.num_workers",
+                     "data.eval_batch_size", "data.pin_memory", "data.persistent_workers", "data.keep_on_device",
+                     "data.data_dir", "logger", "paths", "reproduce_tolerance")
+
+
+def _reproduction(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
+    """The config a ``reproduce=<run>`` runs: the finished run's own (its seed included), where it runs taken from
+    this command line (``paths``, devices, workers, loggers), with ``reproduces`` naming the original."""
+    run_dir, _ = directory.resolve_run(cfg.reproduce, key="reproduce")
+    metrics = run_dir / directory.METRICS_FILE
+    status = read_json(metrics).get("status") if metrics.is_file() else None
+    if status != "ok":
+        raise ConfigError(f"reproduce={cfg.reproduce}: {run_dir} has not finished ({directory.METRICS_FILE} says "
+                          f"{status or 'nothing'}), so it has no figures to reproduce; finish it first with "
+                          f"python train.py resume={run_dir}")
+    saved = directory.load_config(run_dir)
+    for key in override_keys(overrides):
+        if key in ("reproduce",) or _covers(REPRODUCE_DRIVING, key):
+            continue
+        new = plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
+        if new == plain(OmegaConf.select(saved, key, default=None, throw_on_missing=False)):
+            continue  # the original's own value, repeated
+        raise ConfigError(f"reproduce={cfg.reproduce} cannot change '{key}': a reproduction runs the original's own "
+                          f"settings (it may change only {', '.join(REPRODUCE_DRIVING)}). To try other settings, start "
+                          f"a new run: python train.py init_from={run_dir} {key}=...")
+    with open_dict(saved):
+        for key in override_keys(overrides):
+            if _covers(REPRODUCE_DRIVING, key) and key != "paths" and not key.startswith("paths."):
+                new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+                new = OmegaConf.to_container(new, resolve=False) if isinstance(new, DictConfig) else new
+                OmegaConf.update(saved, key, new, merge=False, force_add=True)
+        saved.paths = OmegaConf.to_container(cfg.paths, resolve=False)  # where it runs: this command line's
+        for key in ("resume_history",):
+            saved.pop(key, None)
+        saved.resume = None
+        saved.reproduce = None  # the command; the record is reproduces (a later resume of this run is no reproduction)
+        saved.reproduce_tolerance = cfg.get("reproduce_tolerance", 0.0)
+        saved.reproduces = str(run_dir)
+    return saved, run_dir
 
 
 def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Resume]:
@@ -146,12 +195,6 @@ def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Re
     run_dir, ckpt, skipped = directory.resume_target(cfg.resume, cfg.paths.log_dir)
     directory.check_unclaimed(run_dir)
     saved = directory.load_config(run_dir)
-    done = None
-    if ckpt is not None:
-        from labkit.core.safe_load import load_checkpoint
-
-        # unreadable or unsafe: refused now, with the file named, before anything is written
-        done = int(load_checkpoint(ckpt).get("epoch", -1)) + 1  # epochs the checkpoint has completed
     changes: dict[str, tuple[Any, Any]] = {}
     for key in override_keys(overrides):
         if not resume_key_allowed(key):
@@ -169,6 +212,12 @@ def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Re
         before, after = plain(old), plain(OmegaConf.select(saved, key, default=None))
         if before != after and not key.startswith("paths."):
             changes[key] = (before, after)
+    done = None
+    if ckpt is not None:  # after the keys: a refused key is refused at once, without reading a checkpoint (torch)
+        from labkit.core.safe_load import load_checkpoint
+
+        # unreadable or unsafe: refused now, with the file named, before anything is written
+        done = int(load_checkpoint(ckpt).get("epoch", -1)) + 1  # epochs the checkpoint has completed
     with open_dict(saved):
         saved.resume = str(run_dir)
     max_epochs = OmegaConf.select(saved, "trainer.max_epochs", default=None)
@@ -210,9 +259,9 @@ def _init_source(source) -> Path | None:
     """:func:`source_checkpoint`, read once to check it (None when ``init_from`` is not set)."""
     if not source:
         return None
+    ckpt = source_checkpoint(source)  # a source that does not exist is refused here, before torch is imported
     from labkit.core.safe_load import load_checkpoint
 
-    ckpt = source_checkpoint(source)
     load_checkpoint(ckpt)  # not a checkpoint, truncated or unsafe: refused now, naming the file
     return ckpt
 

@@ -1,10 +1,11 @@
 """Start-up checks of a composed config: unknown keys (with a 'did you mean'), types and impossible values.
 
-Every check runs before any data is read, and every message names the key path and what is allowed.
+Every check runs before any data is read, and every message names the key path and what is allowed. What a
+``_target_`` accepts and checks comes from :mod:`labkit.run.signatures`: for the targets conf/ names, without
+importing them (no torch, no Lightning), so a wrong value is refused in a fraction of a second.
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core import checks
 from labkit.core.errors import ConfigError
+from labkit.run import signatures
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
 def accepted_params(target: str) -> set[str] | None:
     """Keyword arguments ``target`` accepts, following ``**kwargs`` up the class hierarchy; None = anything."""
-    obj = checks.locate(target)
-    names: set[str] = set()
-    funcs = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if inspect.isclass(obj) else [obj]
-    for fn in funcs:
-        try:
-            sig = inspect.signature(fn)
-        except (TypeError, ValueError):
-            return None
-        names |= {n for n, p in sig.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            return names - {"self"}
-    return None
+    params = signatures.of(target).params
+    return None if params is None else set(params)
 
 
 def check_keys(node: Any, path: str, extra: set[str] = frozenset()) -> None:
@@ -101,9 +93,9 @@ def _check_trainer(trainer: DictConfig) -> None:
 
 
 
-def check_monitors(cfg: DictConfig, task_class: type) -> None:
+def check_monitors(cfg: DictConfig, task: signatures.Signature) -> None:
     """A callback's ``monitor`` (EarlyStopping, ModelCheckpoint, ...) must be a metric the task logs."""
-    declared = tuple(task_class.logged_metrics)
+    declared = tuple(task.logged_metrics or ())
     if not declared:
         return  # the task does not declare its metrics: nothing to check against
     # "epoch" and "step": Lightning's own monitor candidates (e.g. keep the newest checkpoints)
@@ -114,7 +106,7 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
         monitor = node.monitor
         if monitor not in accepted:
             raise checks.invalid(f"callbacks.{key}.monitor", monitor,
-                                 f"one of the metrics {task_class.__name__} logs: {', '.join(declared)} "
+                                 f"one of the metrics {task.name} logs: {', '.join(declared)} "
                                  f"(or Lightning's epoch, step)",
                                  suggestion=checks.did_you_mean(str(monitor), (*declared, "epoch", "step")))
 
@@ -123,10 +115,10 @@ def check_monitors(cfg: DictConfig, task_class: type) -> None:
 RUN_METRICS = ("test/error", "params", "trainable_params", "epochs", "global_step", "wall_time_s")
 
 
-def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
+def check_optimized_metric(cfg: DictConfig, task: signatures.Signature) -> None:
     """``optimized_metric`` (what a search returns) must be a key of the run's metrics.json."""
     metric = cfg.get("optimized_metric")
-    declared = tuple(task_class.logged_metrics)
+    declared = tuple(task.logged_metrics or ())
     if metric is None or not declared:
         return
     allowed = (*declared, *(f"best_{m}" for m in declared), *RUN_METRICS)
@@ -138,8 +130,9 @@ def check_optimized_metric(cfg: DictConfig, task_class: type) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem found in a train config.
 
-    Nothing is built, read or written: unknown keys, every value a constructor would refuse (each class's
-    ``check_args``, see :mod:`labkit.core.checks`), the trainer's counts and the callbacks' monitors."""
+    Nothing is built, read or written, and for conf/'s own targets nothing heavy is imported: unknown keys, every
+    value a constructor would refuse (each class's ``check_args``, the functions of :mod:`labkit.core.rules`), the
+    trainer's counts and the callbacks' monitors."""
     check_missing(cfg)
     for group in ("model", "data", "task", "trainer"):
         if not isinstance(cfg.get(group), DictConfig) or "_target_" not in cfg[group]:
@@ -154,12 +147,12 @@ def validate(cfg: DictConfig) -> None:
             for key in node.keys():
                 check_keys(node[key], f"{group}.{key}")
     checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="seed=null draws a random one")
-    checks.check_target(cfg.data._target_, _plain(cfg.data))
-    checks.check_target(cfg.task._target_, _plain(cfg.task))
+    signatures.of(cfg.data._target_).check(_plain(cfg.data))
+    task = signatures.of(cfg.task._target_)
+    task.check(_plain(cfg.task))
     _check_trainer(cfg.trainer)
-    task_class = checks.locate(cfg.task._target_)
-    check_monitors(cfg, task_class)
-    check_optimized_metric(cfg, task_class)
+    check_monitors(cfg, task)
+    check_optimized_metric(cfg, task)
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -191,11 +184,30 @@ def check_evaluate(cfg: DictConfig) -> None:
     checks.non_negative_int("seed", cfg.get("seed"), optional=True)
     reports = cfg.get("reports")
     if reports is not None:
-        from labkit.evaluation import REPORTS, _load_builtin
+        from labkit.evaluation import REPORTS
 
-        _load_builtin()
+        known = set(REPORTS) | builtin_report_names()  # without importing the report modules (torch)
         names = [reports] if isinstance(reports, str) else list(reports)
         for name in names:
-            if name not in REPORTS:
-                raise checks.invalid("reports", names, f"a list of report names: {', '.join(sorted(REPORTS))}",
-                                     f"'{name}' is not one", checks.did_you_mean(str(name), REPORTS))
+            if name not in known:
+                raise checks.invalid("reports", names, f"a list of report names: {', '.join(sorted(known))}",
+                                     f"'{name}' is not one", checks.did_you_mean(str(name), known))
+
+
+def builtin_report_names() -> set[str]:
+    """The names labkit's report modules register (``@register("<name>", ...)`` in labkit/evaluation/*.py), read from
+    their source: what ``labkit.evaluation._load_builtin()`` would register, without importing torch."""
+    import ast
+
+    import labkit.evaluation as pkg
+
+    names = set()
+    for folder in pkg.__path__:
+        for path in sorted(Path(folder).glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register" \
+                        and node.args and isinstance(node.args[0], ast.Constant):
+                    names.add(node.args[0].value)
+    return names

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from labkit.core import checks
 from labkit.core.errors import IncompatibleError
+from labkit.core.rules import tasks as rules
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_image_grids
@@ -43,10 +43,8 @@ class AutoencoderTask(LabTask):
         self._first_val = FirstBatch()
         self._eval_gen: torch.Generator | None = None
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.non_negative_int("task.log_images", a["log_images"], hint="0 disables the image grids")
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.autoencoder)
 
     # ----- what the variants change --------------------------------------------------------------
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -147,12 +145,8 @@ class DenoisingAutoencoderTask(AutoencoderTask):
         super().__init__(model, **kwargs)
         self.save_hyperparameters({"noise_factor": float(noise_factor), "target": target})
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.non_negative("task.noise_factor", a["noise_factor"])
-        checks.one_of("task.target", a["target"], ("clean", "noisy"),
-                      hint="clean is the standard definition, noisy reproduces note 003's code")
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.denoising_autoencoder)
 
     def corrupt(self, x, generator=None):
         if generator is None:
@@ -181,13 +175,8 @@ class SparseAutoencoderTask(AutoencoderTask):
         super().__init__(model, **kwargs)
         self.save_hyperparameters({"sparsity": float(sparsity), "beta": float(beta), "reduction": reduction})
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.non_negative("task.sparsity", a["sparsity"])
-        checks.non_negative("task.beta", a["beta"])
-        checks.one_of("task.reduction", a["reduction"], ("mean", "sum"),
-                      hint="mean follows note 003's code, sum its formula")
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.sparse_autoencoder)
 
     def sparsity_penalty(self, code: torch.Tensor) -> torch.Tensor:
         """``beta * |code - s|`` reduced by ``reduction``."""

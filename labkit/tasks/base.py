@@ -22,11 +22,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from labkit.core import checks
 from labkit.core.errors import ConfigError, IncompatibleError
+from labkit.core.rules import tasks as rules
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
-from labkit.tasks.finetuning import check_finetune_args, finetuning_callbacks
+from labkit.tasks.finetuning import finetuning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +75,8 @@ class LabTask(pl.LightningModule):
         self.hparams.model.pop("init_from", None)  # stored by labkit < 0.2, whose weights are in the checkpoint
         self.model = build_model(self.hparams.model)
 
-    @staticmethod
-    def check_args(a: Mapping[str, Any]) -> None:
-        """Checks of this class's own arguments (``a``: name -> value), run by ``__init__`` and, on the config before
-        anything is built, by :func:`labkit.core.checks.check_target`. Subclasses declare their own the same way."""
-        check_finetune_args(a["freeze"], a["unfreeze_at_epoch"], a["unfreeze_lr_factor"])
-        checks.one_of("task.scheduler_interval", a["scheduler_interval"], ("epoch", "step"))
-        opt = a["optimizer"] or {}
-        checks.positive("task.optimizer.lr", opt.get("lr"), optional=True)
-        checks.fraction("task.optimizer.momentum", opt.get("momentum"), optional=True,
-                        hint="the notes use 0.99, and above 1 the updates grow without bound")
-        checks.non_negative("task.optimizer.weight_decay", opt.get("weight_decay"), optional=True)
-        checks.positive("task.optimizer.eps", opt.get("eps"), optional=True)
-        for i, beta in enumerate(opt.get("betas") or ()):
-            checks.in_range(f"task.optimizer.betas[{i}]", beta, 0.0, 1.0, hi_open=True)
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.lab_task)
 
     def forward(self, x):
         return self.model(x)

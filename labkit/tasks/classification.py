@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from labkit.core import checks
 from labkit.core.errors import IncompatibleError
+from labkit.core.rules import tasks as rules
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 
@@ -38,11 +38,8 @@ class ClassificationTask(LabTask):
         self.test_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.test_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro", validate_args=False)
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.in_range("task.label_smoothing", a["label_smoothing"], 0.0, 1.0, hi_open=True,
-                        hint="0 = plain cross-entropy, typical values 0.05-0.2")
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.classification)
 
     def _infer_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]

@@ -10,7 +10,6 @@ unfreeze. The callback is returned by :meth:`LabTask.configure_callbacks`.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -18,32 +17,14 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from labkit.core import checks
+# the rule of the three transfer-learning arguments lives with the tasks' other rules (light: the pre-flight runs it)
+from labkit.core.rules.tasks import check_finetune_args
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
 log = logging.getLogger("labkit")
 
-FREEZE_CHOICES = (None, "backbone")
 # optimizer param-group keys that are learning rates (scaled at the unfreeze); OneCycleLR keeps the last three
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-
-
-def check_finetune_args(freeze: Any, unfreeze_at_epoch: Any, unfreeze_lr_factor: Any) -> str | None:
-    """Validate the three task arguments; returns ``freeze`` normalized (``False`` -> ``None``)."""
-    if freeze is False:
-        freeze = None
-    checks.one_of("task.freeze", freeze, FREEZE_CHOICES,
-                  hint="null trains the whole network, backbone only the new head")
-    if unfreeze_at_epoch is not None:
-        checks.integer("task.unfreeze_at_epoch", unfreeze_at_epoch, 1,
-                       hint="0-based: N epochs of head-only training come first; null never unfreezes")
-        if freeze is None:
-            raise checks.invalid("task.unfreeze_at_epoch", unfreeze_at_epoch, "null here",
-                                 f"task.unfreeze_at_epoch={unfreeze_at_epoch} needs task.freeze=backbone: without it "
-                                 "nothing is frozen, so there is nothing to unfreeze")
-    checks.positive("task.unfreeze_lr_factor", unfreeze_lr_factor,
-                    hint="the learning rate is multiplied by it when the backbone is unfrozen, e.g. 0.1")
-    return freeze
 
 
 def _count(params) -> int:

@@ -21,14 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.core import checks
 from labkit.core.errors import IncompatibleError
+from labkit.core.rules import tasks as rules
 from labkit.data.batches import PairBatch, TripletBatch
 from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 from labkit.tasks.logging import FirstBatch, log_projector
-
-MINERS = ("batch_hard", "semi_hard")
 
 
 def contrastive_loss(phi_i: torch.Tensor, phi_j: torch.Tensor, pair_label: torch.Tensor,
@@ -64,11 +62,8 @@ class MetricTask(LabTask):
         self.save_hyperparameters({"margin": float(margin), "projector": projector})
         self._first_val = FirstBatch()
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.non_negative("task.margin", a["margin"])
-        checks.non_negative_int("task.projector", a["projector"], hint="0 = off")
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.metric)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding of a batch of images: ``(N, D)``."""
@@ -176,13 +171,8 @@ class TripletTask(MetricTask):
             self.sampling = "single"
             self.miner, self.mined_loss = _pml(miner, self.hparams.margin)
 
-    @staticmethod
-    def check_args(a) -> None:
-        """Checks of this class's own arguments (see :meth:`LabTask.check_args`)."""
-        checks.non_negative("task.norm_penalty", a["norm_penalty"])
-        checks.one_of("task.norm_reduction", a["norm_reduction"], ("batch", "mean"),
-                      hint="batch follows note 002's code, mean is per triplet")
-        checks.one_of("task.miner", a["miner"], (None, *MINERS))
+    # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
+    check_args = staticmethod(rules.triplet)
 
     def check_compatible(self, data) -> None:
         super().check_compatible(data)
