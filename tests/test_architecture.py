@@ -99,7 +99,7 @@ def test_train_reads_like_a_recipe_on_one_screen():
 
     source = inspect.getsource(lifecycle.train)
     assert len(source.splitlines()) <= 30
-    steps = ["build(", "claim(", "records.start(", "attach(", "fit(", "test(", "records.metrics(", "records.report(",
+    steps = ["build(", "claim(", "attach(", "records.start(", "fit(", "test(", "records.metrics(", "records.report(",
              "records.finish("]
     positions = [source.index(s) for s in steps]
     assert positions == sorted(positions)  # in this order

@@ -242,3 +242,30 @@ def test_a_run_stopped_on_purpose_is_recorded_with_its_own_status(tmp_path):
     records.failed(Plan(OmegaConf.create({"seed": 0}), (), run_dir=tmp_path), Pruned("hopeless", epoch=3))
     entry = _metrics(tmp_path)
     assert entry["status"] == "pruned" and entry["stopped_at_epoch"] == 3 and "hopeless" in entry["error"]
+
+
+def test_retrieval_figures_reach_tensorboards_hparams_and_mlflow(cfg_factory, tmp_path, monkeypatch):
+    """A triplet run's headline figures are computed after trainer.test: they still reach every logger."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labkit.run.lifecycle import execute
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = cfg_factory("task=triplet", "model=embedding_net", "logger=[tensorboard,mlflow]", "trainer.max_epochs=1",
+                      "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
+    metrics = execute(cfg)
+    p1 = metrics["retrieval/precision_at_1"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'logs' / 'mlruns' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    assert run.data.metrics["final/retrieval/precision_at_1"] == pytest.approx(p1)
+    assert run.data.metrics["final/retrieval/pixels_map_at_r"] == pytest.approx(metrics["retrieval/pixels_map_at_r"])
+    found = {}
+    for ev in Path(cfg.paths.output_dir, "tensorboard").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        try:
+            found.update(acc.PluginTagToContent("hparams"))
+        except KeyError:
+            pass
+    assert b"hparams/retrieval/precision_at_1" in found["_hparams_/experiment"]

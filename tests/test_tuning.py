@@ -44,3 +44,29 @@ def test_lr_finder_only_suggests_when_told(cfg_factory):
 def test_bad_settings(cfg_factory):
     with pytest.raises(ConfigError, match="tune_lr_steps=1 is invalid"):
         execute(cfg_factory(*FAST, "tune_lr_steps=1"))
+
+
+def _lightning_curve(raw, beta=0.98):
+    """What Lightning's finder records for these losses (its recurrence, global step k + 1 at point k)."""
+    avg, out = 0.0, []
+    for k, loss in enumerate(raw):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (k + 2)))
+    return out
+
+
+def test_the_finder_curve_starts_at_the_real_initial_loss():
+    from labkit.run.tuning import suggest, unbias
+
+    raw = [2.3 - 0.01 * k for k in range(60)]  # a loss that only falls
+    lightning = _lightning_curve(raw)
+    assert lightning[0] == pytest.approx(0.505 * raw[0], rel=1e-3)  # Lightning's first point: half the loss
+    assert max(lightning[:20]) > lightning[0] * 1.5  # ... so its curve rises first
+    curve = unbias(lightning)
+    assert curve["corrected"] and curve["raw"] == pytest.approx(raw, abs=1e-9)
+    assert curve["smoothed"][0] == pytest.approx(raw[0])
+    assert all(b <= a + 1e-12 for a, b in zip(curve["smoothed"], curve["smoothed"][1:]))  # falls from the start
+    assert unbias([1.0, float("nan"), 2.0])["corrected"] is False  # a curve with gaps is left as it is
+    lrs = [10 ** (-6 + 6 * k / 59) for k in range(60)]
+    cliff = [2.3] * 30 + [2.3 - 0.2 * k for k in range(1, 11)] + [0.3] * 20  # steepest fall at points 30-39
+    assert lrs[30] <= suggest(lrs, unbias(_lightning_curve(cliff))["smoothed"]) <= lrs[45]

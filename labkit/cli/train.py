@@ -28,17 +28,33 @@ def main(cfg, planned=None) -> float | None:
 
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
-    job = planned.at(hydra.runtime.output_dir) if planned is not None else cfg
+    # a sweep job plans itself from its own config: the pre-flight's plan knows nothing of the overrides a sweeper
+    # gives each job (hparams_search=optuna's parameters, its trial reporter)
+    job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
     try:
         metrics = execute(job, overrides=list(hydra.overrides.task))
     except Exception as e:
-        if multirun:  # the other jobs go on; the sweep summary reports this one and the exit status is 1
-            log.error("job failed: %s: %s", type(e).__name__, e)
+        if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
+            from labkit.core.errors import RunStopped
+
+            if isinstance(e, RunStopped):  # stopped on purpose, e.g. pruned by the search: not a failure
+                log.info("job %s at epoch %s: %s", e.status, e.epoch, e)
+            else:
+                log.error("job failed: %s: %s", type(e).__name__, e)
             return float("nan") if cfg.get("optimized_metric") else None
         raise  # labkit.cli.app prints one paragraph for an error the user can fix, a traceback for a bug
     for key in ("test/acc", "test/error", "test/loss"):
         if key in metrics:
             log.info("%s = %.4f", key, metrics[key])
+    if metrics.get("reproduces"):  # reproduce=<run>: its figures beside the original's
+        from pathlib import Path
+
+        from labkit.tracking.reproduce import report
+
+        result = report(Path(metrics["reproduces"]), Path(hydra.runtime.output_dir),
+                        float(cfg.get("reproduce_tolerance") or 0.0))
+        if result["verdict"] == "not reproduced" and not multirun:
+            raise SystemExit(2)  # the check failed (the new run itself is complete)
     metric = cfg.get("optimized_metric")
     if metric:
         if metric not in metrics:

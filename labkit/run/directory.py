@@ -56,8 +56,12 @@ def _hydra_subdir_resolver(resume):
     return f".hydra/resume-{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}"
 
 
-def _run_name_resolver(experiment, task, model, data) -> str:
-    """Run directory suffix: the experiment preset's name when one was used, else task-model-data."""
+def _run_name_resolver(experiment, task, model, data, reproduce=None) -> str:
+    """Run directory suffix: ``reproduce-<original run's name>`` for ``reproduce=<run>``, else the experiment preset's
+    name when one was used, else task-model-data."""
+    if not _unset(reproduce):
+        name = Path(str(reproduce)).expanduser().resolve().name
+        return "reproduce-" + re.sub(r"^\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_", "", name)  # without its date and time
     if not _unset(experiment):
         return str(experiment).replace("/", "-")
     return "-".join(str(x) for x in (task, model, data) if not _unset(x))

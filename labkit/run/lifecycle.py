@@ -59,8 +59,8 @@ def train(plan: Plan) -> dict[str, Any]:
         raise
     with directory.claim(plan.run_dir) as run_dir:
         try:
-            records.start(plan)
             trainer, loggers = attach(plan, task, clock)
+            records.start(plan, trainer, data)
             kept = protect_recorded_best(plan, trainer)
             figures = fit(plan, trainer, task, data)
             figures |= test(plan, trainer, task, data)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core import files
 from labkit.core.errors import RunStopped
-from labkit.run import directory
+from labkit.run import directory, provenance
 from labkit.run.plan import Plan, override_keys, plain
 
 log = logging.getLogger("labkit")
@@ -30,8 +30,9 @@ RESUME_FAILED_FILE = "resume_failed.json"
 
 
 # ----- config.yaml --------------------------------------------------------------------------------------------------
-def start(plan: Plan) -> None:
-    """Before training: remove what killed writers left, say what a resume changes, write ``config.yaml``."""
+def start(plan: Plan, trainer, data) -> None:
+    """Before training: remove what killed writers left, say what a resume changes, write ``config.yaml`` and this
+    session's ``provenance.json`` entry (code, libraries, machine, data fingerprints)."""
     run_dir = plan.run_dir
     for folder in (run_dir, run_dir / directory.CKPT_DIR):
         files.clean_stale_temporaries(folder)
@@ -53,6 +54,7 @@ def start(plan: Plan) -> None:
         container["resume_history"] = [*(plain(cfg.get("resume_history")) or []), entry]
         cfg = OmegaConf.create(container)
     directory.save_config(cfg, run_dir)
+    provenance.start(run_dir, trainer, data, OmegaConf.select(plan.cfg, "paths.cache_dir", default=None))
 
 
 def tuned_lr(run_dir: Path, lr: float) -> None:
@@ -105,6 +107,8 @@ def metrics(plan: Plan, trainer, task, figures: dict[str, float], init_report: d
     out["session_wall_time_s"], out["wall_time_s"] = clock.totals(previous_total(run_dir) if plan.resume else 0.0)
     if plan.resume is not None:
         out["resumes"] = len(plan.cfg.get("resume_history") or []) + 1
+    if plan.reproduces is not None:
+        out["reproduces"] = str(plan.reproduces)
     return out
 
 
@@ -114,7 +118,8 @@ def best_checkpoint_callback(trainer):
 
 
 def finish(run_dir: Path, figures: dict[str, Any]) -> None:
-    """Write metrics.json: the last file of a finished session."""
+    """Close this session's provenance entry, then write metrics.json: the last file of a finished session."""
+    provenance.finish(run_dir, "ok")
     files.write_json(Path(run_dir) / directory.METRICS_FILE, figures)
 
 
@@ -157,6 +162,7 @@ def failed(plan: Plan, exc: BaseException) -> None:
     try:
         run_dir = plan.run_dir
         entry = _entry(exc, plan.overrides)
+        provenance.finish(run_dir, entry["status"])
         if plan.resume is not None or (run_dir / directory.METRICS_FILE).exists():
             path = run_dir / RESUME_FAILED_FILE
             history = files.read_json(path).get("attempts", []) if path.exists() else []
@@ -216,10 +222,16 @@ def setting_keys(plan: Plan) -> list[str]:
     return keys
 
 
+AFTER_TEST = ("retrieval/",)  # figures of metrics.json that no Lightning hook sees (lifecycle.test computes them)
+
+
 def report(loggers, plan: Plan, figures: dict[str, Any]) -> None:
     """TensorBoard's HParams tab: the run's key settings beside its final figures. A logger's failure is a warning:
     it must not cost the run its metrics.json."""
     hp = hyperparameters(plan.cfg, setting_keys(plan))
+    prov = provenance.summary(provenance.latest(plan.run_dir))
+    hp.update({f"provenance/{k}": prov[k] for k in ("code.commit", "machine.accelerator") if k in prov})
+    after_test = {k: float(v) for k, v in figures.items() if k.startswith(AFTER_TEST) and isinstance(v, (int, float))}
     finals = {f"hparams/{k}": float(v) for k, v in figures.items()
               if k.startswith(("test/", "val/", "best_", "retrieval/")) and isinstance(v, (int, float))
               and not isinstance(v, bool)}
@@ -227,6 +239,11 @@ def report(loggers, plan: Plan, figures: dict[str, Any]) -> None:
         try:
             if type(lg).__name__ == "TensorBoardLogger":
                 lg.log_hyperparams(hp, metrics=finals or {"hparams/none": 0.0})
+                lg.save()
+            else:  # MLflow params, W&B config: what produced the run
+                lg.log_hyperparams({f"provenance/{k}": v for k, v in prov.items()})
+            if after_test:  # figures computed after trainer.test (RunSummary sent the test metrics themselves)
+                lg.log_metrics({f"final/{k}": v for k, v in after_test.items()}, step=int(figures.get("global_step", 0)))
                 lg.save()
         except Exception as e:
             log.warning("could not log hyper-parameters to %s: %s", type(lg).__name__, e)

@@ -34,6 +34,61 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
     return s
 
 
+BETA = 0.98  # Lightning's lr finder: loss smoothed with momentum 0.98
+
+
+def unbias(lightning_losses: list[float], beta: float = BETA) -> dict[str, Any]:
+    """The raw losses and a correctly bias-corrected smoothed curve, from the curve Lightning's finder returns.
+
+    Lightning keeps ``avg_k = beta * avg_(k-1) + (1 - beta) * loss_k`` but divides by ``1 - beta ** (k + 2)`` (its
+    global step is already ``k + 1`` when it records point ``k``), so its first point is about half the true loss
+    (0.02 / 0.0396) and its early curve rises before it falls. Inverting its recurrence gives each raw loss back;
+    the smoothed curve is then ``avg_k / (1 - beta ** (k + 1))``, whose first point is the first loss itself. A curve
+    with gaps (NaN: steps without a loss) is returned as it is (``corrected: False``)."""
+    import math
+
+    if not lightning_losses or not all(math.isfinite(v) for v in lightning_losses):
+        return {"raw": list(lightning_losses), "smoothed": list(lightning_losses), "corrected": False}
+    avg_prev, raw, smoothed = 0.0, [], []
+    for k, s in enumerate(lightning_losses):
+        avg = s * (1 - beta ** (k + 2))
+        raw.append((avg - beta * avg_prev) / (1 - beta))
+        smoothed.append(avg / (1 - beta ** (k + 1)))
+        avg_prev = avg
+    return {"raw": raw, "smoothed": smoothed, "corrected": True}
+
+
+def suggest(lrs: list[float], smoothed: list[float], skip_begin: int = 10, skip_end: int = 1) -> float | None:
+    """Lightning's rule on the corrected curve: the learning rate where the smoothed loss falls fastest."""
+    import numpy as np
+
+    losses = np.asarray(smoothed[skip_begin:len(smoothed) - skip_end], dtype=float)
+    if losses.size < 2:
+        return None
+    return float(lrs[skip_begin + int(np.gradient(losses).argmin())])
+
+
+def plot(lrs: list[float], curve: dict[str, Any], suggestion: float | None, configured: float):
+    """Loss against learning rate (log axis): the raw losses, the smoothed curve, the configured lr and the
+    suggestion."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(lrs, curve["raw"], color="0.7", linewidth=0.8, label="loss per batch")
+    ax.plot(lrs, curve["smoothed"], color="C0", linewidth=1.8,
+            label="smoothed (bias-corrected)" if curve["corrected"] else "smoothed (Lightning's)")
+    ax.axvline(configured, color="grey", linestyle="--", linewidth=1, label=f"configured lr {configured:g}")
+    if suggestion is not None:
+        i = min(range(len(lrs)), key=lambda j: abs(lrs[j] - suggestion))
+        ax.plot([suggestion], [curve["smoothed"][i]], "o", color="C3", markersize=8, label=f"suggestion {suggestion:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate finder" + (f": suggestion {suggestion:.3g}" if suggestion else ""))
+    ax.legend(fontsize=8)
+    return fig
+
+
 def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None:
     """Run the finder when ``cfg.tune_lr`` is true; returns the learning rate the task now trains with when the
     suggestion was applied (``tune_lr_apply``), else None."""
@@ -59,17 +114,13 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
     finally:
         trainer.fit_loop.max_epochs = max_epochs
     out_dir = Path(out_dir)
-    suggestion = finder.suggestion() if finder is not None else None
-    record = {"suggestion": suggestion, "configured_lr": before, "applied": False, **settings,
-              "lrs": list(map(float, finder.results.get("lr", []))) if finder else [],
-              "losses": list(map(float, finder.results.get("loss", []))) if finder else []}
-    if finder is not None and record["lrs"]:
-        fig = finder.plot(suggest=suggestion is not None)
-        ax = fig.axes[0]
-        ax.axvline(before, color="grey", linestyle="--", linewidth=1, label=f"configured lr {before:g}")
-        ax.set_title("learning-rate finder" + (f": suggestion {suggestion:.3g}" if suggestion else ""))
-        ax.legend(fontsize=8)
-        files.save_figure(fig, out_dir / "lr_finder.png")
+    lrs = list(map(float, finder.results.get("lr", []))) if finder else []
+    curve = unbias(list(map(float, finder.results.get("loss", []))) if finder else [])
+    suggestion = suggest(lrs, curve["smoothed"]) if curve["corrected"] else (finder.suggestion() if finder else None)
+    record = {"suggestion": suggestion, "configured_lr": before, "applied": False, **settings, "lrs": lrs,
+              "losses": curve["raw"], "smoothed": curve["smoothed"], "bias_corrected": curve["corrected"]}
+    if lrs:
+        files.save_figure(plot(lrs, curve, suggestion, before), out_dir / "lr_finder.png")
     if suggestion is None:
         log.warning("tune_lr: the finder made no suggestion (the loss did not fall over %d steps): keeping lr=%g; "
                     "see %s", settings["num_training"], before, out_dir / "lr_finder.png")
