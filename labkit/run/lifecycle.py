@@ -70,9 +70,9 @@ def train(plan: Plan) -> dict[str, Any]:
         except BaseException as e:  # failed, or stopped on purpose (a scheduler's SIGTERM, Ctrl-C)
             stopped = stopped_by(e, clock.epoch, run_dir)
             records.failed(plan, stopped or e)
-            if stopped is None:
-                raise
-            raise stopped from None
+            if isinstance(stopped, Preempted):
+                raise stopped from None  # one paragraph, not Lightning's bare SystemExit (exit status 0)
+            raise
         records.drop_superseded(kept, trainer, run_dir)
     log.info("run directory: %s", run_dir)
     return figures
@@ -80,7 +80,8 @@ def train(plan: Plan) -> dict[str, Any]:
 
 def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted | Interrupted | None:
     """What stopped a run that did not fail (None for a failure): a scheduler's SIGTERM or SIGUSR1, which Lightning
-    turns into a SIGTERMException at the next step (preempted), or an exit request such as Ctrl-C (interrupted)."""
+    turns into a SIGTERMException at the next step (preempted), or an exit request such as Ctrl-C or a launcher's
+    requeue (interrupted: recorded, and the original KeyboardInterrupt/SystemExit goes on as it was)."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     if isinstance(e, Exception) and not isinstance(e, SIGTERMException):
