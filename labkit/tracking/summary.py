@@ -7,7 +7,12 @@ says otherwise): keys of ``metrics.json`` (``test/acc``) or ``<report>/<key>`` o
 evaluation report declares its own headline figures where it is registered (:func:`report_headlines`). A sweep's
 table shows the headline metrics of the tasks present, the sweeper's objective (``optimized_metric``), one column
 per swept override (constants once above the table), status and the error of failed jobs; a job without
-``metrics.json`` (a killed sweep) is "incomplete".
+``metrics.json`` (a killed sweep) is "incomplete", a trial a search's pruner stopped is "pruned" (not a failure).
+
+An Optuna search (``hparams_search=optuna``) also leaves ``study.json`` in the sweep folder (written by its sweeper,
+:mod:`labkit.tracking.search`): each job's trial number, every trial of the study (those other processes ran too)
+with its state, parameters and objective, the best trial, and Optuna's plots beside summary.md; the summary adds
+them. Sweeps without it (older ones, ``-m`` grids) are summarised as before.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,11 @@ from labkit.run.directory import CONFIG_FILE, METRICS_FILE
 log = logging.getLogger("labkit")
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+STUDY_FILE = "study.json"  # an Optuna search's record (labkit.tracking.search.STUDY_FILE)
+# overrides a sweeper adds to each job that are not settings of the run (the Optuna trial's reporter callback)
+HIDDEN_OVERRIDES = ("callbacks.optuna_trial",)
+# statuses of a finished job that are not failures
+NOT_FAILED = ("ok", "pruned")
 METRIC_PREFIXES = ("train/", "val/", "test/", "best_")
 
 
@@ -141,6 +152,7 @@ def load_record(run_dir) -> RunRecord:
             overrides = []
     if not overrides:
         overrides = [str(o) for o in metrics.get("overrides") or []]
+    overrides = [o for o in overrides if split_override(o)[0] not in HIDDEN_OVERRIDES]
     reports = {}
     for rep in sorted(run_dir.glob("evaluation/*/report.json")):
         try:
@@ -253,18 +265,34 @@ def summarize_sweep(sweep_dir) -> list[dict]:
     atomic_write_text(sweep_dir / "summary.csv", csv_text(report["rows"], report["csv_columns"]))
     png = plot_bars(report["rows"], report["chart_columns"], sweep_dir / "summary.png",
                     title=f"sweep {sweep_dir.name}", label="label")
-    md = report["preamble"] + "\n" + markdown_table(report["rows"], report["columns"])
+    md = report["preamble"] + ("\n" + markdown_table(report["rows"], report["columns"]) if report["rows"] else "")
     if png is not None:
         md += f"\n![headline metrics per job]({png.name})\n"
+    md += report["study_md"]
     atomic_write_text(sweep_dir / "summary.md", md)
     report["png"] = png
     return report["rows"]
 
 
+def read_study(sweep_dir) -> dict | None:
+    """The Optuna search's ``study.json`` of a sweep folder, or None (no search, or an unreadable file)."""
+    path = Path(sweep_dir) / STUDY_FILE
+    if not path.is_file():
+        return None
+    try:
+        study = read_json(path)
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("cannot read %s: %s", path, e)
+        return None
+    return study if isinstance(study, dict) else None
+
+
 def build_summary(sweep_dir) -> dict:
-    """The summary's rows, columns and the lines above the table (constants, objective)."""
+    """The summary's rows, columns and the lines above the table (constants, objective, the study of a search)."""
     sweep_dir = Path(sweep_dir)
     records = [load_record(p) for p in sweep_jobs(sweep_dir)]
+    study = read_study(sweep_dir)
+    trial_of = {str(k): v for k, v in ((study or {}).get("jobs") or {}).items()}
     swept, constant = swept_and_constant(records)
     metric, direction = _objective(records, sweep_dir)
     heads = headline_columns(records)
@@ -275,6 +303,8 @@ def build_summary(sweep_dir) -> dict:
     for r in records:
         given = dict(split_override(o) for o in r.overrides)
         row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
+        if trial_of:
+            row["trial"] = trial_of.get(r.dir.name)
         row.update({k: override_value(given.get(k, "")) for k in swept})
         if objective_col and objective_col not in heads:
             row[objective_col] = r.value(metric)
@@ -282,15 +312,18 @@ def build_summary(sweep_dir) -> dict:
         row.update({"epochs": r.metrics.get("epochs"), "params": r.metrics.get("params"),
                     "wall_time_s": r.metrics.get("wall_time_s"), "overrides": " ".join(r.overrides),
                     "error": r.metrics.get("error", "")})
+        if r.status == "pruned":  # stopped on purpose: the epochs it trained, no error
+            stopped = r.metrics.get("stopped_at_epoch")
+            row.update(epochs=stopped + 1 if isinstance(stopped, int) else None, error="")
         rows.append(row)
     chart_labels(rows, swept)
-    columns = ["job", "status", *swept]
+    columns = ["job", *(["trial"] if trial_of else []), "status", *swept]
     if objective_col and objective_col not in heads:
         columns.append(objective_col)
     columns += heads + ["epochs", "params", "wall_time_s"]
     if any(r["error"] for r in rows):
         columns.append("error")
-    lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)} ({_status_counts(rows)})"]
+    lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)}" + (f" ({_status_counts(rows)})" if rows else "")]
     if constant:
         lines.append("same in every job: " + " ".join(f"{k}={v}" for k, v in constant.items()))
     if metric:
@@ -300,10 +333,68 @@ def build_summary(sweep_dir) -> dict:
     tasks = sorted({r.task_name for r in records if r.target})
     if tasks:
         lines.append("tasks: " + ", ".join(tasks))
+    if study:
+        lines += study_lines(study)
     chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
     return {"rows": rows, "columns": columns, "csv_columns": [c for c in columns if c != "error"]
             + ["overrides", "error"], "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
-            "chart_columns": chart, "records": records}
+            "chart_columns": chart, "records": records, "study": study,
+            "study_md": study_markdown(study, sweep_dir) if study else ""}
+
+
+# ----- an Optuna search's study ---------------------------------------------------------------------------------
+def study_lines(study: dict) -> list[str]:
+    """The lines about the search's study above the table: its trials by state, the best trial."""
+    tally = study.get("tally") or {}
+    states = ", ".join(f"{tally[s]} {s}" for s in ("complete", "pruned", "failed", "running") if tally.get(s))
+    lines = [f"study: {study.get('study_name')} ({study.get('storage')}): {tally.get('total', 0)} of "
+             f"{study.get('n_trials')} trials" + (f" ({states})" if states else "")
+             + f"; pruner {study.get('pruner')} on {study.get('monitor')}"]
+    best = study.get("best")
+    if best:
+        params = " ".join(f"{k}={fmt(v)}" for k, v in (best.get("params") or {}).items())
+        lines.append(f"best trial: {best.get('number')}, {study.get('optimized_metric')} = {fmt(best.get('value'))}"
+                     + (f" ({params})" if params else ""))
+    else:
+        lines.append("best trial: none yet (no complete trial)")
+    return lines
+
+
+def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
+    """(rows, columns) of every trial of the study: state, objective, parameters, epochs reported, its run."""
+    params: list[str] = []
+    rows = []
+    for t in study.get("trials") or []:
+        for k in t.get("params") or {}:
+            if k not in params:
+                params.append(k)
+        run = str(t.get("run_dir") or "")
+        if run:
+            try:
+                run = str(Path(run).relative_to(sweep_dir.parent))
+            except ValueError:
+                pass
+        state = str(t.get("state"))
+        rows.append({"trial": t.get("number"), "state": state if t.get("counts", True) else f"{state} (not counted)",
+                     "objective": t.get("value") if state == "complete" else None,  # a pruned one's is its last epoch's
+                     **(t.get("params") or {}), "epochs": t.get("epochs"), "run": run, "note": t.get("note") or ""})
+    return rows, ["trial", "state", "objective", *params, "epochs", "run", "note"]
+
+
+def study_markdown(study: dict, sweep_dir: Path) -> str:
+    """summary.md's section about the study: every trial (also those of other workers), Optuna's plots."""
+    rows, columns = study_rows(study, Path(sweep_dir))
+    if not any(r["note"] for r in rows):
+        columns.remove("note")
+    text = (f"\n## Study {study.get('study_name')}: every trial\n\nobjective: {study.get('optimized_metric')} "
+            f"({study.get('direction')}); run: its folder under {Path(sweep_dir).parent}\n\n"
+            + markdown_table(rows, columns))
+    titles = {"history": "optimization history", "importances": "parameter importances", "slice": "slice plot"}
+    for name, file in (study.get("plots") or {}).items():
+        text += f"\n![{titles.get(name, name)}]({file})\n"
+    for note in study.get("notes") or []:
+        text += f"\n{note}  \n"
+    return text
 
 
 def _status_counts(rows: list[dict]) -> str:
@@ -378,17 +469,21 @@ def print_summary(sweep_dir) -> list[dict]:
     rows = summarize_sweep(sweep_dir)
     text = (sweep_dir / "summary.md").read_text().replace("![headline metrics per job](summary.png)",
                                                           f"bar chart: {sweep_dir / 'summary.png'}")
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"{m.group(1)}: {sweep_dir / m.group(2)}", text)
     print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text)
     return rows
 
 
 class SweepSummary(_HydraCallback):
-    """Hydra callback: after a multirun, write and print the summary; exit non-zero if any job failed."""
+    """Hydra callback: after a multirun, write and print the summary; exit non-zero if any job failed (a trial a
+    search pruned did not fail)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():  # nothing was launched (e.g. a search whose study already had its trials)
+            return
         rows = print_summary(sweep_dir)
-        failed = [r["job"] for r in rows if r["status"] != "ok"]
+        failed = [r["job"] for r in rows if r["status"] not in NOT_FAILED]
         if failed:
             raise SystemExit(f"{len(failed)} of {len(rows)} sweep jobs failed (jobs {', '.join(failed)}); "
                              f"see {sweep_dir / 'summary.md'}")

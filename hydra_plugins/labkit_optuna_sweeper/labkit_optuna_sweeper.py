@@ -1,0 +1,331 @@
+"""labkit's Optuna sweeper: a Hydra 1.3 sweeper plugin that drives a maintained Optuna (>= 4.9) with ask/tell.
+
+``hparams_search=optuna`` (conf/hparams_search/optuna.yaml) chooses it (``hydra/sweeper=labkit_optuna``). Each
+batch of ``n_jobs`` trials is asked from the study, launched through Hydra's configured launcher (basic, joblib,
+submitit) and told back from each job's return value and its metrics.json status (complete, pruned, failed). The
+study lives in a storage every worker can reach (a journal file by default, under ``paths.log_dir/studies``), so
+several processes, or cluster jobs, share one study, and the same command continues it. The work itself is in
+:mod:`labkit.tracking.search`; this module only holds what Hydra needs (the config schema, the plugin class).
+This module is imported by Hydra's plugin scan on every run: it imports neither Optuna nor labkit at import time.
+"""
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("labkit")
+
+REPORTER = "labkit.tracking.search.TrialReporter"
+REPORTER_KEY = "callbacks.optuna_trial"
+
+
+@dataclass
+class LabkitOptunaSweeperConf:
+    """``hydra.sweeper.*`` of ``hydra/sweeper=labkit_optuna`` (documented in conf/hparams_search/optuna.yaml)."""
+
+    _target_: str = "hydra_plugins.labkit_optuna_sweeper.labkit_optuna_sweeper.LabkitOptunaSweeper"
+    _recursive_: bool = False  # the sampler and a pruner given as {_target_: ...} are made by the sweeper, per trial
+    direction: str = "maximize"
+    study_name: Optional[str] = None
+    storage: Optional[str] = None
+    n_trials: int = 20
+    n_jobs: Optional[int] = None
+    sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
+    pruner: Any = "median"
+    pruner_args: Any = None
+    params: Optional[Dict[str, Any]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="labkit_optuna", node=LabkitOptunaSweeperConf,
+                             provider="labkit")
+
+
+class LabkitOptunaSweeper(Sweeper):
+    """Ask ``n_jobs`` trials, launch them, tell their results; until the study has ``n_trials`` trials in all."""
+
+    def __init__(self, direction: Any = "maximize", study_name: Optional[str] = None, storage: Optional[str] = None,
+                 n_trials: Any = 20, n_jobs: Any = None, sampler: Any = None, pruner: Any = "median",
+                 pruner_args: Any = None, params: Any = None) -> None:
+        self.direction, self.study_name, self.storage = direction, study_name, storage
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.sampler_cfg = OmegaConf.to_container(sampler, resolve=True) if isinstance(sampler, DictConfig) else sampler
+        self.pruner = OmegaConf.to_container(pruner, resolve=True) if isinstance(pruner, DictConfig) else pruner
+        self.pruner_args = OmegaConf.to_container(pruner_args, resolve=True) if isinstance(pruner_args, DictConfig) \
+            else dict(pruner_args or {})
+        self.params = params
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    # ----- the sweep ------------------------------------------------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> Any:
+        from labkit.core.errors import LabkitError
+
+        try:
+            return self._sweep(list(arguments))
+        except LabkitError as e:  # bad input: one paragraph, exit status 1 (--debug: the traceback)
+            from labkit.cli import app
+
+            if app._debug([]):  # --debug, or HYDRA_FULL_ERROR=1 set by the user (not the one labkit sets itself)
+                raise
+            app.fail(e)
+
+    def _settings(self, arguments: List[str]) -> None:
+        """Everything checked before the study is touched: counts, direction, search space, objective, pruner,
+        sampler, storage and study name."""
+        from labkit.core import checks
+        from labkit.core.errors import ConfigError
+        from labkit.tracking import search
+
+        cfg = self.config
+        checks.positive_int("hydra.sweeper.n_trials", self.n_trials,
+                            hint="it counts every trial of the study, those of earlier or other processes included")
+        checks.one_of("hydra.sweeper.direction", self.direction, search.DIRECTIONS,
+                      hint="one objective: the metrics.json key optimized_metric names")
+        self.batch = self._batch_size()
+        self.dists, self.fixed = search.search_space(self.params, arguments)
+        if not self.dists:
+            raise ConfigError("the search space is empty: give hydra.sweeper.params (as in conf/hparams_search/"
+                              "optuna.yaml) or a searched key on the command line, e.g. "
+                              "'task.optimizer.lr=tag(log, interval(1e-4, 0.1))'")
+        self.metric = cfg.get("optimized_metric")
+        if not self.metric:
+            raise ConfigError("optimized_metric=null: a search needs the metrics.json key each trial returns, e.g. "
+                              "optimized_metric=best_val/acc (hparams_search=optuna sets it)")
+        from labkit.tracking.summary import declaring_class
+
+        task_class = declaring_class(str(cfg.task._target_))  # LabTask's defaults when the class declares nothing
+        self.monitor, self.mode = search.trial_monitor(str(self.metric), self.direction, task_class)
+        search.make_pruner(self.pruner, self.pruner_args)  # a bad name or argument: refused now
+        self.seed = (self.sampler_cfg or {}).get("seed") if isinstance(self.sampler_cfg, dict) else None
+        self._sampler(0)
+        choices = cfg.hydra.runtime.choices
+        experiment = choices.get("experiment")
+        run_name = str(experiment) if experiment not in (None, "null") else "-".join(
+            str(choices.get(g)) for g in ("task", "model", "data") if choices.get(g))
+        self.name = str(self.study_name) if self.study_name else search.default_study_name(
+            run_name, arguments, self.dists, str(self.metric), self.direction)
+        log_dir = Path(str(cfg.paths.log_dir)).expanduser().absolute()
+        spec = str(self.storage) if self.storage else str(log_dir / "studies" / f"{self.name}.log")
+        self.storage_spec = spec if search.is_url(spec) else str(Path(spec).expanduser().absolute())
+        self.storage_obj = search.open_storage(self.storage_spec, check=True)
+
+    def _batch_size(self) -> int:
+        from labkit.core import checks
+
+        n = self.n_jobs
+        if n is None:  # the launcher's parallelism (joblib's n_jobs), else one at a time
+            n = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None)
+            n = (os.cpu_count() or 1) if isinstance(n, int) and n < 0 else n
+            return n if isinstance(n, int) and n > 0 else 1
+        return checks.positive_int("hydra.sweeper.n_jobs", n, hint="the trials launched together in each batch")
+
+    def _sampler(self, number: int):
+        """The configured sampler; a seeded one is seeded with ``seed + trial number``, so the trials of parallel
+        workers differ and a search is reproducible trial by trial."""
+        from hydra.utils import instantiate
+
+        from labkit.core.errors import ConfigError
+
+        cfg = dict(self.sampler_cfg or {"_target_": "optuna.samplers.TPESampler"})
+        if self.seed is not None:
+            cfg["seed"] = int(self.seed) + int(number)
+        try:
+            return instantiate(cfg)
+        except Exception as e:
+            cause = e.__cause__ or e
+            raise ConfigError(f"hydra.sweeper.sampler={self.sampler_cfg} cannot be made: {cause}. Give an Optuna "
+                              "sampler, e.g. {_target_: optuna.samplers.TPESampler, seed: 0}") from None
+
+    def _open_study(self):
+        import optuna
+
+        from labkit.core.errors import ConfigError
+        from labkit.tracking import search
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweeper says itself what it opened
+        try:
+            study = optuna.create_study(study_name=self.name, storage=self.storage_obj, sampler=self._sampler(0),
+                                        pruner=search.make_pruner(self.pruner, self.pruner_args),
+                                        direction=self.direction, load_if_exists=True)
+        except Exception as e:
+            raise ConfigError(f"the study '{self.name}' cannot be opened in {search.storage_label(self.storage_spec)}: "
+                              f"{type(e).__name__}: {e}") from None
+        if len(study.directions) != 1 or study.direction.name.lower() != self.direction:
+            raise ConfigError(f"hydra.sweeper.direction={self.direction} but study '{self.name}' in "
+                              f"{search.storage_label(self.storage_spec)} was made to "
+                              f"{', '.join(d.name.lower() for d in study.directions)}: continue it with that direction, "
+                              "or start a new study (hydra.sweeper.study_name=<a new name>)")
+        search.check_compatible(study, self.dists)
+        return study
+
+    def _sweep(self, arguments: List[str]) -> Any:
+        from labkit.tracking import search
+
+        self._settings(arguments)
+        study = self._open_study()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        where = search.storage_label(self.storage_spec)
+        released = search.release_abandoned(study)
+        for number in released:
+            log.warning("trial %d was left running by a process that is gone: marked failed (it does not count)", number)
+        done = search.tally(study)
+        state = ", ".join(f"{done[s]} {s}" for s in ("complete", "pruned", "failed", "running") if done[s])
+        if study.get_trials(deepcopy=False):
+            log.info("continuing study %s (%s): %d of %d trials done%s", self.name, where, done["total"], self.n_trials,
+                     f" ({state})" if state else "")
+        else:
+            log.info("new study %s (%s): %d trials, %d at a time, pruner %s, reporting %s (%s)", self.name, where,
+                     self.n_trials, self.batch, search.pruner_name(self.pruner), self.monitor, self.mode)
+        if done["total"] >= self.n_trials:
+            log.info("study %s has %d of %d trials: nothing to run (a larger hydra.sweeper.n_trials runs more)",
+                     self.name, done["total"], self.n_trials)
+        if not study.user_attrs.get("labkit_optimized_metric"):
+            study.set_user_attr("labkit_optimized_metric", str(self.metric))
+            study.set_user_attr("labkit_command", [str(a) for a in arguments])
+        self.jobs: Dict[str, int] = {}
+        returns = []
+        while True:
+            trials = self._ask(study)
+            if not trials:
+                break
+            overrides = [self._overrides(t) for t in trials]
+            try:
+                batch = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except BaseException:  # Ctrl-C or a launcher failure: these trials will never be told
+                for t in trials:
+                    search.discard(study, t, "its batch was interrupted")
+                raise
+            for trial, ret in zip(trials, batch):
+                self._tell(study, trial, ret)
+            self.job_idx += len(batch)
+            returns.append(batch)
+        self._record(study)
+        return returns
+
+    def _ask(self, study) -> list:
+        """The next batch: up to ``n_jobs`` new trials, as many as the study still lacks (every worker's running trials
+        count); trials a simultaneous worker made surplus are discarded."""
+        from labkit.tracking import search
+
+        missing = self.n_trials - search.tally(study)["total"]
+        if missing <= 0:
+            return []
+        worker = search.worker_identity()
+        trials = []
+        for _ in range(min(self.batch, missing)):
+            study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
+            trial = study.ask()
+            trial.set_user_attr(search.WORKER_ATTR, worker)  # at once: a trial of a killed worker is found again
+            trials.append(trial)
+        counted = sorted(t.number for t in study.get_trials(deepcopy=False) if search.counts(t))
+        allowed = set(counted[: self.n_trials])
+        kept = []
+        for trial in trials:
+            if trial.number not in allowed:
+                search.discard(study, trial, "asked beyond n_trials while another worker asked too")
+                continue
+            study.sampler = self._sampler(trial.number)
+            for name, dist in self.dists.items():
+                search.suggest(trial, name, dist)
+            kept.append(trial)
+        return kept
+
+    def _overrides(self, trial) -> Sequence[str]:
+        """A trial's job: its parameters, the command line's other overrides, and the reporter callback."""
+        from labkit.tracking import search
+
+        reporter = {"_target_": REPORTER, "_recursive_": False, "storage": self.storage_spec, "study_name": self.name,
+                    "trial": trial.number, "monitor": self.monitor, "mode": self.mode, "pruner": self.pruner,
+                    "pruner_args": self.pruner_args or {}}
+        params = [f"{k}={search.param_text(v)}" for k, v in trial.params.items()]
+        return (*params, *self.fixed, f"++{REPORTER_KEY}={search.override_literal(reporter)}")
+
+    def _job_dir(self, ret) -> Path:
+        out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None) if ret.hydra_cfg else None
+        if out:
+            return Path(str(out))
+        num = OmegaConf.select(ret.hydra_cfg, "hydra.job.num", default=None) if ret.hydra_cfg else None
+        return self.sweep_dir / str(num if num is not None else self.job_idx)
+
+    def _tell(self, study, trial, ret) -> None:
+        """Complete (its objective), pruned (metrics.json says so, or the reporter marked it) or failed."""
+        from hydra.core.utils import JobStatus
+        from optuna.trial import TrialState
+
+        from labkit.core.files import read_json
+        from labkit.tracking import search
+
+        run_dir = self._job_dir(ret)
+        self.jobs[run_dir.name] = trial.number
+        try:
+            metrics = read_json(run_dir / "metrics.json")
+        except (OSError, ValueError):
+            metrics = {}
+        status = metrics.get("status")
+        value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        reported_pruned = study._storage.get_trial(trial._trial_id).user_attrs.get(search.PRUNED_ATTR)
+        trial.set_user_attr(search.RUN_DIR_ATTR, str(run_dir))
+        if status == "ok" and finite:
+            study.tell(trial, float(value))
+            log.info("trial %d (job %s): complete, %s = %.4g", trial.number, run_dir.name, self.metric, value)
+            return
+        if status == "pruned" or (status is None and reported_pruned is not None):
+            epoch = metrics.get("stopped_at_epoch", reported_pruned)
+            trial.set_user_attr(search.PRUNED_ATTR, epoch)
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d (job %s): pruned at epoch %s", trial.number, run_dir.name, epoch)
+            return
+        if metrics.get("error"):
+            why = str(metrics["error"])
+        elif ret.status != JobStatus.COMPLETED:
+            why = f"{type(ret._return_value).__name__}: {ret._return_value}"
+        elif status == "ok":
+            why = f"it returned {value!r} for optimized_metric={self.metric}"
+        else:
+            why = f"no metrics.json in {run_dir}"
+        trial.set_user_attr("labkit_error", why[:500])
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("trial %d (job %s): failed: %s", trial.number, run_dir.name, why)
+
+    def _record(self, study) -> None:
+        """``study.json`` (every trial of the study, this sweep's jobs, plots), ``optimization_results.yaml`` (the best
+        trial) and Optuna's plots, beside the sweep summary."""
+        from labkit.core.files import write_json
+        from labkit.tracking import search
+
+        best = search.best_trial(study)
+        plots, notes = search.write_plots(study, self.sweep_dir)
+        record = {"study_name": self.name, "storage": search.storage_label(self.storage_spec),
+                  "direction": self.direction, "optimized_metric": str(self.metric), "monitor": self.monitor,
+                  "pruner": search.pruner_name(self.pruner), "n_trials": self.n_trials, "tally": search.tally(study),
+                  "jobs": self.jobs, "plots": plots, "notes": notes, "trials": search.study_rows(study),
+                  "best": {"number": best.number, "value": best.value, "params": best.params} if best else None}
+        write_json(self.sweep_dir / search.STUDY_FILE, record)
+        results: Dict[str, Any] = {"name": "optuna", "study_name": self.name,
+                                   "storage": search.storage_label(self.storage_spec)}
+        if best is not None:
+            results.update(best_params=dict(best.params), best_value=float(best.value), best_trial=best.number)
+            log.info("best trial of study %s: %d, %s = %.4g, %s", self.name, best.number, self.metric, best.value,
+                     " ".join(f"{k}={search.param_text(v)}" for k, v in best.params.items()))
+        else:
+            log.warning("study %s has no complete trial yet", self.name)
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / search.RESULTS_FILE)

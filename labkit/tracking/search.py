@@ -1,0 +1,592 @@
+"""Hyper-parameter searches with Optuna (``python train.py hparams_search=optuna``).
+
+Two sides, one module:
+
+- in each trial's job, :class:`TrialReporter` (a Lightning callback the sweeper switches on through the job's
+  overrides: ``++callbacks.optuna_trial={_target_: labkit.tracking.search.TrialReporter, trial: N, ...}``) reports
+  the validation metric to the study after every epoch and asks the study's pruner; a hopeless trial ends with
+  :class:`TrialPruned`, a :class:`labkit.core.errors.RunStopped` whose status is ``pruned``, so the run core records
+  ``{"status": "pruned", "stopped_at_epoch": N}`` in metrics.json instead of a failure;
+- in the sweeper (``hydra_plugins/labkit_optuna_sweeper``): the storages (:func:`open_storage`), the pruners
+  (:func:`make_pruner`), the search space read from Hydra's override syntax (:func:`search_space`), which trials
+  count towards ``n_trials`` (:func:`tally`), trials left running by a process that is gone
+  (:func:`release_abandoned`), the study's record (:func:`study_rows`, ``study.json`` beside the sweep summary) and
+  Optuna's plots (:func:`write_plots`).
+
+Optuna is imported inside the functions: importing this module costs nothing more than Lightning.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from labkit.core import checks
+from labkit.core.errors import ConfigError, RunStopped
+
+log = logging.getLogger("labkit")
+
+STUDY_FILE = "study.json"
+RESULTS_FILE = "optimization_results.yaml"
+PLOT_FILES = {"history": "optuna_history.png", "importances": "optuna_importances.png", "slice": "optuna_slice.png"}
+# trial user attributes the sweeper and the reporter write (all start with labkit_)
+WORKER_ATTR = "labkit_worker"  # {"host", "pid", "start"}: the sweeper process that asked for the trial
+ABANDONED_ATTR = "labkit_abandoned"  # failed because the process that ran it is gone: does not count
+DISCARDED_ATTR = "labkit_discarded"  # asked beyond n_trials by a race between workers, never run: does not count
+PRUNED_ATTR = "labkit_pruned_at_epoch"
+RUN_DIR_ATTR = "labkit_run_dir"
+# pruner names -> (class, labkit's defaults; hydra.sweeper.pruner_args override them)
+PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("optuna.pruners.NopPruner", {}),
+    # never before 5 trials have finished, never on a trial's first epoch (its accuracy says little yet)
+    "median": ("optuna.pruners.MedianPruner", {"n_startup_trials": 5, "n_warmup_steps": 1}),
+    "percentile": ("optuna.pruners.PercentilePruner", {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1}),
+    "hyperband": ("optuna.pruners.HyperbandPruner", {}),
+    "successive_halving": ("optuna.pruners.SuccessiveHalvingPruner", {}),
+    # e.g. pruner_args={lower: 0.2}: stop a trial whose metric is below 0.2 (above `upper` for a minimized metric)
+    "threshold": ("optuna.pruners.ThresholdPruner", {}),
+}
+DIRECTIONS = ("maximize", "minimize")
+# overrides that change how a search runs, not what it finds: left out of the default study name
+DRIVING_KEYS = ("hparams_search", "logger", "paths", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "trainer.accelerator", "data.num_workers", "data.pin_memory", "data.persistent_workers")
+
+
+class TrialPruned(RunStopped):
+    """A search's pruner stopped this trial: metrics.json says ``pruned`` with the epoch, not ``failed``."""
+
+    status = "pruned"
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+# ----- storages -----------------------------------------------------------------------------------------------------
+def is_url(spec: str) -> bool:
+    return "://" in str(spec)
+
+
+def storage_label(spec: str) -> str:
+    """The storage as a person reads it: a URL without its password, or the journal file."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(spec)) if is_url(spec) else str(spec)
+
+
+def open_storage(spec: str, check: bool = False):
+    """The Optuna storage ``spec`` names: a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) or the path of a
+    journal file (:class:`optuna.storages.JournalStorage` on a ``JournalFileBackend``: one file, appended under a
+    lock that works on NFS). ``check``: one paragraph (:class:`ConfigError`) when it cannot be opened or written."""
+    import optuna
+
+    spec = str(spec)
+    if is_url(spec):
+        try:
+            kwargs = {}
+            if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql"):
+                kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}}  # an unreachable server: 10 s
+            return optuna.storages.RDBStorage(spec, **kwargs)
+        except Exception as e:
+            if not check:
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+            missing = next((x.name for x in (e, e.__cause__) if isinstance(x, ImportError) and x.name), None)
+            hint = f" Its database driver, the Python module {missing}, is not installed here." if missing else ""
+            raise ConfigError(f"hydra.sweeper.storage={storage_label(spec)} cannot be opened: {type(e).__name__}: "
+                              f"{first}.{hint} Give a SQLAlchemy URL of a database this machine can reach and write "
+                              "(sqlite:///<file>, postgresql://user:password@host/db, mysql+pymysql://...), or the path "
+                              "of a journal file (the default: <paths.log_dir>/studies/<study name>.log).") from None
+    path = Path(spec).expanduser().absolute()
+    if check:
+        check_journal_path(path)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def check_journal_path(path: Path) -> None:
+    """The journal file (and its lock beside it) can be created and appended to."""
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"hydra.sweeper.storage={path} cannot be used: {why}. The study's journal file and its lock "
+                           "file are written in that folder by every worker: choose a writable place (all machines of "
+                           "a cluster search must see the same file), or a database URL (sqlite:///..., "
+                           "postgresql://...).")
+
+    if path.is_dir():
+        raise refuse("it is a folder, not a file")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise refuse(f"{existing} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise refuse(f"its folder cannot be created ({e.strerror or e})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".labkit-check-"):
+            pass
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise refuse(f"{e.strerror or e}") from None
+
+
+# ----- pruners ------------------------------------------------------------------------------------------------------
+def pruner_name(spec) -> str:
+    spec = _plain(spec)
+    if isinstance(spec, Mapping):  # {_target_: optuna.pruners.ThresholdPruner, ...} -> Threshold
+        return re.sub(r"(?<=.)Pruner$", "", str(spec.get("_target_", "?")).rsplit(".", 1)[-1])
+    return "none" if spec in (None, False) else str(spec)
+
+
+def make_pruner(spec, args: Mapping | None = None):
+    """An Optuna pruner from ``hydra.sweeper.pruner`` (a name of :data:`PRUNERS`, or ``{_target_: <a pruner class>,
+    ...}``) and ``hydra.sweeper.pruner_args``; one paragraph (:class:`ConfigError`) for a name or argument that does
+    not exist."""
+    import optuna
+
+    spec, args = _plain(spec), dict(_plain(args) or {})
+    if isinstance(spec, optuna.pruners.BasePruner):  # made already
+        return spec
+    if isinstance(spec, Mapping):
+        if "_target_" not in spec:
+            raise ConfigError(f"hydra.sweeper.pruner={spec} is invalid: a pruner given as a mapping needs a _target_, "
+                              "e.g. {_target_: optuna.pruners.MedianPruner, n_startup_trials: 10}")
+        target, kwargs = str(spec["_target_"]), {k: v for k, v in spec.items() if k != "_target_"}
+        name = target.rsplit(".", 1)[-1]
+    else:
+        spec = "none" if spec in (None, False) else spec
+        if not isinstance(spec, str) or spec.lower() not in PRUNERS:
+            raise checks.invalid("hydra.sweeper.pruner", spec, "one of " + ", ".join(PRUNERS),
+                                 "or {_target_: <an optuna.pruners class>, ...} for any other pruner. Its arguments "
+                                 "go in hydra.sweeper.pruner_args",
+                                 checks.did_you_mean(str(spec).lower(), PRUNERS) if isinstance(spec, str) else "")
+        target, defaults = PRUNERS[spec.lower()]
+        kwargs, name = dict(defaults), spec.lower()
+    defaults = {k: v for k, v in kwargs.items() if k not in args}
+    kwargs.update(args)
+    try:
+        cls = checks.locate(target)
+    except Exception as e:
+        raise ConfigError(f"hydra.sweeper.pruner: cannot import {target}: {e}") from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        given = f"hydra.sweeper.pruner_args={args}" if args else f"hydra.sweeper.pruner={spec}"
+        also = f" (with labkit's defaults {defaults})" if defaults else ""
+        raise ConfigError(f"{given} is invalid for the {name} pruner ({target}{also}): {e}. Its arguments: "
+                          "https://optuna.readthedocs.io/en/stable/reference/pruners.html") from None
+
+
+# ----- the search space ---------------------------------------------------------------------------------------------
+def _flatten(node: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in node.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out += _flatten(value, full + ".")
+        else:
+            out.append((full, value))
+    return out
+
+
+def _space_error(text: str, why: str, example: str) -> ConfigError:
+    return ConfigError(f"the search space's {text} is invalid: {why}. Write it as in conf/hparams_search/optuna.yaml's "
+                       f"hydra.sweeper.params or on the command line, e.g. {example}; the forms are choice(a, b, ...), "
+                       "range(start, stop[, step]), interval(low, high) and tag(log, interval(low, high)) "
+                       "(https://hydra.cc/docs/advanced/override_grammar/extended/)")
+
+
+def _distribution(override, text: str):
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    key, value = override.key_or_group, override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        choices = list(override.sweep_iterator())
+        if not choices:
+            raise _space_error(text, "it has no values", f"{key}=choice(32, 64)")
+        if isinstance(value, RangeSweep):
+            choices = sorted(choices)
+        bad = [c for c in choices if not isinstance(c, (str, int, float, bool))]
+        if bad:
+            raise _space_error(text, f"{bad[0]!r} cannot be a choice (numbers, words, true, false)",
+                               f"{key}=choice(adam, sgd)")
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        values = list(override.sweep_iterator())
+        if not values:
+            raise _space_error(text, f"the range is empty (from {value.start} up to, not including, {value.stop} in steps "
+                                     f"of {value.step})", f"{key}=range(1, 5)")
+        low, high, step = min(values), max(values), abs(value.step)
+        if all(isinstance(v, int) for v in values) and isinstance(step, int):
+            return IntDistribution(low, high, step=step)
+        return FloatDistribution(float(low), float(high), step=float(step))
+    if isinstance(value, IntervalSweep):
+        low, high, log_scale = value.start, value.end, "log" in value.tags
+        if not low < high:
+            raise _space_error(text, f"the interval is {'empty' if low == high else 'inverted'} ({low} >= {high}): "
+                                     "interval(low, high) needs low < high",
+                               f"{key}=interval({min(low, high)}, {max(low, high) if low != high else high * 10 or 1})")
+        if log_scale and low <= 0:
+            raise _space_error(text, f"a log-scaled interval needs low > 0 (here {low})", f"{key}=tag(log, "
+                                     f"interval(1e-4, {high}))")
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log_scale)
+        return FloatDistribution(float(low), float(high), log=log_scale)
+    raise _space_error(text, f"{type(value).__name__} cannot be searched by Optuna", f"{key}=interval(0.1, 1)")
+
+
+def search_space(params: Mapping | None, arguments: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
+    """``(distributions by key, fixed overrides)`` from ``hydra.sweeper.params`` (``{key: "tag(log, interval(1e-4,
+    0.1))", ...}``, nested mappings flattened to dotted keys) and the command line's arguments (a sweep override there
+    is a searched key too, and wins over the YAML's; every other argument is passed to each job as given)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    texts = [f"{k}={v}" for k, v in _flatten(_plain(params) or {})] + [str(a) for a in arguments]
+    entries: dict[str, tuple[str, Any]] = {}  # key -> (text, distribution or None for a fixed override)
+    for text in texts:
+        try:
+            override = parser.parse_overrides([text])[0]
+        except HydraException as e:
+            first = (str(e).strip().splitlines() or ["syntax error"])[0]
+            raise _space_error(text, f"it cannot be read ({first})", "task.optimizer.lr='tag(log, interval(1e-4, "
+                                                                     "0.1))'") from None
+        # a later entry (the command line) replaces an earlier one (the YAML) in its place
+        entries[override.key_or_group] = (text, _distribution(override, text) if override.is_sweep_override() else None)
+    dists = {k: d for k, (_, d) in entries.items() if d is not None}
+    fixed = [t for _, (t, d) in entries.items() if d is None]
+    return dists, fixed
+
+
+def suggest(trial, name: str, dist):
+    """``trial.suggest_*`` for a distribution of :func:`search_space`."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def check_compatible(study, dists: Mapping[str, Any]) -> None:
+    """A continued study's earlier trials searched each key over a compatible distribution (Optuna refuses to mix a
+    float and a choice under one name): one paragraph before any trial otherwise."""
+    from optuna.distributions import check_distribution_compatibility
+
+    seen: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        for k, d in t.distributions.items():
+            seen.setdefault(k, d)
+    for key, dist in dists.items():
+        if key in seen:
+            try:
+                check_distribution_compatibility(seen[key], dist)
+            except ValueError as e:
+                raise ConfigError(f"the search space's {key} is {dist} but study '{study.study_name}' searched it as "
+                                  f"{seen[key]} ({e}). Keep the kind of each parameter when continuing a study, or start "
+                                  f"a new one: hydra.sweeper.study_name=<a new name>") from None
+
+
+def param_text(value) -> str:
+    """A parameter's value as an override's right-hand side."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def override_literal(value) -> str:
+    """``value`` (dict, list, str, number, bool, None) in Hydra's override grammar: strings quoted, so paths and URLs
+    with any characters pass unchanged."""
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{override_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_literal(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int, float)):
+        return param_text(value)
+    # Hydra's quoted strings: a quote is escaped by a backslash, and so is each backslash of a run before a quote or
+    # before the closing quote; every other backslash is kept as it is
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value)).replace("'", "\\'")
+    return f"'{text}'"
+
+
+# ----- the objective and what trials report -------------------------------------------------------------------------
+def trial_monitor(metric: str, direction: str, task_class) -> tuple[str, str]:
+    """``(metric, "min" | "max")`` the trials report each epoch: the validation counterpart of ``optimized_metric``
+    (``best_val/acc`` and ``test/acc`` -> ``val/acc``, in the search's direction) when the task logs it, else the
+    task's own monitor (``task.monitor``). ``task_class``: a :class:`labkit.tasks.base.LabTask` subclass (see
+    :func:`labkit.tracking.summary.declaring_class`)."""
+    declared = tuple(task_class.logged_metrics)
+    m = re.fullmatch(r"(?:best_)?(?:train|val|test)/(.+)", str(metric))
+    if m and f"val/{m.group(1)}" in declared:
+        return f"val/{m.group(1)}", "max" if direction == "maximize" else "min"
+    name, mode = task_class.monitor
+    return str(name), str(mode)
+
+
+def default_study_name(run_name: str, arguments: Sequence[str], dists: Mapping[str, Any], metric: str,
+                       direction: str) -> str:
+    """``<experiment or task-model-data>-<8 hex digits>``: the digits hash what the search is (its space, objective,
+    direction and the command line's other settings, those that only drive it left out: logger, workers,
+    hydra.*), so the same command finds its study again and a different one starts its own."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(a) for a in arguments])
+    kept = sorted(str(a) for a, o in zip(arguments, parsed) if not o.is_sweep_override() and not any(
+        o.key_or_group.replace("/", ".") == k or o.key_or_group.replace("/", ".").startswith(k + ".")
+        for k in DRIVING_KEYS))
+    space = sorted(f"{k}={d!r}" for k, d in dists.items())
+    digest = hashlib.sha1("\n".join([*kept, *space, str(metric), str(direction)]).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_name).strip('-') or 'search'}-{digest}"
+
+
+class TrialReporter(pl.Callback):
+    """Reports a trial's validation metric to its Optuna study after every epoch and stops the run with
+    :class:`TrialPruned` when the study's pruner says so. The sweeper adds it to each job
+    (``++callbacks.optuna_trial={...}``); the run core needs nothing else.
+
+    ``storage``: the study's storage (journal file or SQLAlchemy URL); ``study_name``; ``trial``: the trial number;
+    ``monitor``: the metric reported (default: the task's ``monitor``); ``mode``: ``max`` or ``min``, the metric's
+    better direction (values are negated when it differs from the study's direction, so the pruner compares them the
+    right way round); ``pruner``, ``pruner_args``: as ``hydra.sweeper.pruner`` / ``pruner_args``. Under DDP only
+    global rank 0 talks to the study and tells the other ranks."""
+
+    def __init__(self, storage: str, study_name: str, trial: int, monitor: str | None = None,
+                 mode: str | None = None, pruner: Any = "none", pruner_args: Mapping | None = None):
+        super().__init__()
+        checks.non_negative_int("callbacks.optuna_trial.trial", trial)
+        if mode is not None:
+            checks.one_of("callbacks.optuna_trial.mode", mode, ("min", "max"))
+        self.storage, self.study_name, self.number = str(storage), str(study_name), int(trial)
+        self.monitor, self.mode = monitor, mode
+        self.pruner, self.pruner_args = _plain(pruner), dict(_plain(pruner_args) or {})
+        self._trial = None
+        self._sign = 1.0
+        self._reported: set[int] = set()
+        self._missing_warned = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        from labkit.tasks.base import LabTask
+
+        task_metric, task_mode = pl_module.monitor if isinstance(pl_module, LabTask) else (None, None)
+        if self.monitor is None:
+            self.monitor, self.mode = task_metric, self.mode or task_mode
+        if self.mode is None:
+            self.mode = task_mode if self.monitor == task_metric else "max"
+        if trainer.is_global_zero and self._trial is None:
+            import optuna
+
+            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
+                                      sampler=optuna.samplers.RandomSampler(),
+                                      pruner=make_pruner(self.pruner, self.pruner_args))
+            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
+            self._trial = optuna.trial.Trial(study, trial_id)
+            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            self._sign = 1.0 if (self.mode == "max") == maximize else -1.0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor is None:
+            return
+        epoch = int(trainer.current_epoch)
+        if epoch in self._reported:
+            return
+        self._reported.add(epoch)
+        prune, shown = False, None
+        if trainer.is_global_zero and self._trial is not None:
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is None:
+                if not self._missing_warned:
+                    log.warning("trial %d: %s is not among the logged metrics (%s): nothing reported to the study, "
+                                "so it cannot be pruned", self.number, self.monitor,
+                                ", ".join(sorted(trainer.callback_metrics)))
+                    self._missing_warned = True
+            else:
+                shown = float(value)
+                if math.isfinite(shown):
+                    self._trial.report(self._sign * shown, epoch)
+                    prune = bool(self._trial.should_prune())
+        prune = trainer.strategy.broadcast(prune, src=0)
+        if prune:
+            if self._trial is not None:
+                self._trial.set_user_attr(PRUNED_ATTR, epoch)
+            figure = f"{self.monitor} = {shown:.4g}" if shown is not None else self.monitor
+            raise TrialPruned(f"trial {self.number}: the {pruner_name(self.pruner)} pruner stopped it after epoch "
+                              f"{epoch} ({figure})", epoch=epoch)
+
+
+# ----- the study: who counts, who is gone -----------------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux), so a reused pid is not taken for the original process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _alive(worker: Mapping) -> bool | None:
+    """Whether the sweeper process that asked for a trial still runs; None when it ran on another machine."""
+    if worker.get("host") != socket.gethostname() or not isinstance(worker.get("pid"), int):
+        return None
+    pid = worker["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    start = _process_start(pid)
+    return not (worker.get("start") and start and start != worker["start"])
+
+
+def counts(trial) -> bool:
+    """Whether a trial counts towards ``n_trials``: finished (complete, pruned, failed in its job) or running, but not
+    one abandoned by a process that is gone or discarded after a race."""
+    from optuna.trial import TrialState
+
+    if ABANDONED_ATTR in trial.user_attrs or DISCARDED_ATTR in trial.user_attrs:
+        return False
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+
+def tally(study) -> dict[str, int]:
+    """Counted trials by state (``complete``, ``pruned``, ``failed``, ``running``) and their ``total``."""
+    out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if counts(t):
+            out[state_name(t)] += 1
+    out["total"] = sum(out.values())
+    return out
+
+
+def state_name(trial) -> str:
+    from optuna.trial import TrialState
+
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[trial.state]
+
+
+def release_abandoned(study) -> list[int]:
+    """Trials still marked running whose sweeper process on this machine is gone (killed): failed, marked
+    abandoned (they do not count towards ``n_trials``); returns their numbers. Trials of other machines are left
+    alone: their processes cannot be seen from here."""
+    from optuna.trial import TrialState
+
+    released = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(WORKER_ATTR)
+        if isinstance(worker, Mapping) and _alive(worker) is False:
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, f"process {worker.get('pid')} on "
+                                                   f"{worker.get('host')} is gone")
+                study.tell(t.number, state=TrialState.FAIL)
+                released.append(t.number)
+            except Exception:  # another worker released it first
+                continue
+    return released
+
+
+def discard(study, trial, why: str) -> None:
+    """Fail a trial that will never run (asked beyond ``n_trials`` by a race, or its batch could not start); it does
+    not count."""
+    from optuna.trial import TrialState
+
+    try:
+        trial.set_user_attr(DISCARDED_ATTR, why)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:
+        pass
+
+
+def study_rows(study) -> list[dict[str, Any]]:
+    """Every trial of the study: number, state, value, params, epochs reported, run directory, note."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        note = t.user_attrs.get(ABANDONED_ATTR) or t.user_attrs.get(DISCARDED_ATTR) or t.user_attrs.get("labkit_error")
+        rows.append({"number": t.number, "state": state_name(t), "value": t.value, "params": dict(t.params),
+                     "epochs": len(t.intermediate_values), "stopped_at_epoch": t.user_attrs.get(PRUNED_ATTR),
+                     "run_dir": t.user_attrs.get(RUN_DIR_ATTR), "counts": counts(t), "note": note or ""})
+    return rows
+
+
+def best_trial(study):
+    """The best complete trial, or None."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+# ----- plots --------------------------------------------------------------------------------------------------------
+def write_plots(study, out_dir) -> tuple[dict[str, str], list[str]]:
+    """Optuna's optimization history, parameter importances and slice plots as PNG files in ``out_dir``
+    (:data:`PLOT_FILES`, matplotlib's Agg backend); returns ``({name: file name}, notes about plots skipped)``."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    from labkit.core.files import save_figure
+
+    out_dir = Path(out_dir)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    written: dict[str, str] = {}
+    notes: list[str] = []
+    if complete == 0:
+        return written, ["optuna plots: skipped, no complete trial yet"]
+    from optuna.visualization import matplotlib as ovm
+
+    plots = {"history": ovm.plot_optimization_history, "slice": ovm.plot_slice}
+    if complete >= 2:
+        plots["importances"] = ovm.plot_param_importances
+    else:
+        notes.append(f"parameter importances: skipped, they need at least 2 complete trials ({complete} so far)")
+    category_log = logging.getLogger("matplotlib.category")  # "using categorical units" for choice() values
+    level = category_log.level
+    category_log.setLevel(logging.WARNING)
+    try:
+        for name, plot in plots.items():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    axes = plot(study)
+                    panels = list(axes.flat) if hasattr(axes, "flat") else [axes]
+                    fig = panels[0].figure
+                    fig.set_size_inches(max(6.4, 3.6 * len(panels) + 1.2), 4.4)
+                    save_figure(fig, out_dir / PLOT_FILES[name])
+                written[name] = PLOT_FILES[name]
+            except Exception as e:  # a plot Optuna cannot draw for this study must not cost the others
+                plt.close("all")
+                notes.append(f"{name} plot: skipped, {type(e).__name__}: {e}")
+    finally:
+        category_log.setLevel(level)
+    return written, notes
+
