@@ -154,3 +154,22 @@ def test_reproduce_refuses_other_settings(tmp_path, capsys, extra, phrase):
     assert _train(tmp_path, f"reproduce={original}", *extra) == 1
     assert phrase in capsys.readouterr().err
     assert len(list((tmp_path / "logs" / "runs").iterdir())) == 1  # nothing created
+
+
+def test_a_sweep_summary_shows_the_provenance_that_differs_between_its_jobs(tmp_path):
+    from labkit.tracking.summary import build_summary
+
+    for job, digest in (("0", "a" * 64), ("1", "b" * 64)):
+        d = tmp_path / "sweep" / job
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text("seed: 0\ntask:\n  _target_: labkit.tasks.ClassificationTask\n")
+        files.write_json(d / "metrics.json", {"status": "ok", "test/acc": 0.5, "overrides": [f"seed={job}"]})
+        files.write_json(d / "provenance.json", {"sessions": [{
+            "code": {"labkit": "0.1.0", "commit": "c" * 40}, "versions": {"torch": "2.14.1"},
+            "machine": {"host": "node1"}, "data": [{"path": f"/data/train-{job}", "sha256": digest}]}]})
+        (d / "provenance.json").write_text((d / "provenance.json").read_text().replace(f"train-{job}", "train"))
+    summary = build_summary(tmp_path / "sweep")
+    assert "provenance:data.train" in summary["columns"]
+    assert [r["provenance:data.train"] for r in summary["rows"]] == ["a" * 12, "b" * 12]
+    assert not any(c.startswith("provenance:code") or c.startswith("provenance:versions") for c in summary["columns"])
+    assert "warning: these runs read different data (data.train)" in summary["preamble"]

@@ -164,3 +164,22 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
     for d in entry.get("data") or []:
         out[f"data.{Path(d['path']).name}"] = d["sha256"][:12]
     return {k: v for k, v in out.items() if v is not None}
+
+
+COLUMN = "provenance:"  # the column prefix of a provenance fact in compare.py and sweep summaries
+
+
+def differing(run_dirs) -> tuple[list[dict[str, Any]], list[str]]:
+    """(each run's :func:`summary`, the ``provenance:<fact>`` columns whose value differs between the runs that record
+    provenance; runs of labkit versions before it record none and are left out of the comparison)."""
+    summaries = [summary(latest(r)) for r in run_dirs]
+    known = [s for s in summaries if s]
+    keys = sorted({k for s in known for k in s})
+    return summaries, [COLUMN + k for k in keys if len({repr(s.get(k)) for s in known}) > 1]
+
+
+def data_warning(columns: list[str]) -> str | None:
+    """The warning line for runs that read different data (None when they read the same)."""
+    data = [c[len(COLUMN):] for c in columns if c.startswith(COLUMN + "data.")]
+    return ("warning: these runs read different data (" + ", ".join(data) + "): their figures are not comparable as "
+            "they stand") if data else None

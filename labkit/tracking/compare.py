@@ -155,18 +155,6 @@ def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]
     return differ, flat
 
 
-PROV = "provenance:"  # column prefix of provenance facts (code.commit, versions.torch, data.<file>, ...)
-
-
-def differing_provenance(run_dirs: list[Path]) -> tuple[list[dict], list[str]]:
-    """(each run's provenance summary, the ``provenance:<key>`` columns whose value differs between the runs that
-    record provenance; runs of labkit versions before it record none and are left out of the comparison)."""
-    summaries = [provenance.summary(provenance.latest(r)) for r in run_dirs]
-    known = [s for s in summaries if s]
-    keys = sorted({k for s in known for k in s})
-    return summaries, [PROV + k for k in keys if len({repr(s.get(k)) for s in known}) > 1]
-
-
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -187,7 +175,7 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
     records = [load_record(r) for r, _ in runs]
     histories = [read_history(r) for r, _ in runs]
     differ, flat = differing_settings(records)
-    prov, prov_differ = differing_provenance([r for r, _ in runs])
+    prov, prov_differ = provenance.differing([r for r, _ in runs])
     heads = headline_columns(records)
     monitors: dict[str, str] = {}
     for rec in records:
@@ -201,7 +189,7 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
     for (run, label), rec, hist, conf, p in zip(runs, records, histories, flat, prov):
         row: dict[str, Any] = {"run": label, "task": rec.task_name, "status": rec.status}
         row.update({k: conf.get(k, "") for k in differ})
-        row.update({k: p.get(k[len(PROV):], "") for k in prov_differ})
+        row.update({k: p.get(k[len(provenance.COLUMN):], "") for k in prov_differ})
         row.update({k: rec.value(k) for k in heads})
         for m, mode in monitors.items():
             row[f"{m} final"], row[f"{m} best"] = final_and_best(rec, hist, m, mode)
@@ -276,10 +264,9 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) 
     png = plot_validation_curves(labels, table["histories"], table["monitors"], out_dir / "validation_curves.png")
     no_history = [label for label, h in zip(labels, table["histories"]) if not h]
     lines = [f"runs compared: {len(runs)}"]
-    data_cols = [c for c in table["provenance_differ"] if c.startswith(PROV + "data.")]
-    if data_cols:
-        lines.append("warning: these runs read different data (" + ", ".join(c[len(PROV):] for c in data_cols) +
-                     "): their figures are not comparable as they stand")
+    warning = provenance.data_warning(table["provenance_differ"])
+    if warning:
+        lines.append(warning)
     if no_history:
         lines.append("no per-epoch history (history.csv) in: " + ", ".join(no_history))
     preamble = "\n".join(f"{ln}  " for ln in lines) + "\n"

@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.files import atomic_write_text, read_json, save_figure
+from labkit.run import provenance
 from labkit.run.directory import CONFIG_FILE, METRICS_FILE
 
 log = logging.getLogger("labkit")
@@ -296,16 +297,18 @@ def build_summary(sweep_dir) -> dict:
     swept, constant = swept_and_constant(records)
     metric, direction = _objective(records, sweep_dir)
     heads = headline_columns(records)
+    prov, prov_differ = provenance.differing([r.dir for r in records])  # only what differs between the jobs
     objective_col = None
     if metric:
         objective_col = metric if metric in heads else f"{metric} (objective)"
     rows = []
-    for r in records:
+    for r, facts in zip(records, prov):
         given = dict(split_override(o) for o in r.overrides)
         row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
         if trial_of:
             row["trial"] = trial_of.get(r.dir.name)
         row.update({k: override_value(given.get(k, "")) for k in swept})
+        row.update({k: facts.get(k[len(provenance.COLUMN):], "") for k in prov_differ})
         if objective_col and objective_col not in heads:
             row[objective_col] = r.value(metric)
         row.update({k: r.value(k) for k in heads})
@@ -317,7 +320,7 @@ def build_summary(sweep_dir) -> dict:
             row.update(epochs=stopped + 1 if isinstance(stopped, int) else None, error="")
         rows.append(row)
     chart_labels(rows, swept)
-    columns = ["job", *(["trial"] if trial_of else []), "status", *swept]
+    columns = ["job", *(["trial"] if trial_of else []), "status", *swept, *prov_differ]
     if objective_col and objective_col not in heads:
         columns.append(objective_col)
     columns += heads + ["epochs", "params", "wall_time_s"]
@@ -326,6 +329,9 @@ def build_summary(sweep_dir) -> dict:
     lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)}" + (f" ({_status_counts(rows)})" if rows else "")]
     if constant:
         lines.append("same in every job: " + " ".join(f"{k}={v}" for k, v in constant.items()))
+    warning = provenance.data_warning(prov_differ)
+    if warning:
+        lines.append(warning)
     if metric:
         best = _best(rows, objective_col or metric, direction)
         lines.append(f"objective: {metric}" + (f" ({direction})" if direction else "")
