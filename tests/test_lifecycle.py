@@ -73,6 +73,9 @@ def test_resume_with_a_config_group_override_finishes_and_records_no_failure(fin
     assert history["status"] == "ok"
     saved = (finished / "config.yaml").read_text()
     key = group.split("=")[0]
+    said = {"logger=csv": "resuming with logger: none -> csv", "logger=many": "none -> tensorboard, csv, mlflow, wandb",
+            "callbacks=early_stopping": "resuming with callbacks: "}[group]
+    assert said in (finished / "train.log").read_text()  # a readable line, not the nodes' dicts
     assert f"    {key}:\n      from:" in saved  # the resume_history names the group that changed
     if group.startswith("logger=csv") or group == "logger=many":
         with open(finished / "csv" / "metrics.csv") as f:

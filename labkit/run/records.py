@@ -42,7 +42,7 @@ def start(plan: Plan, trainer, data) -> None:
         for skipped in resume.skipped:
             log.info("resume=true: skipped %s (it has no checkpoint to resume)", skipped.name)
         for key, (old, new) in resume.changes.items():
-            log.info("resuming with %s: %s -> %s", key, old, new)
+            log.info("resuming with %s: %s -> %s", key, _brief(old), _brief(new))
         if resume.checkpoint is None:
             log.warning("%s has no checkpoint yet: training it from the start", run_dir)
         else:
@@ -55,6 +55,19 @@ def start(plan: Plan, trainer, data) -> None:
         cfg = OmegaConf.create(container)
     directory.save_config(cfg, run_dir)
     provenance.start(run_dir, trainer, data, OmegaConf.select(plan.cfg, "paths.cache_dir", default=None))
+
+
+def _brief(value) -> str:
+    """A setting as a person reads it in one line: a group's nodes by name (``logger=many``: tensorboard, csv, mlflow,
+    wandb), a node by its class, anything else as it is."""
+    if isinstance(value, dict):
+        if "_target_" in value:
+            return str(value["_target_"]).rsplit(".", 1)[-1]
+        if value and all(isinstance(v, dict) for v in value.values()):
+            return ", ".join(str(k) for k in value)
+        if not value:
+            return "none"
+    return str(value)
 
 
 def tuned_lr(run_dir: Path, lr: float) -> None:
