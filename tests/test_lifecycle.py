@@ -87,6 +87,7 @@ def test_metrics_carry_the_wall_time_of_every_session_and_compare_shows_the_tota
 
     first = _metrics(finished)
     assert first["wall_time_s"] == pytest.approx(first["session_wall_time_s"], abs=1e-3)
+    assert first["test/error"] == pytest.approx(1.0 - first["test/acc"])  # one unit: fractions, like the accuracy
     assert _train(tmp_path, f"resume={finished}", "trainer.max_epochs=2") == 0
     second = _metrics(finished)
     assert second["session_wall_time_s"] < second["wall_time_s"]
@@ -272,3 +273,11 @@ def test_retrieval_figures_reach_tensorboards_hparams_and_mlflow(cfg_factory, tm
         except KeyError:
             pass
     assert b"hparams/retrieval/precision_at_1" in found["_hparams_/experiment"]
+
+
+def test_every_figure_has_one_unit_on_the_charts():
+    from labkit.tracking.summary import unit_of
+
+    assert {unit_of(k) for k in ("test/acc", "test/error", "best_val/acc", "retrieval/precision_at_1",
+                                 "retrieval/map_at_r", "test/top5")} == {"fraction (0-1)"}
+    assert unit_of("test/loss") == "loss" and unit_of("wall_time_s") == "seconds"

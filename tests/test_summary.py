@@ -65,7 +65,8 @@ def test_search_summary_has_objective_swept_keys_constants_failures_and_a_killed
     assert [r["job"] for r in table] == ["0", "1", "2", "10"]  # numeric order, not 0, 1, 10, 2
     assert [r["status"] for r in table] == ["ok", "ok", "failed", "incomplete"]
     assert table[0]["task.optimizer.lr"] == "0.01235" and table[0]["test/acc"] == "0.9123"
-    assert table[0]["test/error"] == "8.765" and table[0]["wall_time_s"] == "12.35"
+    assert table[0]["test/error"] == "0.08765" and table[0]["wall_time_s"] == "12.35"  # a fraction (1 - acc), also
+    # for this run whose metrics.json, like those of labkit < 0.2, holds it in percent
     assert table[0]["best_val/acc (objective)"] == "0.9012" and table[1]["best_val/acc (objective)"] == "0.95"
     assert "NonFiniteLossError" in table[2]["error"] and table[3]["test/acc"] == ""
     assert rows[1]["test/acc"] == 0.94  # the returned rows keep the numbers

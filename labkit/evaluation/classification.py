@@ -1,4 +1,4 @@
-"""Classification report: accuracy, percent error, top-5, per-class accuracy and a confusion-matrix PNG."""
+"""Classification report: accuracy, error (a fraction, 1 - accuracy), top-5, per-class accuracy and a confusion-matrix PNG."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +54,7 @@ def classification_report(task, data, cfg, out_dir: Path) -> dict:
     cm = confusion_matrix(labels, pred, n)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     classes = list(data.classes or range(n))
-    report = {"split": split, "samples": int(len(labels)), "accuracy": acc, "error_percent": 100 * (1 - acc),
+    report = {"split": split, "samples": int(len(labels)), "accuracy": acc, "error": 1 - acc,
               "per_class_accuracy": {str(classes[i]) if i < len(classes) else str(i): float(per_class[i])
                                      for i in range(n)}}
     if n > 5:

@@ -165,7 +165,7 @@ def test(plan: Plan, trainer: pl.Trainer, task, data) -> dict[str, float]:
     results = trainer.test(task, datamodule=data, ckpt_path=best if best and not trainer.fast_dev_run else None)
     figures = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if "test/acc" in figures:
-        figures["test/error"] = 100.0 * (1.0 - figures["test/acc"])
+        figures["test/error"] = 1.0 - figures["test/acc"]  # a fraction, like the accuracy
     if task.embeds and data.label_kind == "class" and any(k.startswith("retrieval/") for k in task.headline_metrics):
         figures.update(retrieval_figures(task, data))
     return figures

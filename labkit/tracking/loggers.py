@@ -450,7 +450,7 @@ class RunSummary(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         m = {f"final/{k}": float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         if "final/test/acc" in m:
-            m["final/test/error"] = 100.0 * (1.0 - m["final/test/acc"])
+            m["final/test/error"] = 1.0 - m["final/test/acc"]  # a fraction, like the accuracy
         self._log(trainer, m)
 
 

@@ -154,6 +154,9 @@ def load_record(run_dir) -> RunRecord:
     if not overrides:
         overrides = [str(o) for o in metrics.get("overrides") or []]
     overrides = [o for o in overrides if split_override(o)[0] not in HIDDEN_OVERRIDES]
+    if isinstance(metrics.get("test/acc"), (int, float)) and "test/error" in metrics:
+        # the error is 1 - accuracy, a fraction; runs of labkit before 0.2 recorded it in percent
+        metrics["test/error"] = 1.0 - float(metrics["test/acc"])
     reports = {}
     for rep in sorted(run_dir.glob("evaluation/*/report.json")):
         try:
@@ -422,6 +425,18 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def unit_of(metric: str) -> str:
+    """The unit a figure is shown in (every accuracy, error and retrieval figure is a fraction)."""
+    name = metric.split("/")[-1].split(" ")[0]
+    if metric.endswith("wall_time_s") or name.endswith("_s"):
+        return "seconds"
+    if name in ("acc", "error", "top5", "accuracy", "auroc") or name.startswith(("precision", "map_at", "acc")):
+        return "fraction (0-1)"
+    if "loss" in name or "mse" in name:
+        return "loss"
+    return ""
+
+
 def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label: str = "job",
               max_panels: int = 4) -> Path | None:
     """A bar chart per metric column (one bar per row); None when no row has a value to show."""
@@ -445,6 +460,7 @@ def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label
             ax.annotate(" " + (fmt(r.get(col)) if _finite(r.get(col)) else str(r.get("status", "n/a"))),
                         (bar.get_width(), bar.get_y() + bar.get_height() / 2), ha="left", va="center", fontsize=8)
         ax.set_title(col, fontsize=9)
+        ax.set_xlabel(unit_of(col), fontsize=8)
         ax.margins(x=0.25)
         ax.grid(axis="x", alpha=0.3)
     axes[0, 0].set_yticks(range(len(rows)))
