@@ -130,3 +130,18 @@ def cifar_root(tmp_path) -> Path:
     write_cifar(tmp_path / "data", 10)
     write_cifar(tmp_path / "data", 100, n_train=200)
     return tmp_path / "data"
+
+
+def tensorboard_hparams(folder) -> dict:
+    """The HParams plugin's content of every TensorBoard event file under ``folder`` (tag -> bytes)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for ev in Path(folder).rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        try:
+            found.update(acc.PluginTagToContent("hparams"))
+        except KeyError:  # an event file without hyper-parameters
+            pass
+    return found

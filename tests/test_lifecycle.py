@@ -250,8 +250,8 @@ def test_a_run_stopped_on_purpose_is_recorded_with_its_own_status(tmp_path):
 
 def test_retrieval_figures_reach_tensorboards_hparams_and_mlflow(cfg_factory, tmp_path, monkeypatch):
     """A triplet run's headline figures are computed after trainer.test: they still reach every logger."""
+    from conftest import tensorboard_hparams
     from mlflow.tracking import MlflowClient
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from labkit.run.lifecycle import execute
 
@@ -264,14 +264,7 @@ def test_retrieval_figures_reach_tensorboards_hparams_and_mlflow(cfg_factory, tm
     (run,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
     assert run.data.metrics["final/retrieval/precision_at_1"] == pytest.approx(p1)
     assert run.data.metrics["final/retrieval/pixels_map_at_r"] == pytest.approx(metrics["retrieval/pixels_map_at_r"])
-    found = {}
-    for ev in Path(cfg.paths.output_dir, "tensorboard").rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(ev))
-        acc.Reload()
-        try:
-            found.update(acc.PluginTagToContent("hparams"))
-        except KeyError:
-            pass
+    found = tensorboard_hparams(Path(cfg.paths.output_dir, "tensorboard"))
     assert b"hparams/retrieval/precision_at_1" in found["_hparams_/experiment"]
 
 

@@ -156,18 +156,11 @@ def test_run_names_and_refusals_before_any_file(tmp_path):
 
 
 def test_hparams_reach_tensorboard(cfg_factory):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from conftest import tensorboard_hparams
 
     cfg = cfg_factory("trainer.max_epochs=1", "task.optimizer.lr=0.05", sub="hp")
     execute(cfg, overrides=["task.optimizer.lr=0.05"])
-    found = {}
-    for ev in Path(cfg.paths.output_dir, "tensorboard").glob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(ev))
-        acc.Reload()
-        try:
-            found.update(acc.PluginTagToContent("hparams"))
-        except KeyError:  # an event file without hyper-parameters
-            pass
+    found = tensorboard_hparams(Path(cfg.paths.output_dir, "tensorboard"))
     assert "_hparams_/session_start_info" in found
     blob = found["_hparams_/session_start_info"]
     assert b"task.optimizer.lr" in blob and b"hparams/test/acc" in found["_hparams_/experiment"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+from omegaconf import ListConfig
+
 from labkit.core.errors import LabkitError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -17,7 +19,7 @@ class NoInputsError(LabkitError, FileNotFoundError):
 def as_list(inputs) -> list[str]:
     if inputs is None:
         return []
-    if isinstance(inputs, (list, tuple)) or type(inputs).__name__ == "ListConfig":
+    if isinstance(inputs, (list, tuple, ListConfig)):
         return [str(i) for i in inputs]
     return [str(inputs)]
 

@@ -104,8 +104,13 @@ def is_run_dir(path) -> bool:
 
 
 def has_checkpoint(run_dir) -> bool:
-    """True when the run has a checkpoint a resume can continue from (``checkpoints/last.ckpt``)."""
-    return (Path(run_dir) / CKPT_DIR / "last.ckpt").is_file()
+    """True when the run has a checkpoint a resume can continue from (:func:`last_checkpoint`)."""
+    return last_checkpoint(run_dir).is_file()
+
+
+def last_checkpoint(run_dir) -> Path:
+    """Where a run keeps the checkpoint of its latest epoch, rewritten after every epoch: ``checkpoints/last.ckpt``."""
+    return Path(run_dir) / CKPT_DIR / "last.ckpt"
 
 
 def _started(run: Path) -> tuple[str, float]:
@@ -146,8 +151,7 @@ def resume_target(resume, log_dir) -> tuple[Path, Path | None, list[Path]]:
     else:
         run_dir, ckpt = resolve_run(resume, key="resume")
     if ckpt is None:
-        last = run_dir / CKPT_DIR / "last.ckpt"
-        ckpt = last if last.exists() else None
+        ckpt = last_checkpoint(run_dir) if has_checkpoint(run_dir) else None
     return run_dir, ckpt, skipped
 
 

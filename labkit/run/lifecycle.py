@@ -32,8 +32,11 @@ def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None) -> d
 
     ``overrides``: the command line's (default: those ``labkit.api.compose`` recorded in the config)."""
     cfg = job.cfg if isinstance(job, Plan) else job
-    overrides = list(job.overrides if isinstance(job, Plan) else (cfg.get("overrides") or []) if overrides is None
-                     else overrides)
+    if isinstance(job, Plan):
+        overrides = list(job.overrides)
+    elif overrides is None:
+        overrides = list(cfg.get("overrides") or [])
+    overrides = list(overrides)
     try:
         plan = job if isinstance(job, Plan) else planning.make(job, overrides)
         if plan.run_dir is None:

@@ -62,6 +62,30 @@ def plain(value):
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
+def setting(cfg: DictConfig, key: str):
+    """The plain value of ``key`` in ``cfg`` (None when it is not there)."""
+    return plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
+
+
+def _apply(saved: DictConfig, cfg: DictConfig, key: str) -> None:
+    """The command line's value of ``key`` into a run's saved config; a group choice (``logger=csv``): its composed
+    node replaces the saved one."""
+    new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if isinstance(new, DictConfig):
+        new = OmegaConf.to_container(new, resolve=False)
+    with open_dict(saved):
+        OmegaConf.update(saved, key, new, merge=False, force_add=True)
+
+
+def _first_change(cfg: DictConfig, saved: DictConfig, overrides: Sequence[str], may_change) -> tuple | None:
+    """(key, saved value, new value) of the first key the command line names that ``may_change(key)`` does not admit
+    and whose value differs from the run's saved one; None when every such key only repeats the saved value."""
+    for key in override_keys(overrides):
+        if not may_change(key) and setting(cfg, key) != setting(saved, key):
+            return key, setting(saved, key), setting(cfg, key)
+    return None
+
+
 # ----- the plan ---------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Resume:
@@ -101,13 +125,6 @@ class Plan:
     def nothing_to_do(self) -> str | None:
         """Why this plan trains nothing (a finished run resumed without a larger limit), or None."""
         return self.resume.finished if self.resume is not None else None
-
-    def changed_keys(self) -> dict[str, Any]:
-        """The settings this command line gives: its overrides' keys (and what a resume changes) with their values."""
-        out: dict[str, Any] = {}
-        for key in override_keys(self.overrides):
-            out[key] = plain(OmegaConf.select(self.cfg, key, default=None, throw_on_missing=False))
-        return out
 
 
 def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
@@ -161,24 +178,18 @@ def _reproduction(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig
                           f"{status or 'nothing'}), so it has no figures to reproduce; finish it first with "
                           f"python train.py resume={run_dir}")
     saved = directory.load_config(run_dir)
-    for key in override_keys(overrides):
-        if key in ("reproduce",) or _covers(REPRODUCE_DRIVING, key):
-            continue
-        new = plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
-        if new == plain(OmegaConf.select(saved, key, default=None, throw_on_missing=False)):
-            continue  # the original's own value, repeated
+    change = _first_change(cfg, saved, overrides, lambda k: k == "reproduce" or _covers(REPRODUCE_DRIVING, k))
+    if change is not None:  # repeating the original's own value is fine
+        key = change[0]
         raise ConfigError(f"reproduce={cfg.reproduce} cannot change '{key}': a reproduction runs the original's own "
                           f"settings (it may change only {', '.join(REPRODUCE_DRIVING)}). To try other settings, start "
                           f"a new run: python train.py init_from={run_dir} {key}=...")
+    for key in override_keys(overrides):
+        if _covers(REPRODUCE_DRIVING, key) and not _covers(("paths",), key):
+            _apply(saved, cfg, key)
     with open_dict(saved):
-        for key in override_keys(overrides):
-            if _covers(REPRODUCE_DRIVING, key) and key != "paths" and not key.startswith("paths."):
-                new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-                new = OmegaConf.to_container(new, resolve=False) if isinstance(new, DictConfig) else new
-                OmegaConf.update(saved, key, new, merge=False, force_add=True)
         saved.paths = OmegaConf.to_container(cfg.paths, resolve=False)  # where it runs: this command line's
-        for key in ("resume_history",):
-            saved.pop(key, None)
+        saved.pop("resume_history", None)
         saved.resume = None
         saved.reproduce = None  # the command; the record is reproduces (a later resume of this run is no reproduction)
         saved.reproduce_tolerance = cfg.get("reproduce_tolerance", 0.0)
@@ -203,13 +214,9 @@ def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Re
                 f"optimizer and seed are fixed for a run), so the continued run would no longer be the one recorded in "
                 f"{run_dir}. Start a new run from its weights instead: python train.py init_from={run_dir} {key}=... "
                 f"(resume may change: {', '.join(RESUME_DRIVING)})")
-        new = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        old = OmegaConf.select(saved, key, default=None, throw_on_missing=False)
-        if isinstance(new, DictConfig):  # a group choice (logger=csv): the composed node replaces the saved one
-            new = OmegaConf.to_container(new, resolve=False)
-        with open_dict(saved):
-            OmegaConf.update(saved, key, new, merge=False, force_add=True)
-        before, after = plain(old), plain(OmegaConf.select(saved, key, default=None))
+        before = setting(saved, key)
+        _apply(saved, cfg, key)
+        after = setting(saved, key)
         if before != after and not key.startswith("paths."):
             changes[key] = (before, after)
     done = None
@@ -282,15 +289,11 @@ def continuation(plan: Plan) -> Plan | None:
     status = read_json(metrics).get("status") if metrics.is_file() else None
     if status not in UNFINISHED:
         return None
-    saved = directory.load_config(run_dir)
-    for key in override_keys(plan.overrides):
-        if resume_key_allowed(key):
-            continue
-        new = plain(OmegaConf.select(plan.cfg, key, default=None, throw_on_missing=False))
-        old = plain(OmegaConf.select(saved, key, default=None, throw_on_missing=False))
-        if new != old:
-            raise ConfigError(f"{run_dir} holds an unfinished run whose {key} is {old!r}, not {new!r}: continue it "
-                              f"with python train.py resume={run_dir}, or give this experiment another directory")
+    change = _first_change(plan.cfg, directory.load_config(run_dir), plan.overrides, resume_key_allowed)
+    if change is not None:
+        key, old, new = change
+        raise ConfigError(f"{run_dir} holds an unfinished run whose {key} is {old!r}, not {new!r}: continue it "
+                          f"with python train.py resume={run_dir}, or give this experiment another directory")
     log.info("%s holds this job's unfinished run (%s): continuing it from its last checkpoint", run_dir,
              status or "stopped without a record")
     cfg = OmegaConf.create(OmegaConf.to_container(plan.cfg, resolve=False))

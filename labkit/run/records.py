@@ -96,7 +96,7 @@ def metrics(plan: Plan, trainer, task, figures: dict[str, float], init_report: d
     cfg, run_dir = plan.cfg, plan.run_dir
     ckpt_cb = best_checkpoint_callback(trainer)
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
-    last = run_dir / directory.CKPT_DIR / "last.ckpt"
+    last = directory.last_checkpoint(run_dir)
     out: dict[str, Any] = {
         "status": "ok",
         "seed": cfg.seed,
