@@ -48,7 +48,8 @@ def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys)
     rows = _csv(out / "comparison.csv")
     assert [r["run"] for r in rows] == list(specs) and [r["task"] for r in rows] == ["classification"] * 2 + ["siamese"]
     cols = list(rows[0])
-    assert "task.optimizer.lr" in cols and "model._target_" in cols and "task.margin" in cols
+    assert "task.optimizer.lr" in cols and "model._target_" in cols
+    assert "task.margin" not in cols  # only the siamese run uses a margin: nothing to compare it with
     assert not any(k.startswith("paths.") or k.endswith(("dirpath", "default_root_dir")) for k in cols)
     assert "seed" not in cols and "data.batch_size" not in cols  # equal in all three: not a column
     assert [r["task.optimizer.lr"] for r in rows] == ["0.05", "0.01", "0.01"]
@@ -62,7 +63,11 @@ def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys)
     assert rows[2]["retrieval/map_at_r"] == fmt(retrieval["map_at_r"]) and rows[0]["retrieval/map_at_r"] == ""
 
     printed = capsys.readouterr().out
-    assert "| run | task | status |" in printed and a in printed
+    # grouped by task, each table with its task's headline metrics; runs named by id and name, paths listed below
+    assert "### classification: 2 runs" in printed and "### siamese: 1 run" in printed
+    assert "same in these runs: model._target_=EmbeddingNet" in printed
+    assert "| aaaaaa_lenet-digits | ok " in printed and f"- aaaaaa_lenet-digits: {runs / a}" in printed
+    assert max(len(line) for line in printed.splitlines() if line.startswith("|")) <= 120
     md = (out / "comparison.md").read_text()
     assert "![validation curves](validation_curves.png)" in md
     # two panels, val/loss (all three runs) and val/acc (the classifiers), of about 6 inches each
@@ -105,3 +110,58 @@ def test_paths_that_are_not_runs_are_refused_clearly(tmp_path):
                        text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_classifier_an_autoencoder_and_a_triplet_run_fit_in_120_columns(tmp_path, cfg_factory, capsys):
+    """Issue 21: grouped by task with each task's headline metrics, logger internals and settings a task does not use
+    left out, at most 120 characters wide; what does not fit is listed under its table."""
+    from labkit.run.lifecycle import execute
+
+    runs = tmp_path / "logs" / "runs"
+    specs = {"2026-12-01_09-00-00_aaaaaa_lenet-digits": ("logger=csv", "task.label_smoothing=0.1"),
+             "2026-12-02_09-00-00_bbbbbb_conv_autoencoder-digits": ("task=autoencoder", "model=conv_autoencoder",
+                                                                   "logger=tensorboard"),
+             "2026-12-03_09-00-00_cccccc_embedding_net-digits": ("task=triplet", "model=embedding_net", "logger=none")}
+    for name, extra in specs.items():
+        cfg = cfg_factory("trainer.max_epochs=1", "data.batch_size=128", "trainer.limit_train_batches=2",
+                          "trainer.limit_val_batches=1", *extra, sub=name[:10])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(runs / name)
+        execute(cfg)
+    a, b, c = specs
+    table = compare([str(runs / a), str(runs / b), str(runs / c)], out=tmp_path / "cmp")
+    printed = capsys.readouterr().out
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    tables = [line for line in md.splitlines() if line.startswith("|")]
+    assert tables and max(map(len, tables)) <= 120
+    assert not any("logger" in col for col in table["columns"])  # tracking internals are never settings
+    sections = md.split("### ")[1:]
+    assert [s.split(":")[0] for s in sections] == ["classification", "autoencoder", "triplet"]
+    headers = {s.split(":")[0]: next(line for line in s.splitlines() if line.startswith("| run")) for s in sections}
+    assert "test/acc" in headers["classification"] and "test/error" in headers["classification"]
+    assert "test/loss" in headers["autoencoder"] and "test/acc" not in headers["autoencoder"]
+    assert "retrieval/precision_at_1" in headers["triplet"] and "retrieval/map_at_r" in headers["triplet"]
+    # label smoothing: a classification setting; blank (not 0.0) for the runs whose task has no such argument
+    rows = {r["run"]: r for r in table["rows"]}
+    assert "task.label_smoothing" not in table["differ"]  # only the classifier acts on it: nothing to compare
+    assert rows[a]["test/acc"] is not None and rows[c]["retrieval/precision_at_1"] is not None
+    assert "| aaaaaa_lenet-digits" in printed
+
+
+def test_unused_and_internal_settings_follow_the_task(tmp_path):
+    from labkit.tracking.summary import fit_columns, internal_setting, unused_settings
+
+    classifier = "labkit.tasks.ClassificationTask"
+    flat = {"task.label_smoothing": 0.1, "task.margin": 1.0, "task.freeze": None, "task.unfreeze_lr_factor": 0.1,
+            "data.augment": False, "data.hflip": 0.5, "data.resample_tuples": True, "task.optimizer.lr": 0.1}
+    assert unused_settings(flat, classifier) == {"task.margin", "task.unfreeze_lr_factor", "data.hflip",
+                                                 "data.resample_tuples"}
+    flat.update({"task.freeze": "backbone", "task.unfreeze_at_epoch": 3, "data.augment": True})
+    assert unused_settings(flat, classifier) == {"task.margin", "data.resample_tuples"}
+    assert "data.resample_tuples" not in unused_settings(flat, "labkit.tasks.metric.TripletTask")
+    assert all(map(internal_setting, ("logger.tensorboard.version", "logger", "callbacks.progress_bar.refresh_rate",
+                                      "paths.data_dir", "task.projector")))
+    assert not any(map(internal_setting, ("task.optimizer.lr", "callbacks.early_stopping.patience", "seed")))
+    rows = [{"run": "r1", "status": "ok", "x" * 50: 1, "y" * 50: 2, "m": 0.5}]
+    shown, hidden = fit_columns(rows, ["run", "status", "x" * 50, "y" * 50, "m"], ["run", "status", "m"], width=80)
+    assert shown == ["run", "status", "x" * 50, "m"] and hidden == ["y" * 50]

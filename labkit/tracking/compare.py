@@ -13,6 +13,7 @@ import argparse
 import glob
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,21 +26,21 @@ from labkit.core.files import atomic_write_text, save_figure
 from labkit.run import provenance
 from labkit.tracking.summary import (
     RunRecord,
+    cell_text,
     csv_text,
-    fmt,
+    fitted_table,
+    flatten,
     headline_columns,
+    internal_setting,
     is_run_dir,
     load_record,
-    markdown_table,
     monitor_of,
     print_summary,
     report_headlines,
     sweep_jobs,
+    task_groups,
+    unused_settings,
 )
-
-# settings that differ between any two runs without saying anything about the experiment (where files live)
-IGNORED_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "data_dir", "log_dir", "output_dir")
-IGNORED_SUFFIXES = (".dirpath", ".save_dir", ".data_dir", ".output_dir", ".log_dir", ".default_root_dir")
 
 
 class NotARunError(LabkitError, FileNotFoundError):
@@ -104,6 +105,21 @@ def _label(run: Path) -> str:
     return f"{run.parent.name}/{run.name}" if run.name.isdigit() else run.name
 
 
+_STAMPED = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_([0-9a-z]+)(_.*)?$")
+
+
+def short_label(label: str) -> str:
+    """A run's name in the printed table: its unique id and name without the date and time
+    (``2026-11-29_09-00-00_c3f2a1_lenet-digits`` -> ``c3f2a1_lenet-digits``); the list under the table gives the
+    whole path."""
+    parts = label.split("/")
+    out = []
+    for p in parts:
+        m = _STAMPED.match(p)
+        out.append(m.group(1) + (m.group(2) or "") if m else p)
+    return "/".join(out)
+
+
 def log_dir_of(run: Path) -> Path:
     run = run.resolve()
     if run.parent.name == "runs":
@@ -126,26 +142,33 @@ def default_out_dir(runs: list[Path]) -> Path:
 
 
 # ----- the table ------------------------------------------------------------------------------------------------
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(node, list):
-        return {prefix[:-1]: "[" + ",".join(fmt(x) if not isinstance(x, (dict, list)) else str(x) for x in node) + "]"}
-    return {prefix[:-1]: node}
-
-
-def _ignored(key: str) -> bool:
-    return key.startswith(IGNORED_SETTINGS) or key.endswith(IGNORED_SUFFIXES)
-
-
 def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]:
-    """(keys whose config.yaml value differs between the runs, each run's flattened config)."""
+    """(keys whose config.yaml value differs between the runs it acts in, each run's flattened config).
+
+    Bookkeeping settings (files, loggers, display: :func:`~labkit.tracking.summary.internal_setting`) are never
+    columns. A setting a run's task does not use (:func:`~labkit.tracking.summary.unused_settings`), or an argument of
+    another model, data set or task class than the run's own, is blank for that run and does not make a column.
+    """
     flat = [flatten(OmegaConf.to_container(r.config, resolve=False)) if r.config is not None else {} for r in records]
-    keys = sorted({k for f in flat for k in f if not _ignored(k)})
-    differ = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]  # a missing key reads as null
+    unused = [unused_settings(f, r.target) for f, r in zip(flat, records)]
+    for f, off in zip(flat, unused):
+        for key in off:
+            del f[key]
+    keys = sorted({k for f in flat for k in f if not internal_setting(k)})
+
+    def acts(f: dict, off: set, key: str) -> bool:
+        if key in f:
+            return True
+        if key in off:
+            return False
+        group = key.split(".")[0]
+        if group not in ("model", "data", "task"):
+            return True  # absent: its default
+        target = f"{group}._target_"
+        return all(g.get(target) == f.get(target) for g in flat if key in g)  # same class, an older config
+
+    differ = [k for k in keys if len({repr(f.get(k)) for f, off in zip(flat, unused) if acts(f, off, k)}) > 1]
+    differ.sort(key=lambda k: not k.endswith("_target_"))  # which class first
     if any(f.get("task._target_") for f in flat):
         differ = [k for k in differ if k != "task._target_"]  # the task column names it
     for f in flat:  # a class path reads as its class name
@@ -213,7 +236,44 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
     if any(r["error"] for r in rows):
         columns.append("error")
     return {"rows": rows, "columns": columns, "records": records, "histories": histories,
-            "monitors": list(monitors), "differ": differ, "provenance_differ": prov_differ}
+            "monitors": list(monitors), "differ": differ, "provenance_differ": prov_differ, "evals": evals}
+
+
+def _present(rows: list[dict], col: str) -> bool:
+    return any(r.get(col) not in (None, "") for r in rows)
+
+
+def readable_tables(table: dict) -> str:
+    """The comparison as markdown people can read: one table per task when the runs have several (each with that
+    task's headline metrics first), at most :data:`~labkit.tracking.summary.TABLE_WIDTH` characters wide; the values
+    of the columns that did not fit are listed under their table."""
+    rows, records = table["rows"], table["records"]
+    groups = task_groups(records)
+    parts = []
+    for task, idx in groups:
+        grows = [dict(rows[i], run=short_label(rows[i]["run"])) for i in idx]
+        grecs = [records[i] for i in idx]
+        heads = [c for c in headline_columns(grecs) if _present(grows, c)]
+        mons = [m for m in dict.fromkeys(monitor_of(r.target)[0] for r in grecs)] + ["val/loss"]
+        best = [f"{m} best" for m in dict.fromkeys(mons) if _present(grows, f"{m} best")]
+        final = [f"{m} final" for m in dict.fromkeys(mons) if _present(grows, f"{m} final")]
+        present = [c for c in table["differ"] + table["provenance_differ"] if _present(grows, c)]
+        if len(groups) == 1:
+            settings, same = present, []
+            settings = ["task"] + settings if len({r["task"] for r in grows}) > 1 else settings
+        else:  # a setting the group's runs share is said once, above its table
+            settings = [c for c in present if len({repr(r.get(c)) for r in grows}) > 1]
+            same = [f"{c}={cell_text(grows[0].get(c))}" for c in present if c not in settings]
+        evals = [c for c in table["evals"] if c not in heads and _present(grows, c)]
+        tail = ["epochs", "wall_time_s"] + (["error"] if _present(grows, "error") else [])
+        columns = ["run", "status", *settings, *heads, *best, *final, *evals, *tail]
+        priority = ["run", "status", *heads, *settings, *best, *evals, *final, "epochs", "wall_time_s", "error"]
+        text = fitted_table(grows, columns, priority, "run")
+        if len(groups) > 1:
+            title = f"### {task}: {len(grows)} run{'s' if len(grows) > 1 else ''}"
+            text = title + "\n\n" + (f"same in these runs: {' '.join(same)}  \n\n" if same else "") + text
+        parts.append(text)
+    return "\n".join(parts)
 
 
 # ----- the picture ---------------------------------------------------------------------------------------------
@@ -270,8 +330,8 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) 
     if no_history:
         lines.append("no per-epoch history (history.csv) in: " + ", ".join(no_history))
     preamble = "\n".join(f"{ln}  " for ln in lines) + "\n"
-    md = preamble + "\n" + markdown_table(table["rows"], table["columns"])
-    md += "\n" + "\n".join(f"- {r['run']}: {r['path']}" for r in table["rows"]) + "\n"
+    md = preamble + "\n" + readable_tables(table)
+    md += "\nruns:\n" + "\n".join(f"- {short_label(r['run'])}: {r['path']}" for r in table["rows"]) + "\n"
     if png is not None:
         md += f"\n![validation curves]({png.name})\n"
     atomic_write_text(out_dir / "comparison.md", md)

@@ -73,11 +73,11 @@ def fmt(v: Any) -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    def cell(v):
-        return (v if isinstance(v, str) else fmt(v)).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    """A markdown table whose cells are padded to their column's width, so that it also reads as plain text."""
+    widths = column_widths(rows, columns)
+    lines = ["| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
+             "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|"]
+    lines += ["| " + " | ".join(cell_text(r.get(c, "")).ljust(widths[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +87,132 @@ def csv_text(rows: list[dict], columns: list[str]) -> str:
     writer.writeheader()
     writer.writerows({c: (r.get(c) if isinstance(r.get(c), str) else fmt(r.get(c))) for c in columns} for r in rows)
     return buf.getvalue()
+
+
+# ----- readable tables: which settings, how wide --------------------------------------------------------------
+TABLE_WIDTH = 120  # characters: a table wider than this moves its least important columns below it
+# settings that never say anything about the experiment: where files live, how it is logged or displayed
+INTERNAL_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "logger", "expected.", "requires",
+                     "callbacks.progress_bar.", "callbacks.model_summary.", "callbacks.history.", "callbacks.run_summary.",
+                     "callbacks.lr_monitor.", "callbacks.optuna_trial", "callbacks.finite_loss.",
+                     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+                     "trainer.logger", "task.projector", "task.log_images", "data.num_workers", "data.eval_batch_size",
+                     "data.keep_on_device", "data.download", "reproduce")
+INTERNAL_SUFFIXES = (".dirpath", ".save_dir", ".data_dir", ".output_dir", ".log_dir", ".default_root_dir", "data_dir",
+                     "log_dir", "output_dir")
+# settings that only act when another one says so: (key prefix, the setting it depends on, when it acts)
+USED_ONLY_WHEN = (
+    ("task.unfreeze_at_epoch", "task.freeze", lambda v: v not in (None, False, "")),
+    ("task.unfreeze_lr_factor", "task.unfreeze_at_epoch", lambda v: v not in (None, "")),
+    ("data.hflip", "data.augment", bool), ("data.color_jitter.", "data.augment", bool),
+    ("data.pad", "data.augment", bool), ("data.erasing", "data.augment", bool),
+    ("task.scheduler.", "task.scheduler._target_", lambda v: bool(v)),
+)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b.c": value}``; lists as one ``[x,y]`` value."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: "[" + ",".join(fmt(x) if not isinstance(x, (dict, list)) else str(x) for x in node) + "]"}
+    return {prefix[:-1]: node}
+
+
+def internal_setting(key: str) -> bool:
+    """A setting that is bookkeeping (files, loggers, display), never a column of a table of runs."""
+    return key.startswith(INTERNAL_SETTINGS) or key.endswith(INTERNAL_SUFFIXES)
+
+
+def task_parameters(target: str) -> set[str] | None:
+    """The arguments the task class accepts (its own and its bases'), or None when the class cannot be imported."""
+    import inspect
+
+    cls = task_class(target)
+    if not isinstance(cls, type):
+        return None
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            names.update(p.name for p in inspect.signature(init).parameters.values()
+                         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self")
+        except (TypeError, ValueError):
+            continue
+    return names
+
+
+def unused_settings(flat: dict[str, Any], target: str) -> set[str]:
+    """The keys of a run's flattened config that its task does not use: a ``task.`` argument its class does not take,
+    a setting that only acts with another one (:data:`USED_ONLY_WHEN`), tuple redrawing for a task of single images."""
+    params = task_parameters(target)
+    unused: set[str] = set()
+    for key in flat:
+        if params is not None and key.startswith("task."):
+            arg = key.split(".")[1]
+            if not arg.startswith("_") and arg != "defaults" and arg not in params:
+                unused.add(key)
+                continue
+        for prefix, depends, acts in USED_ONLY_WHEN:
+            if key.startswith(prefix) and key != depends and not acts(flat.get(depends)):
+                unused.add(key)
+        if key == "data.resample_tuples" and target:
+            cls = declaring_class(target)
+            if cls.sampling == "single" or flat.get("task.miner"):
+                unused.add(key)
+    return unused
+
+
+def cell_text(v: Any) -> str:
+    return (v if isinstance(v, str) else fmt(v)).replace("|", "\\|").replace("\n", " ")
+
+
+def column_widths(rows: list[dict], columns: list[str]) -> dict[str, int]:
+    return {c: max([len(c)] + [len(cell_text(r.get(c, ""))) for r in rows]) for c in columns}
+
+
+def fit_columns(rows: list[dict], columns: list[str], priority: list[str], width: int = TABLE_WIDTH
+                ) -> tuple[list[str], list[str]]:
+    """(the columns shown, in ``columns`` order; the rest): columns are taken in ``priority`` order while the
+    table stays within ``width`` characters (the first two always)."""
+    widths = column_widths(rows, columns)
+    chosen: set[str] = set()
+    used = 1
+    for i, c in enumerate([c for c in priority if c in widths] + [c for c in columns if c not in priority]):
+        if i < 2 or used + widths[c] + 3 <= width:
+            chosen.add(c)
+            used += widths[c] + 3
+    return [c for c in columns if c in chosen], [c for c in columns if c not in chosen]
+
+
+def overflow_lines(rows: list[dict], hidden: list[str], label: str) -> str:
+    """The values of the columns a table had no room for, one line per row (blank values left out)."""
+    lines = []
+    for r in rows:
+        cells = [f"{c}={cell_text(r.get(c))}" for c in hidden if r.get(c) not in (None, "")]
+        if cells:
+            lines.append(f"- {r.get(label)}: " + ", ".join(cells))
+    return ("\nnot in the table (width):\n" + "\n".join(lines) + "\n") if lines else ""
+
+
+def fitted_table(rows: list[dict], columns: list[str], priority: list[str], label: str,
+                 width: int = TABLE_WIDTH) -> str:
+    """A markdown table at most ``width`` characters wide, then the values of the columns left out."""
+    shown, hidden = fit_columns(rows, columns, priority, width)
+    return markdown_table(rows, shown) + overflow_lines(rows, hidden, label)
+
+
+def task_groups(records: list["RunRecord"]) -> list[tuple[str, list[int]]]:
+    """(task name, indexes of its runs), tasks in the order they first appear."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.task_name, []).append(i)
+    return list(groups.items())
 
 
 # ----- one run, read back from its directory --------------------------------------------------------------------
@@ -269,7 +395,8 @@ def summarize_sweep(sweep_dir) -> list[dict]:
     atomic_write_text(sweep_dir / "summary.csv", csv_text(report["rows"], report["csv_columns"]))
     png = plot_bars(report["rows"], report["chart_columns"], sweep_dir / "summary.png",
                     title=f"sweep {sweep_dir.name}", label="label")
-    md = report["preamble"] + ("\n" + markdown_table(report["rows"], report["columns"]) if report["rows"] else "")
+    md = report["preamble"] + ("\n" + fitted_table(report["rows"], report["columns"], report["priority"], "job")
+                               if report["rows"] else "")
     if png is not None:
         md += f"\n![headline metrics per job]({png.name})\n"
     md += report["study_md"]
@@ -298,6 +425,7 @@ def build_summary(sweep_dir) -> dict:
     study = read_study(sweep_dir)
     trial_of = {str(k): v for k, v in ((study or {}).get("jobs") or {}).items()}
     swept, constant = swept_and_constant(records)
+    swept = [k for k in swept if not internal_setting(k)]
     metric, direction = _objective(records, sweep_dir)
     heads = headline_columns(records)
     prov, prov_differ = provenance.differing([r.dir for r in records])  # only what differs between the jobs
@@ -310,7 +438,8 @@ def build_summary(sweep_dir) -> dict:
         row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
         if trial_of:
             row["trial"] = trial_of.get(r.dir.name)
-        row.update({k: override_value(given.get(k, "")) for k in swept})
+        off = unused_settings(flatten(OmegaConf.to_container(r.config, resolve=False)), r.target) if r.config else set()
+        row.update({k: "" if k in off else override_value(given.get(k, "")) for k in swept})
         row.update({k: facts.get(k[len(provenance.COLUMN):], "") for k in prov_differ})
         if objective_col and objective_col not in heads:
             row[objective_col] = r.value(metric)
@@ -345,7 +474,8 @@ def build_summary(sweep_dir) -> dict:
     if study:
         lines += study_lines(study)
     chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
-    return {"rows": rows, "columns": columns, "csv_columns": [c for c in columns if c != "error"]
+    priority = ["job", "trial", "status", *chart, *swept, *prov_differ, "epochs", "wall_time_s", "params", "error"]
+    return {"rows": rows, "columns": columns, "priority": priority, "csv_columns": [c for c in columns if c != "error"]
             + ["overrides", "error"], "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
             "chart_columns": chart, "records": records, "study": study,
             "study_md": study_markdown(study, sweep_dir) if study else ""}
