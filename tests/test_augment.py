@@ -37,3 +37,57 @@ def test_normalize_and_identity_jitter():
     assert torch.equal(A.color_jitter(f), f)  # the notes' ColorJitter() with no arguments changes nothing
     j = A.color_jitter(torch.rand(8, 3, 4, 4), brightness=0.5, contrast=0.5, saturation=0.5)
     assert j.min() >= 0 and j.max() <= 1
+
+
+def test_padded_crop_shifts_the_image_and_fills_black():
+    x = torch.full((256, 1, 8, 8), 7, dtype=torch.uint8)
+    padded = A.pad(x, 2)
+    assert padded.shape == (256, 1, 12, 12) and padded[:, :, :2].eq(0).all() and padded[:, :, 2:10, 2:10].eq(7).all()
+    torch.manual_seed(0)
+    out = A.random_crop(padded, 8)
+    black_rows = out.eq(0).all(-1).sum((1, 2))  # whole black rows: how far each image moved up or down
+    assert black_rows.max() == 2 and black_rows.min() == 0 and out.eq(7).any((1, 2, 3)).all()
+    assert A.pad(x, 0) is x
+
+
+def test_random_erasing_one_rectangle_per_chosen_image():
+    torch.manual_seed(0)
+    x = torch.ones(400, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    out = A.random_erasing(x, p=0.5)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # in place, same layout
+    erased = out.eq(0)
+    assert erased.all(1).eq(erased.any(1)).all()  # every channel of a pixel together
+    hit = erased.any((1, 2, 3))
+    assert 0.38 < hit.float().mean() < 0.62  # about half the images
+    area = erased[:, 0].sum((1, 2))[hit].float() / (16 * 16)
+    assert area.min() >= 0.01 and area.max() <= 0.4  # 2-33% of the image, up to rounding
+    for i in torch.nonzero(hit).flatten()[:20]:  # a rectangle: its bounding box is all erased
+        rows, cols = torch.nonzero(erased[i, 0], as_tuple=True)
+        assert erased[i, 0, rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    assert A.random_erasing(torch.ones(4, 1, 8, 8), p=0.0).eq(1).all()
+
+
+def test_batch_mix_gives_soft_labels_of_two_classes():
+    from labkit.tasks.classification import batch_mix
+
+    assert batch_mix(10, 0.0, 0.0) is None
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 10
+    for mix in (batch_mix(10, 0.2, 0.0), batch_mix(10, 0.0, 1.0), batch_mix(10, 0.2, 1.0)):
+        xm, soft = mix(x.clone(), y)
+        assert xm.shape == x.shape and soft.shape == (16, 10)
+        assert torch.allclose(soft.sum(1), torch.ones(16)) and (soft > 0).sum(1).le(2).all()
+        own = soft[torch.arange(16), y]
+        assert own.gt(0).all() and torch.allclose(own, own[:1].expand(16))  # one mixing weight for the whole batch
+
+
+def test_a_classifier_trains_on_padded_erased_mixed_batches(cfg_factory):
+    """The recipe's pieces together (data.pad, data.erasing, task.mixup_alpha/cutmix_alpha) in a real training run:
+    the loss is taken against soft labels, train/acc against the dominant label, and it learns."""
+    from labkit.run.lifecycle import execute
+
+    cfg = cfg_factory("data.augment=true", "+data.pad=2", "+data.erasing=0.5", "task.mixup_alpha=0.2",
+                      "task.cutmix_alpha=1.0", "trainer.max_epochs=2", "logger=none", "data.batch_size=64")
+    metrics = execute(cfg)
+    assert metrics["status"] == "ok" and 0 <= metrics["train/acc"] <= 1
+    assert metrics["test/acc"] > 0.3  # ten classes: chance is 0.1

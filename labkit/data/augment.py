@@ -87,3 +87,36 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.0, contrast: float = 0.0
         g = _gray(x)
         x = ((x - g) * factor(saturation) + g).clamp_(0, 1)
     return x
+
+
+def pad(x: torch.Tensor, amount: int) -> torch.Tensor:
+    """Zero-pad every side by ``amount`` pixels (RandomCrop's ``padding``: black borders on uint8 images)."""
+    if amount <= 0:
+        return x
+    return torch.nn.functional.pad(x, (amount, amount, amount, amount))
+
+
+def random_erasing(x: torch.Tensor, p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
+                   ratio: Sequence[float] = (0.3, 3.3), value: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision's ``RandomErasing`` for a whole batch, in place: with probability ``p`` each image gets one
+    rectangle of ``scale`` x its area and aspect ``ratio`` (log-uniform) set to ``value`` (0 = the mean colour
+    once normalized). One mask pass over the batch, whatever its size or device."""
+    n, _, h, w = x.shape
+    if p <= 0 or n == 0:
+        return x
+    dev = x.device
+    area = h * w * (scale[0] + _rand(n, generator, dev) * (scale[1] - scale[0]))
+    lo, hi = torch.log(torch.tensor(ratio[0])), torch.log(torch.tensor(ratio[1]))
+    aspect = torch.exp(lo + _rand(n, generator, dev) * (hi - lo))
+    eh = (area * aspect).sqrt().round().clamp(1, h).long()
+    ew = (area / aspect).sqrt().round().clamp(1, w).long()
+    top = (_rand(n, generator, dev) * (h - eh + 1)).long()
+    left = (_rand(n, generator, dev) * (w - ew + 1)).long()
+    on = _rand(n, generator, dev) < p
+    rows = torch.arange(h, device=dev)[None, :]
+    cols = torch.arange(w, device=dev)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])        # n,h
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])      # n,w
+    mask = (in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None])[:, None]  # n,1,h,w
+    return x.masked_fill_(mask, value)

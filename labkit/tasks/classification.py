@@ -13,10 +13,25 @@ from labkit.models.build import model_name
 from labkit.tasks.base import LabTask, per_stage, probe_output
 
 
+def batch_mix(num_classes: int, mixup_alpha: float, cutmix_alpha: float):
+    """torchvision's batch ``MixUp`` and/or ``CutMix`` for ``num_classes`` (None when both alphas are 0)."""
+    from torchvision.transforms import v2
+
+    mixes = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + (
+        [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
+    if not mixes:
+        return None
+    return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+
 class ClassificationTask(LabTask):
     """Cross-entropy classifier. Logs ``{train,val,test}/loss`` and ``/acc`` (per epoch; train loss also per step).
 
     ``ClassificationTask.load_from_checkpoint(path)`` rebuilds the network from the checkpoint alone.
+
+    ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix each training batch with itself in a shuffled order
+    (torchvision.transforms.v2 ``MixUp`` / ``CutMix``, one draw per batch; with both set, each batch picks one of
+    the two): the loss is taken against the mixed soft labels and ``train/acc`` against the dominant label.
     """
 
     monitor = ("val/acc", "max")
@@ -25,10 +40,12 @@ class ClassificationTask(LabTask):
     # what sweep summaries and compare.py show first (labkit.tracking.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
 
-    def __init__(self, model, label_smoothing: float = 0.0, **kwargs: Any):
+    def __init__(self, model, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                 **kwargs: Any):
         ClassificationTask.check_args(locals())
         super().__init__(model, **kwargs)
-        self.save_hyperparameters({"label_smoothing": label_smoothing})
+        self.save_hyperparameters({"label_smoothing": label_smoothing, "mixup_alpha": mixup_alpha,
+                                   "cutmix_alpha": cutmix_alpha})
         n = int(self.hparams.model.get("num_classes", 0)) or self._infer_classes()
         self.num_classes = n
         # validate_args=False: the checks call torch.unique on the labels at every update, a host sync per step
@@ -37,6 +54,7 @@ class ClassificationTask(LabTask):
         self.val_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.test_top5 = MulticlassAccuracy(n, top_k=min(5, n), average="micro", validate_args=False)
+        self.mix = batch_mix(n, mixup_alpha, cutmix_alpha)
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
     check_args = staticmethod(rules.classification)
@@ -65,8 +83,12 @@ class ClassificationTask(LabTask):
 
     def _step(self, batch, stage: str, metric):
         x, y = batch
+        target = y
+        if stage == "train" and self.mix is not None:
+            x, target = self.mix(x, y)   # soft labels (N, classes)
+            y = target.argmax(1)         # the dominant label, for train/acc
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
         metric.update(logits.detach(), y)  # logged per epoch only: forward()'s per-batch value would be wasted work
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=len(y), sync_dist=stage != "train")

@@ -39,6 +39,8 @@ def in_memory(a: Mapping[str, Any]) -> None:
     """``InMemoryImageDataModule``: the validation hold-out and the augmentation."""
     checks.count_or_fraction("data.val_size", a["val_size"])
     checks.fraction("data.hflip", a["hflip"])
+    checks.non_negative_int("data.pad", a.get("pad", 0), hint="pixels of zero padding per side before the crop")
+    checks.fraction("data.erasing", a.get("erasing", 0.0))
     for key, v in dict(a["color_jitter"] or {}).items():
         if key not in COLOR_JITTER:
             raise checks.unknown_key("data.color_jitter", key, COLOR_JITTER)

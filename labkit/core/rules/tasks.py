@@ -46,6 +46,8 @@ def classification(a: Mapping[str, Any]) -> None:
     """``ClassificationTask``: label smoothing."""
     checks.in_range("task.label_smoothing", a["label_smoothing"], 0.0, 1.0, hi_open=True,
                     hint="0 = plain cross-entropy, typical values 0.05-0.2")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        checks.non_negative(f"task.{key}", a.get(key, 0.0), hint="0 = off; typical values 0.2 (MixUp), 1.0 (CutMix)")
 
 
 def autoencoder(a: Mapping[str, Any]) -> None:
