@@ -11,7 +11,10 @@ a. training throughput (images/s over whole epochs after a warm-up epoch) of ``l
    epoch down; the notes' loop runs in the first and the last round);
 b. retrieval: one batched faiss search (``labkit.evaluation.embed.nearest``) vs the notes' per-query loop;
 c. pair / triplet generation for 60,000 labels: ``labkit.data.sampling`` vs the notes' per-sample loops;
-d. peak memory (max RSS) of the labkit training process vs the notes' loop (main process and DataLoader workers).
+d. peak memory (max RSS) of the labkit training process vs the notes' loop (main process and DataLoader workers);
+e. recipe: training throughput of ``experiment=minialexnet_v4_cifar10_fast`` as shipped vs the same preset with its
+   full-scale regularizers switched off (``data.pad``, ``data.erasing``, ``task.mixup_alpha``, ``task.cutmix_alpha``
+   = 0: the preset before issue 23), alternating, best timed epoch of each.
 
 Data are generated in their genuine file formats (IDX, CIFAR pickle batches) in a temporary folder.
 Prints every figure with its target and PASS/FAIL; exits 1 when a target is missed.
@@ -39,12 +42,15 @@ import numpy as np  # noqa: E402
 
 from benchmarks import data as bdata  # noqa: E402
 
-SECTIONS = ("lenet_v2", "minialexnet_v4", "retrieval", "sampling", "memory")
+SECTIONS = ("lenet_v2", "minialexnet_v4", "retrieval", "sampling", "memory", "recipe")
+FAST_PRESET = "minialexnet_v4_cifar10_fast"
+REGULARIZERS_OFF = ("data.pad=0", "data.erasing=0", "task.mixup_alpha=0", "task.cutmix_alpha=0")
 NOISE_SPREAD = 1.25  # floor epochs further apart than this: the load changed, add a round (--extra-rounds)
 TARGETS = {  # name: minimum
     "lenet_v2 labkit / floor": 0.85,
     "lenet_v2 labkit / notes": 3.0,
     "minialexnet_v4 labkit / floor": 0.90,
+    "recipe shipped / regularizers off": 0.90,
     "retrieval batched / per-query": 20.0,
     "pairs vectorized / notes": 100.0,
     "triplets vectorized / notes": 100.0,
@@ -163,6 +169,22 @@ def training(model: str, data_dir: Path, work: Path, args, log) -> dict:
                       "gpu_util": [r.get("gpu_util") for r in rs if r.get("gpu_util")],
                       "cuda_max_allocated_mib": max((r.get("cuda_max_allocated_mib") or 0) for r in rs) or None}
     return summary
+
+
+# ----- e: the fast preset's regularizers ----------------------------------------------------------
+def recipe(data_dir: Path, work: Path, args, log) -> dict:
+    """Images/s of the fast CIFAR-10 preset as shipped and with its regularizers off, in alternating rounds."""
+    p = args.plan["recipe"]
+    base = ("--experiment", FAST_PRESET)
+    off = base + tuple(x for o in REGULARIZERS_OFF for x in ("--override", o))
+    runs: dict[str, list[float]] = {"shipped": [], "off": []}
+    for r in range(p["rounds"]):
+        order = ("off", "shipped") if r % 2 == 0 else ("shipped", "off")
+        for v in order:
+            res = run_variant("labkit", "minialexnet_v4", data_dir, work, p["epochs"], p["batches"], args, log,
+                              extra=base if v == "shipped" else off)
+            runs[v] += res["rates"]
+    return {v: {"best": max(x), "median": statistics.median(x), "epochs": len(x)} for v, x in runs.items()}
 
 
 # ----- b: retrieval -------------------------------------------------------------------------------
@@ -293,6 +315,8 @@ def plan(args) -> dict:
         p = {"lenet_v2": dict(rounds=3, epochs=4, batches=0, notes_epochs=3, notes_batches=0),
              "minialexnet_v4": dict(rounds=2, epochs=2, batches=args.cifar_batches, notes_epochs=2,
                                     notes_batches=args.cifar_batches)}
+    # the fast preset trains on batches of 128: more of them per timed epoch than the notes' 1024
+    p["recipe"] = dict(rounds=1 if args.quick else 2, epochs=2, batches=4 if args.quick else 8 * (args.cifar_batches or 8))
     if args.epochs:
         for v in p.values():
             v["epochs"] = args.epochs + 1
@@ -376,6 +400,8 @@ def main(argv=None) -> int:
 
     try:
         needs_train = [m for m in ("lenet_v2", "minialexnet_v4") if m in only]
+        if "recipe" in only and not needs_train:
+            bdata.ensure(data_dir)
         if "memory" in only and "lenet_v2" not in needs_train:
             needs_train.insert(0, "lenet_v2")  # memory comes from the lenet runs
         if needs_train:
@@ -437,6 +463,16 @@ def main(argv=None) -> int:
                                                            f"{n['tree_pss_mib'] or 0:.0f} MiB)")
             results["memory"] = {m: {v: {k: s[v][k] for k in ("maxrss_mib", "workers_maxrss_mib", "tree_pss_mib")}
                                      for v in s} for m, s in train_res.items()}
+        if "recipe" in only:
+            pr = args.plan["recipe"]
+            log(f"[e] {FAST_PRESET} as shipped vs its regularizers off ({', '.join(REGULARIZERS_OFF)}): "
+                f"{pr['rounds']} round(s), {pr['batches']} batches per epoch; images/s per timed epoch:")
+            r = results["recipe"] = recipe(data_dir, tmp, args, log)
+            for v in ("shipped", "off"):
+                info_row(f"recipe {v} images/s", f"{r[v]['best']:.0f} (median {r[v]['median']:.0f}, "
+                                                  f"{r[v]['epochs']} epochs)")
+            check("recipe shipped / regularizers off", r["shipped"]["best"] / r["off"]["best"],
+                  f" (medians {r['shipped']['median'] / r['off']['median']:.2f}x)")
         if "retrieval" in only:
             log("[b] retrieval:")
             r = results["retrieval"] = retrieval(args, log)

@@ -275,7 +275,7 @@ def run_labkit(args, device: torch.device) -> dict:
     spec = SPECS[args.model]
     out = Path(args.work_dir)
     overrides = [
-        f"experiment={spec['experiment']}",
+        f"experiment={args.experiment or spec['experiment']}",
         f"paths.data_dir={args.data_dir}",
         f"paths.log_dir={out / 'logs'}",
         f"trainer.max_epochs={args.epochs}",
@@ -491,6 +491,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="32-true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--override", action="append", help="extra Hydra override for the labkit variant")
+    p.add_argument("--experiment", default=None, help="labkit: this experiment preset instead of the model's notes' one")
     p.add_argument("--sync-debug", action="store_true", help="labkit on a GPU: count host syncs per training step")
     p.add_argument("--channels-last", type=lambda v: {"true": True, "false": False}[v.lower()], default=None,
                    help="true/false: memory layout of the floor's tensors and labkit's batches (data.channels_last); "
