@@ -102,3 +102,20 @@ def test_export_script(digits_run, tmp_path):
     u = subprocess.run([sys.executable, str(ROOT / "export.py")], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)
     assert u.returncode != 0 and "Usage: python export.py run=" in u.stderr and "Traceback" not in u.stderr
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_the_printed_snippet_loads_the_model_without_any_warning(fmt, digits_run, cfg_factory, capsys, tmp_path):
+    """Issue 21: the TorchScript snippet triggered `torch.jit.load is deprecated`; every snippet runs with warnings as
+    errors, and the TorchScript one names torch's recommended replacement (format=pt2, torch.export.load)."""
+    export(cfg_factory(f"run={digits_run}", f"format={fmt}", name="export", sub=f"snippet_{fmt}"))
+    printed = capsys.readouterr().out
+    after = printed.split("load it:\n", 1)[1].splitlines()
+    code = "\n".join(line[2:] for line in after if line.startswith("  "))
+    if fmt == "torchscript":
+        assert "torch.jit.load(" in code and "format=pt2" in printed and "torch.export.load" in printed
+    script = tmp_path / "load.py"
+    script.write_text(f"import torch\nimages = torch.rand(3, 1, 28, 28)\n{code}\nprint(tuple(output.shape))\n")
+    r = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(3, 10)" and "Warning" not in r.stderr

@@ -14,6 +14,7 @@ from labkit.tracking.history import (
     HISTORY_FILE,
     History,
     append_row,
+    curve_panels,
     plot_learning_curves,
     read_csv_rows,
     read_history,
@@ -120,16 +121,36 @@ def test_training_writes_history_curves_and_one_log_line_per_epoch(cfg_factory, 
     assert (run / "learning_curves.png").stat().st_size > 5000
 
 
-def test_learning_curves_show_the_loss_and_the_monitored_metric(tmp_path):
+def test_learning_curves_show_the_loss_and_every_metric_the_task_logged(tmp_path):
     import matplotlib.image
 
     rows = [{"epoch": e, "train/loss": 1 / (e + 1), "val/loss": 1.2 / (e + 1), "train/acc": 0.5 + e / 10,
              "val/acc": 0.45 + e / 10} for e in range(4)]
     wide = plot_learning_curves(rows, "val/acc", tmp_path / "acc.png")
-    narrow = plot_learning_curves(rows, "val/loss", tmp_path / "loss.png")
-    # two panels (loss, acc) for a classifier, one (loss) for a task that monitors its loss
+    losses = [{k: v for k, v in r.items() if "acc" not in k} for r in rows]
+    narrow = plot_learning_curves(losses, "val/loss", tmp_path / "loss.png")
+    # two panels (loss, acc) for a classifier, one (loss) for a history of losses only
     assert matplotlib.image.imread(wide).shape[1] > 1.6 * matplotlib.image.imread(narrow).shape[1]
+    # a task that monitors its loss still shows its accuracy
+    assert curve_panels(rows, "val/loss") == ["loss", "acc"] == curve_panels(rows, "val/acc")
     assert plot_learning_curves([{"epoch": 0}], "val/loss", tmp_path / "none.png") is None
+
+
+def test_a_triplet_runs_learning_curves_show_its_triplet_accuracy(cfg_factory, tmp_path):
+    """Issue 21: a triplet run monitors val/loss; its curves showed only the loss, not triplet_acc."""
+    import matplotlib.image
+
+    cfg = cfg_factory("task=triplet", "model=embedding_net", "logger=none", "test=false", "trainer.max_epochs=2",
+                      "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    execute(cfg)
+    run = Path(cfg.paths.output_dir)
+    rows = read_history(run)
+    panels = curve_panels(rows, "val/loss")
+    assert panels[:2] == ["loss", "triplet_acc"] and {"dist_pos", "dist_neg"} <= set(panels)
+    one = plot_learning_curves([{"epoch": 0, "val/loss": 1.0}], "val/loss", tmp_path / "one.png")
+    height, width = matplotlib.image.imread(run / "learning_curves.png").shape[:2]
+    one_height, one_width = matplotlib.image.imread(one).shape[:2]
+    assert width > 2.5 * one_width and height > 1.6 * one_height  # three panels a row, two rows
 
 
 def test_runs_without_history_csv_fall_back_to_the_csv_logger_file(tmp_path):

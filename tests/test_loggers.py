@@ -85,3 +85,100 @@ def test_wandb_is_offline_by_default_and_many_combines_every_logger(cfg_factory)
     assert cfg.logger.wandb.offline is True
     cfg = cfg_factory("logger=[tensorboard,mlflow]", sub="two")
     assert set(cfg.logger) == {"tensorboard", "mlflow"}
+
+
+def _newest_hparams_experiment(folder: Path) -> bytes:
+    """The HParams tab's metric list as TensorBoard shows it: the last event file's (files are named by time)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = b""
+    for ev in sorted(folder.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        try:
+            found = acc.PluginTagToContent("hparams").get("_hparams_/experiment", found)
+        except KeyError:  # an event file without hyper-parameters
+            pass
+    return found
+
+
+def _scalars(folder: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for ev in sorted(folder.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values += [e.value for e in acc.Scalars(tag)]
+    return values
+
+
+def test_evaluate_sends_its_headline_figures_to_the_runs_loggers(cfg_factory, tmp_path, monkeypatch, caplog):
+    """An autoencoder's few-shot figures (codes vs pixels), computed by evaluate.py after training, reach the same
+    TensorBoard folder (scalars and the HParams tab, beside the run's test figures), CSV file and MLflow run; a
+    tracking server that is down costs a warning, not the evaluation."""
+    import json
+    import logging
+    import socket
+
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from labkit.cli.evaluate import evaluate
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = cfg_factory("task=autoencoder", "model=conv_autoencoder", "logger=[tensorboard,csv,mlflow]", *FAST)
+    metrics = execute(cfg)
+    run = Path(cfg.paths.output_dir)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'logs' / 'mlruns' / 'mlflow.db'}")
+    (trained,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    sessions = json.loads((run / "provenance.json").read_text())["sessions"]
+    assert sessions[-1]["loggers"]["MLFlowLogger"] == trained.info.run_id  # the run's records name its MLflow run
+
+    ecfg = cfg_factory(f"run={run}", "++reports=[representation]", "shots=20", "draws=1", "tsne_samples=0",
+                       name="evaluate", sub="eval")
+    rep = evaluate(ecfg)["representation"]
+    codes, pixels = rep["fewshot_accuracy_codes_mean"], rep["fewshot_accuracy_pixels_mean"]
+    # MLflow: the same run (no new one), still finished, with the 100-shot figures of codes and of raw pixels
+    (same,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    assert same.info.run_id == trained.info.run_id and same.info.status == "FINISHED"
+    m = same.data.metrics
+    assert m["final/representation/fewshot_accuracy_codes_mean"] == pytest.approx(codes)
+    assert m["final/representation/fewshot_accuracy_pixels_mean"] == pytest.approx(pixels)
+    assert m["final/representation/knn_accuracy_codes"] == pytest.approx(rep["knn_accuracy_codes"])
+    assert m["final/test/loss"] == pytest.approx(metrics["test/loss"])
+    # TensorBoard: scalars, and the HParams tab lists the new figures beside the run's own final figures
+    tb = run / "tensorboard"
+    assert _scalars(tb, "final/representation/fewshot_accuracy_codes_mean") == [pytest.approx(codes)]
+    assert _scalars(tb, "hparams/representation/fewshot_accuracy_pixels_mean") == [pytest.approx(pixels)]
+    experiment = _newest_hparams_experiment(tb)
+    assert b"hparams/representation/fewshot_accuracy_codes_mean" in experiment and b"hparams/test/loss" in experiment
+    # CSV: the same file, one more row
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "final/representation/fewshot_accuracy_codes_mean" in header and "val/loss" in header
+
+    # a run trained before labkit recorded the id: its MLflow run is the one tagged with the run directory
+    record = json.loads((run / "provenance.json").read_text())
+    del record["sessions"][-1]["loggers"]
+    (run / "provenance.json").write_text(json.dumps(record))
+    evaluate(ecfg)
+    (same,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    history = client.get_metric_history(same.info.run_id, "final/representation/fewshot_accuracy_codes_mean")
+    assert same.info.run_id == trained.info.run_id and len(history) == 2
+
+    # the MLflow server is gone: a warning; the reports and the other loggers are not affected
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    saved = OmegaConf.load(run / "config.yaml")
+    saved.logger.mlflow.tracking_uri = f"http://127.0.0.1:{port}"
+    saved.logger.mlflow.connect_timeout_s = 2
+    OmegaConf.save(saved, run / "config.yaml")
+    (run / "evaluation").rename(run / "evaluation_before")
+    with caplog.at_level(logging.WARNING, logger="labkit"):
+        evaluate(ecfg)
+    assert (run / "evaluation" / "test" / "report.json").is_file()
+    assert "logger.mlflow: could not open the run's mlflow logger again" in caplog.text
+    assert "connection refused" in caplog.text
+    assert len(_scalars(tb, "final/representation/fewshot_accuracy_codes_mean")) == 3

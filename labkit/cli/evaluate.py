@@ -1,4 +1,5 @@
-"""``evaluate(cfg)``: reload a finished run from its own config and checkpoint and write its reports."""
+"""``evaluate(cfg)``: reload a finished run from its own config and checkpoint, write its reports, print them, and send
+their headline figures to the loggers the run was trained with."""
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,67 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         files.write_json(out_dir / "report.json", results)
     print(format_results(results))
     log.info("reports written to %s", final)
+    if cfg.get("loggers", True):
+        send_to_loggers(run_dir, saved, ckpt, headline_figures(results, cfg.split))
     return results
+
+
+def headline_figures(results: dict, split: str) -> dict[str, float]:
+    """The figures of ``results`` that the run's loggers receive: each report's headlines and baselines (declared where
+    it is registered, :func:`labkit.evaluation.logged_figures`), named ``<report>/<key>`` like a task's
+    ``headline_metrics`` (``<report>/<split>/<key>`` for a split other than test)."""
+    from labkit.evaluation import logged_figures
+
+    out = {}
+    for name, rep in results.items():
+        if not isinstance(rep, dict):
+            continue
+        for key in logged_figures(name):
+            value = rep.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{name}/{key}" if split == "test" else f"{name}/{split}/{key}"] = float(value)
+    return out
+
+
+def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[str, float]) -> None:
+    """``figures`` to every logger of the run's config (TensorBoard's scalars and HParams tab beside the run's final
+    figures, CSV, the same MLflow and W&B runs), through the run core's own path (:func:`labkit.run.records.send`).
+    Only the figures of the run's best checkpoint, whose test figures the loggers hold: another checkpoint's stay in
+    report.json. A logger that cannot be reached is a warning; the reports are written already."""
+    if not figures or not isinstance(saved, DictConfig) or not saved.get("logger"):
+        return
+    try:
+        best = runs.find_checkpoint(run_dir, "best")
+    except Exception:
+        best = None
+    if best is None or Path(best).resolve() != Path(ckpt).resolve():
+        log.info("loggers: not sent (%s is not the run's best checkpoint, whose figures the loggers hold)",
+                 runs.relative_to_run(ckpt, run_dir))
+        return
+    from labkit.run import records
+    from labkit.run.plan import Plan
+    from labkit.tracking.loggers import close, reopen
+
+    metrics = Path(run_dir) / runs.METRICS_FILE
+    try:
+        recorded = files.read_json(metrics) if metrics.is_file() else {}
+    except (OSError, ValueError):
+        recorded = {}
+    loggers = reopen(run_dir, saved)
+    try:
+        plan = Plan(saved, tuple(str(o) for o in saved.get("overrides") or ()), run_dir=Path(run_dir))
+        records.send(loggers, plan, {**recorded, **figures}, figures, params=False)
+    except Exception as e:  # the reports are written: the loggers' copy must not turn them into a failure
+        log.warning("could not send the figures to the run's loggers: %s", e)
+    finally:
+        for lg in loggers:
+            try:
+                close(lg)
+            except Exception as e:
+                log.warning("could not close the %s logger: %s", type(lg).__name__, e)
+    if loggers:
+        names = ", ".join(type(lg).__name__.removesuffix("Logger") for lg in loggers)
+        log.info("the run's loggers (%s) got %d figure(s): %s", names, len(figures), ", ".join(figures))
 
 
 def _relative_paths(obj, staging: Path, final: Path, run_dir: Path):
@@ -89,6 +150,10 @@ def _relative_paths(obj, staging: Path, final: Path, run_dir: Path):
     return obj
 
 
+PER_CLASS_LISTED = 20  # the console lists every class up to this many; beyond, the worst and the best few
+PER_CLASS_ENDS = 5
+
+
 def format_results(results: dict) -> str:
     lines = [f"run: {results['run']}", f"checkpoint: {results['checkpoint']}", f"split: {results['split']}"]
     for name, rep in results.items():
@@ -100,4 +165,34 @@ def format_results(results: dict) -> str:
                 lines.append(f"  {k:<32} {v:.4f}")
             elif isinstance(v, (int, str)):
                 lines.append(f"  {k:<32} {v}")
+        if isinstance(rep.get("per_class_accuracy"), dict) and rep["per_class_accuracy"]:
+            where = f"evaluation/{results['split']}/report.json"
+            lines += per_class_table(rep["per_class_accuracy"], rep.get("per_class_count") or {}, where)
     return "\n".join(lines)
+
+
+def per_class_table(accuracy: dict, counts: dict, where: str) -> list[str]:
+    """Per-class accuracy as a compact table (index, class name when it is not the index, accuracy, test samples):
+    every class up to :data:`PER_CLASS_LISTED`, else the worst and the best :data:`PER_CLASS_ENDS`, with where the
+    full list is."""
+    rows = [(i, str(c), float(a), counts.get(c)) for i, (c, a) in enumerate(accuracy.items())]
+    named = any(c != str(i) for i, c, _, _ in rows)
+    if len(rows) <= PER_CLASS_LISTED:
+        title, shown = "  per-class accuracy:", rows
+    else:
+        ranked = sorted(rows, key=lambda r: (r[2], r[0]))
+        k = PER_CLASS_ENDS
+        title = f"  per-class accuracy ({len(rows)} classes; the {k} worst and the {k} best, all in {where}):"
+        shown = [*ranked[:k], None, *ranked[-k:]]
+    width = min(max([len("class"), *(len(r[1]) for r in rows)]), 28) if named else 0
+    index_width = max(len(str(len(rows) - 1)), 5 if not named else 1)
+    head = f"    {'#' if named else 'class':>{index_width}}" + (f"  {'class':<{width}}" if named else "")
+    out = [title, f"{head}  accuracy  count"]
+    for row in shown:
+        if row is None:
+            out.append(f"    {'...':>{index_width}}")
+            continue
+        i, c, a, n = row
+        label = f"    {i:>{index_width}}" + (f"  {c[:width]:<{width}}" if named else "")
+        out.append(f"{label}  {a:>8.4f}  {n if n is not None else '':>5}")
+    return out

@@ -176,8 +176,16 @@ def how_to_load(fmt: str, path: Path, shape: tuple, out_shape: tuple, kind: str)
                        f"  output = session.run(None, {{\"pixels\": images}})[0]   "
                        f"# images: float32 numpy array (N, {c}, {h}, {w})")
     if fmt == "torchscript":
-        return head + (f"  import torch\n  model = torch.jit.load(\"{path}\")\n"
-                       f"  output = model(images)   # images: float32 tensor (N, {c}, {h}, {w})")
+        # torch.jit.load always warns (a FutureWarning in torch 2.14) and Python has no warning-free TorchScript
+        # loader: the snippet silences exactly that warning and names the format torch recommends instead
+        return head + (f"  import torch, warnings\n"
+                       f"  with warnings.catch_warnings():   # TorchScript is deprecated: torch.jit.load warns\n"
+                       f"      warnings.filterwarnings(\"ignore\", message=\"`torch.jit.load`\", "
+                       f"category=FutureWarning)\n"
+                       f"      model = torch.jit.load(\"{path}\")\n"
+                       f"  output = model(images)   # images: float32 tensor (N, {c}, {h}, {w})\n"
+                       f"TorchScript is deprecated in PyTorch (C++'s torch::jit::load reads this file as it is); "
+                       f"torch recommends torch.export instead: format=pt2, loaded with torch.export.load")
     return head + (f"  import torch\n  model = torch.export.load(\"{path}\").module()\n"
                    f"  output = model(images)   # images: float32 tensor (N, {c}, {h}, {w})")
 

@@ -2,7 +2,9 @@
 each report is a function ``report(task, data, cfg, out_dir) -> dict`` registered here by name, with the keys of its
 result that tables show first (``@register("retrieval", headlines=("precision_at_1", "map_at_r"))``): sweep summaries
 and compare.py read them from here (:func:`report_headlines`), and a task's ``headline_metrics`` names them
-``<report>/<key>``.
+``<report>/<key>``. ``evaluate.py`` sends the headlines, with the baselines a report declares beside them
+(``baselines=("knn_accuracy_pixels", ...)``: the same figure on raw pixels), to the loggers the run was trained with
+(:func:`logged_figures`).
 
 This module imports nothing heavy: the report modules (torch, numpy) are imported when a report is first looked up.
 """
@@ -13,18 +15,22 @@ from typing import Callable, Sequence
 REPORTS: dict[str, Callable] = {}
 # report name -> the keys of its result that tables show (its part of evaluation/<split>/report.json)
 HEADLINES: dict[str, tuple[str, ...]] = {}
+# report name -> the keys its headlines are measured against (the same figure on raw pixels)
+BASELINES: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str, headlines: Sequence[str] = ()):
+def register(name: str, headlines: Sequence[str] = (), baselines: Sequence[str] = ()):
     """Register the decorated function as report ``name``; ``headlines``: the keys of the dict it returns that
-    summaries and compare.py show as ``<name>/<key>`` columns."""
-    if isinstance(headlines, str):
-        raise TypeError(f"register({name!r}, headlines={headlines!r}): headlines is a tuple of keys, "
-                        f"e.g. headlines=({headlines!r},)")
+    summaries and compare.py show as ``<name>/<key>`` columns; ``baselines``: keys that the loggers receive beside
+    the headlines (what the headlines are compared with, e.g. the same figure on raw pixels)."""
+    for what, keys in (("headlines", headlines), ("baselines", baselines)):
+        if isinstance(keys, str):
+            raise TypeError(f"register({name!r}, {what}={keys!r}): {what} is a tuple of keys, e.g. {what}=({keys!r},)")
 
     def deco(fn):
         REPORTS[name] = fn
         HEADLINES[name] = tuple(headlines)
+        BASELINES[name] = tuple(baselines)
         return fn
     return deco
 
@@ -40,6 +46,12 @@ def report_headlines() -> dict[str, tuple[str, ...]]:
     """Every registered report's headline keys, by report name (in name order)."""
     _load_builtin()
     return {name: HEADLINES.get(name, ()) for name in sorted(REPORTS)}
+
+
+def logged_figures(name: str) -> tuple[str, ...]:
+    """The keys of report ``name`` that evaluate.py sends to the run's loggers: its headlines, then its baselines."""
+    _load_builtin()
+    return HEADLINES.get(name, ()) + tuple(k for k in BASELINES.get(name, ()) if k not in HEADLINES.get(name, ()))
 
 
 def _load_builtin() -> None:

@@ -1,4 +1,5 @@
-"""Classification report: accuracy, error (a fraction, 1 - accuracy), top-5, per-class accuracy and a confusion-matrix PNG."""
+"""Classification report: accuracy, error (a fraction, 1 - accuracy), top-5, per-class accuracy (with each class's
+sample count) and a confusion-matrix PNG."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,9 +55,10 @@ def classification_report(task, data, cfg, out_dir: Path) -> dict:
     cm = confusion_matrix(labels, pred, n)
     per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
     classes = list(data.classes or range(n))
+    names = [str(classes[i]) if i < len(classes) else str(i) for i in range(n)]
     report = {"split": split, "samples": int(len(labels)), "accuracy": acc, "error": 1 - acc,
-              "per_class_accuracy": {str(classes[i]) if i < len(classes) else str(i): float(per_class[i])
-                                     for i in range(n)}}
+              "per_class_accuracy": {names[i]: float(per_class[i]) for i in range(n)},
+              "per_class_count": {names[i]: int(cm[i].sum()) for i in range(n)}}
     if n > 5:
         top5 = torch.from_numpy(logits).topk(5, dim=1).indices.numpy()
         report["top5_accuracy"] = float((top5 == labels[:, None]).any(1).mean())

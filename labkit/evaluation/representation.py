@@ -90,7 +90,8 @@ def write_projector(codes: np.ndarray, images: torch.Tensor, labels: np.ndarray,
     return out
 
 
-@register("representation", headlines=("knn_accuracy_codes", "fewshot_accuracy_codes_mean"))
+@register("representation", headlines=("knn_accuracy_codes", "fewshot_accuracy_codes_mean"),
+          baselines=("knn_accuracy_pixels", "fewshot_accuracy_pixels_mean"))
 def representation_report(task, data, cfg, out_dir: Path) -> dict:
     """kNN accuracy on codes vs pixels (whole gallery, then ``shots`` labelled samples over ``draws`` draws),
     a t-SNE PNG of ``tsne_samples`` codes and the same codes in TensorBoard's projector."""

@@ -141,6 +141,14 @@ def finish(run_dir: Path, status: str) -> None:
         files.write_json(Path(run_dir) / PROVENANCE_FILE, record)
 
 
+def note(run_dir: Path, **facts: Any) -> None:
+    """Add ``facts`` to this (the last) session's record, e.g. ``loggers``: each logger's run (MLflow's run id)."""
+    record = read(run_dir)
+    if record.get("sessions"):
+        record["sessions"][-1].update(facts)
+        files.write_json(Path(run_dir) / PROVENANCE_FILE, record)
+
+
 def latest(run_dir) -> dict[str, Any]:
     """The last session's record ({} for runs of labkit versions before provenance)."""
     sessions = read(run_dir).get("sessions") or []

@@ -236,30 +236,56 @@ def setting_keys(plan: Plan) -> list[str]:
 
 
 AFTER_TEST = ("retrieval/",)  # figures of metrics.json that no Lightning hook sees (lifecycle.test computes them)
+FINAL = ("test/", "val/", "best_", "retrieval/")  # the figures of metrics.json that TensorBoard's HParams tab shows
+
+
+def _numbers(figures: dict[str, Any], keep) -> dict[str, float]:
+    return {k: float(v) for k, v in figures.items()
+            if keep(k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def report(loggers, plan: Plan, figures: dict[str, Any]) -> None:
-    """TensorBoard's HParams tab: the run's key settings beside its final figures. A logger's failure is a warning:
-    it must not cost the run its metrics.json."""
+    """The end of a run: every logger gets the final figures (:func:`send`), ``provenance.json`` the identity of each
+    logger's run (MLflow's run id, W&B's: where evaluate.py sends its figures later), and the log a preset's expected
+    figures beside this run's."""
+    send(loggers, plan, figures, _numbers(figures, lambda k: k.startswith(AFTER_TEST)))
+    versions = {}
+    for lg in loggers:
+        try:
+            version = lg.version
+        except Exception:  # a tracking server that went away: nothing to record
+            continue
+        if isinstance(version, (str, int)) and not isinstance(version, bool) and str(version):
+            versions[type(lg).__name__] = str(version)
+    if versions:
+        provenance.note(plan.run_dir, loggers=versions)
+    for key, want in (plan.cfg.get("expected") or {}).items():  # a preset's expected figures beside this run's
+        got = figures.get(key)
+        log.info("%s: notes: %s, this run: %s", key, want, f"{got:.4f}" if isinstance(got, (int, float)) else "not measured")
+
+
+def send(loggers, plan: Plan, figures: dict[str, Any], new: dict[str, float], params: bool = True) -> None:
+    """The loggers' copy of a run's final figures, at the end of training (:func:`report`) and after evaluate.py.
+
+    TensorBoard's HParams tab: the run's key settings beside its final figures (the ``test/``, ``val/``, ``best_`` and
+    ``retrieval/`` ones of ``figures``, and ``new``). Every logger: ``new`` as ``final/<key>`` metrics, the figures no
+    Lightning hook sent (RunSummary sent the test metrics themselves). ``params``: MLflow's params and W&B's config
+    also get the provenance (what produced the run; sent once, at the end of training). A logger's failure is a
+    warning: it must not cost the run its records."""
     hp = hyperparameters(plan.cfg, setting_keys(plan))
     prov = provenance.summary(provenance.latest(plan.run_dir))
     hp.update({f"provenance/{k}": prov[k] for k in ("code.commit", "machine.accelerator") if k in prov})
-    after_test = {k: float(v) for k, v in figures.items() if k.startswith(AFTER_TEST) and isinstance(v, (int, float))}
-    finals = {f"hparams/{k}": float(v) for k, v in figures.items()
-              if k.startswith(("test/", "val/", "best_", "retrieval/")) and isinstance(v, (int, float))
-              and not isinstance(v, bool)}
+    finals = {f"hparams/{k}": v for k, v in _numbers(figures, lambda k: k.startswith(FINAL)).items()}
+    finals.update({f"hparams/{k}": v for k, v in new.items()})
     for lg in loggers:
         try:
             if type(lg).__name__ == "TensorBoardLogger":
                 lg.log_hyperparams(hp, metrics=finals or {"hparams/none": 0.0})
                 lg.save()
-            else:  # MLflow params, W&B config: what produced the run
+            elif params:  # MLflow params, W&B config: what produced the run
                 lg.log_hyperparams({f"provenance/{k}": v for k, v in prov.items()})
-            if after_test:  # figures computed after trainer.test (RunSummary sent the test metrics themselves)
-                lg.log_metrics({f"final/{k}": v for k, v in after_test.items()}, step=int(figures.get("global_step", 0)))
+            if new:
+                lg.log_metrics({f"final/{k}": v for k, v in new.items()}, step=int(figures.get("global_step") or 0))
                 lg.save()
         except Exception as e:
-            log.warning("could not log hyper-parameters to %s: %s", type(lg).__name__, e)
-    for key, want in (plan.cfg.get("expected") or {}).items():  # a preset's expected figures beside this run's
-        got = figures.get(key)
-        log.info("%s: notes: %s, this run: %s", key, want, f"{got:.4f}" if isinstance(got, (int, float)) else "not measured")
+            log.warning("could not send the final figures to %s: %s", type(lg).__name__, e)

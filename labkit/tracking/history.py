@@ -229,26 +229,42 @@ def _short(v) -> str:
 
 
 # ----- the picture -----------------------------------------------------------------------------------------------
-def curve_panels(monitor: str) -> list[str]:
-    """Metric names (without train/ or val/) shown per panel: the loss, and the monitored metric when it is
-    another one (``acc`` for classifiers)."""
-    name = monitor.split("/", 1)[-1]
-    return ["loss"] if name == "loss" else ["loss", name]
+def curve_panels(rows: list[dict], monitor: str) -> list[str]:
+    """Metric names (without train/ or val/) shown, one panel each: every per-epoch metric the task logged (the
+    ``train/`` and ``val/`` columns with a value), the loss first, then the monitored metric, then accuracy-like ones
+    (``acc``, ``triplet_acc``), then the rest in the history's order."""
+    names: list[str] = []
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(("train/", "val/")) and _finite(value):
+                name = key.split("/", 1)[1]
+                if name not in names:
+                    names.append(name)
+    watched = monitor.split("/", 1)[-1]
+    return sorted(names, key=lambda n: (n != "loss", n != watched, "acc" not in n))
+
+
+PANELS_PER_ROW = 3
 
 
 def plot_learning_curves(rows: list[dict], monitor: str, path) -> Path | None:
-    """One panel per metric (the loss and the task's monitored metric), train and validation per epoch."""
+    """One panel per metric the task logged (:func:`curve_panels`: the loss, the monitored metric, accuracy-like
+    ones, the rest), train and validation per epoch, at most three panels a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [m for m in curve_panels(monitor) if any(_finite(r.get(f"{s}/{m}")) for r in rows for s in ("train", "val"))]
+    panels = curve_panels(rows, monitor)
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, metric in zip(axes[0], panels):
+    ncols = min(len(panels), PANELS_PER_ROW)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, panels):
         for stage, style in (("train", "-o"), ("val", "-s")):
             pts = [(r["epoch"], r[f"{stage}/{metric}"]) for r in rows if _finite(r.get(f"{stage}/{metric}"))]
             if pts:

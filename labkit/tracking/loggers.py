@@ -11,6 +11,9 @@
 
 A missing package is a :class:`MissingExtraError` that says what to ``pip install``.
 
+:func:`reopen` opens a finished run's loggers again (evaluate.py adds its headline figures to the same TensorBoard
+folder, CSV file, MLflow run and W&B run); :func:`close` ends what it opened.
+
 Tracking servers (a remote MLflow ``tracking_uri``, online W&B) are checked when the logger is built, before any
 training, with a short timeout (``connect_timeout_s``): one that does not answer is a :class:`TrackingServerError`,
 one paragraph naming the address and the ways out, never minutes of retries. A server that goes away during the run
@@ -246,6 +249,20 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          artifact_location=artifact_location, tags=tags or None, **kwargs)
 
+    def continue_run(self, run_id: str | None) -> str | None:
+        """Log into an existing run instead of a new one: ``run_id``, else the newest run of the experiment tagged
+        with this logger's run directory (runs trained before labkit recorded the id); returns the id, None when
+        there is no such run."""
+        if run_id is None:
+            run_dir = (self.tags or {}).get("run_dir")
+            exp = self._mlflow_client.get_experiment_by_name(self._experiment_name) if run_dir else None
+            found = self._mlflow_client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.run_dir = {_quoted(run_dir)}",
+                order_by=["attributes.start_time DESC"], max_results=1) if exp is not None else []
+            run_id = found[0].info.run_id if found else None
+        self._run_id = run_id
+        return run_id
+
     @staticmethod
     def _check_server(uri: str, timeout: float) -> None:
         started = time.monotonic()
@@ -289,6 +306,11 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         self._send(None, super().finalize, status)  # the run's end status: not sent once the server is gone
         self._report_unsent()
+
+
+def _quoted(value: str) -> str:
+    """A string as MLflow's search filter reads it."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
 
 
 def _wandb_base_url(init: dict) -> str:
@@ -388,6 +410,63 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
     def finalize(self, status: str) -> None:
         self._send(None, super().finalize, status)
         self._report_unsent()
+
+
+# ----- a finished run's loggers, opened again -------------------------------------------------------------------
+def _wandb_run_id(save_dir) -> str | None:
+    """The id of the newest W&B run saved under ``<save_dir>/wandb`` (``offline-run-<time>-<id>``, ``run-<time>-<id>``)."""
+    runs = sorted(Path(save_dir, "wandb").glob("*run-*-*"), key=lambda p: p.name.split("run-", 1)[-1])
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def reopen(run_dir, cfg) -> list:
+    """The loggers a run was trained with (``cfg.logger`` of its config.yaml), opened again to add figures to the same
+    records: TensorBoard's folder and the CSV file of the run, its MLflow run (the id its provenance.json records,
+    else the newest MLflow run tagged with the run directory) and its W&B run (resumed by id; offline, a new piece
+    that ``wandb sync`` merges). A logger that cannot be opened (package missing, tracking server down, run not
+    found) is a warning and is left out: what the caller wrote is kept whatever the loggers do."""
+    from hydra.utils import get_class, instantiate
+    from omegaconf import DictConfig
+
+    from labkit.run import provenance
+
+    recorded: dict[str, str] = {}
+    for session in provenance.read(run_dir).get("sessions") or []:
+        recorded.update(session.get("loggers") or {})  # the last session that finished names the run of its figures
+    out = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            cls = get_class(str(node._target_))
+            extra = {}
+            if issubclass(cls, _PLWandbLogger):
+                run_id = recorded.get(cls.__name__) or _wandb_run_id(node.get("save_dir") or run_dir)
+                if run_id is None:
+                    raise LookupError(f"no W&B run under {node.get('save_dir') or run_dir}/wandb")
+                extra = {"id": run_id}
+            lg = instantiate(node, **extra)
+            if isinstance(lg, MLFlowLogger) and lg.continue_run(recorded.get(cls.__name__)) is None:
+                raise LookupError(f"no MLflow run of experiment {node.get('experiment_name')!r} is tagged "
+                                  f"run_dir={Path(run_dir).resolve()}")
+            out.append(lg)
+        except Exception as e:
+            what = e.__cause__ if e.__cause__ is not None and "instantiat" in type(e).__name__.lower() else e
+            log.warning("logger.%s: could not open the run's %s logger again (%s): its figures stay in the run's own "
+                        "records only", key, key, _reason(what))
+    return out
+
+
+def close(lg) -> None:
+    """Finish a logger that :func:`reopen` opened: files flushed, W&B's run finished. MLflow's run is left as it is
+    (its status stays what training set; a run still training goes on)."""
+    if isinstance(lg, _PLMLFlowLogger):
+        if isinstance(lg, _ServerLogging):
+            lg._report_unsent()
+        return
+    lg.finalize("success")
+    if isinstance(lg, _PLWandbLogger) and lg._experiment is not None:
+        lg._experiment.finish()
 
 
 def flatten(d: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
