@@ -175,6 +175,15 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
     assert "test/top9: notes: 0.5, this run: not measured" in caplog.text
 
 
+def test_labkits_own_measurement_is_printed_apart_from_the_notes_figure(cfg_factory, caplog):
+    cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.81}",
+                      "measured={test/acc: 0.8123, on: 'cifar10-full test_batch, 30 epochs'}", sub="meas")
+    with caplog.at_level("INFO", logger="labkit"):
+        metrics = execute(cfg, overrides=[])
+    assert (f"test/acc: notes: 0.81, labkit measured: 0.8123 (cifar10-full test_batch, 30 epochs), "
+            f"this run: {metrics['test/acc']:.4f}") in caplog.text
+
+
 def test_resuming_a_finished_run_without_a_larger_limit_says_so(one_epoch_run, cfg_factory, caplog):
     run, _ = one_epoch_run
     before = _listing(run)

@@ -29,7 +29,7 @@ log = logging.getLogger("labkit")
 # Keys a resume may change: how long and how the run is driven, never what is being trained.
 RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
                   "data.keep_on_device", "data.data_dir", "logger", "callbacks", "paths", "test", "expected",
-                  "tune_lr", "optimized_metric")
+                  "measured", "tune_lr", "optimized_metric")
 # ... except these, which change the optimization itself or which checkpoint counts as the best
 RESUME_FIXED = ("trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
                 "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode")

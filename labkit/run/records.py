@@ -259,9 +259,24 @@ def report(loggers, plan: Plan, figures: dict[str, Any]) -> None:
             versions[type(lg).__name__] = str(version)
     if versions:
         provenance.note(plan.run_dir, loggers=versions)
-    for key, want in (plan.cfg.get("expected") or {}).items():  # a preset's expected figures beside this run's
+    expected_figures(plan.cfg, figures)
+
+
+def expected_figures(cfg, figures: dict[str, Any]) -> list[str]:
+    """Log a preset's figures beside this run's: the notes' (``expected:``) and labkit's own measurement of the preset
+    (``measured:``, with ``on:`` saying on which files, epochs and seed), each apart from the other; returns the lines."""
+    expected = dict(cfg.get("expected") or {})
+    measured = dict(cfg.get("measured") or {})
+    where = measured.pop("on", None)
+    lines = []
+    for key in list(dict.fromkeys([*expected, *measured])):
         got = figures.get(key)
-        log.info("%s: notes: %s, this run: %s", key, want, f"{got:.4f}" if isinstance(got, (int, float)) else "not measured")
+        parts = ([f"notes: {expected[key]}"] if key in expected else []) + (
+            [f"labkit measured: {measured[key]}" + (f" ({where})" if where else "")] if key in measured else [])
+        parts.append(f"this run: {got:.4f}" if isinstance(got, (int, float)) else "this run: not measured")
+        lines.append(f"{key}: " + ", ".join(parts))
+        log.info("%s", lines[-1])
+    return lines
 
 
 def send(loggers, plan: Plan, figures: dict[str, Any], new: dict[str, float], params: bool = True) -> None:

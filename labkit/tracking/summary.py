@@ -92,7 +92,7 @@ def csv_text(rows: list[dict], columns: list[str]) -> str:
 # ----- readable tables: which settings, how wide --------------------------------------------------------------
 TABLE_WIDTH = 120  # characters: a table wider than this moves its least important columns below it
 # settings that never say anything about the experiment: where files live, how it is logged or displayed
-INTERNAL_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "logger", "expected.", "requires",
+INTERNAL_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "logger", "expected.", "measured.", "requires",
                      "callbacks.progress_bar.", "callbacks.model_summary.", "callbacks.history.", "callbacks.run_summary.",
                      "callbacks.lr_monitor.", "callbacks.optuna_trial", "callbacks.finite_loss.",
                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
