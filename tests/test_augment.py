@@ -91,3 +91,26 @@ def test_a_classifier_trains_on_padded_erased_mixed_batches(cfg_factory):
     metrics = execute(cfg)
     assert metrics["status"] == "ok" and 0 <= metrics["train/acc"] <= 1
     assert metrics["test/acc"] > 0.3  # ten classes: chance is 0.1
+
+
+def test_mixing_stops_at_mix_stop_epoch(cfg_factory, monkeypatch):
+    """task.mix_stop_epoch=1: the first epoch trains on mixed batches, the second on clean ones (soft vs hard
+    targets reach the loss)."""
+    import torch.nn.functional as F
+
+    from labkit.run.lifecycle import execute
+    from labkit.tasks import classification
+
+    seen = []
+    real = F.cross_entropy
+
+    def spy(logits, target, **kw):
+        if logits.requires_grad:  # a training step
+            seen.append(target.ndim)
+        return real(logits, target, **kw)
+
+    monkeypatch.setattr(classification.F, "cross_entropy", spy)
+    cfg = cfg_factory("task.mixup_alpha=0.2", "task.mix_stop_epoch=1", "trainer.max_epochs=2", "logger=none",
+                      "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "data.batch_size=64")
+    assert execute(cfg)["status"] == "ok"
+    assert seen == [2, 2, 2, 1, 1, 1]  # soft (N, classes) targets in epoch 0, class indices in epoch 1

@@ -78,6 +78,7 @@ IN_PROCESS = [
     T("task.label_smoothing=1.0", phrase="task.label_smoothing=1.0 is invalid: it must be a number in [0, 1)"),
     T("task.mixup_alpha=-0.2", phrase="task.mixup_alpha=-0.2 is invalid"),
     T("task.cutmix_alpha=abc", phrase="task.cutmix_alpha='abc' is invalid"),
+    T("task.mix_stop_epoch=-1", phrase="task.mix_stop_epoch=-1 is invalid"),
     T("data=cifar10", "data.pad=-2", phrase="data.pad=-2 is invalid: it must be an integer >= 0"),
     T("data=cifar10", "data.erasing=1.5", phrase="data.erasing=1.5 is invalid: it must be a number in [0, 1]"),
     T("task.scheduler_interval=hour", phrase="task.scheduler_interval='hour' is invalid"),

@@ -32,6 +32,7 @@ class ClassificationTask(LabTask):
     ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix each training batch with itself in a shuffled order
     (torchvision.transforms.v2 ``MixUp`` / ``CutMix``, one draw per batch; with both set, each batch picks one of
     the two): the loss is taken against the mixed soft labels and ``train/acc`` against the dominant label.
+    ``mix_stop_epoch``: from this epoch (0-based) on, the last epochs train on unmixed batches (null = mix to the end).
     """
 
     monitor = ("val/acc", "max")
@@ -41,11 +42,11 @@ class ClassificationTask(LabTask):
     headline_metrics = ("test/acc", "test/error")
 
     def __init__(self, model, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 **kwargs: Any):
+                 mix_stop_epoch: int | None = None, **kwargs: Any):
         ClassificationTask.check_args(locals())
         super().__init__(model, **kwargs)
         self.save_hyperparameters({"label_smoothing": label_smoothing, "mixup_alpha": mixup_alpha,
-                                   "cutmix_alpha": cutmix_alpha})
+                                   "cutmix_alpha": cutmix_alpha, "mix_stop_epoch": mix_stop_epoch})
         n = int(self.hparams.model.get("num_classes", 0)) or self._infer_classes()
         self.num_classes = n
         # validate_args=False: the checks call torch.unique on the labels at every update, a host sync per step
@@ -84,7 +85,7 @@ class ClassificationTask(LabTask):
     def _step(self, batch, stage: str, metric):
         x, y = batch
         target = y
-        if stage == "train" and self.mix is not None:
+        if stage == "train" and self.mixing():
             x, target = self.mix(x, y)   # soft labels (N, classes)
             y = target.argmax(1)         # the dominant label, for train/acc
         logits = self(x)
@@ -94,6 +95,11 @@ class ClassificationTask(LabTask):
                  batch_size=len(y), sync_dist=stage != "train")
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss, logits
+
+    def mixing(self) -> bool:
+        """Whether this training epoch's batches are mixed (``mix_stop_epoch``: the first epoch, 0-based, without)."""
+        stop = self.hparams.get("mix_stop_epoch")
+        return self.mix is not None and (stop is None or self.current_epoch < stop)
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", self.train_acc)[0]

@@ -48,6 +48,8 @@ def classification(a: Mapping[str, Any]) -> None:
                     hint="0 = plain cross-entropy, typical values 0.05-0.2")
     for key in ("mixup_alpha", "cutmix_alpha"):
         checks.non_negative(f"task.{key}", a.get(key, 0.0), hint="0 = off; typical values 0.2 (MixUp), 1.0 (CutMix)")
+    checks.non_negative_int("task.mix_stop_epoch", a.get("mix_stop_epoch"), optional=True,
+                            hint="the first epoch (0-based) trained on unmixed batches; null = mix to the end")
 
 
 def autoencoder(a: Mapping[str, Any]) -> None:
