@@ -177,7 +177,7 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
 
 def test_labkits_own_measurement_is_printed_apart_from_the_notes_figure(cfg_factory, caplog):
     cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.81}",
-                      "measured={test/acc: 0.8123, on: 'cifar10-full test_batch, 30 epochs'}", sub="meas")
+                      "measured={test/acc: 0.8123, where: 'cifar10-full test_batch, 30 epochs'}", sub="meas")
     with caplog.at_level("INFO", logger="labkit"):
         metrics = execute(cfg, overrides=[])
     assert (f"test/acc: notes: 0.81, labkit measured: 0.8123 (cifar10-full test_batch, 30 epochs), "

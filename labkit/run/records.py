@@ -264,10 +264,10 @@ def report(loggers, plan: Plan, figures: dict[str, Any]) -> None:
 
 def expected_figures(cfg, figures: dict[str, Any]) -> list[str]:
     """Log a preset's figures beside this run's: the notes' (``expected:``) and labkit's own measurement of the preset
-    (``measured:``, with ``on:`` saying on which files, epochs and seed), each apart from the other; returns the lines."""
+    (``measured:``, with ``where:`` saying on which files, epochs and seed), each apart from the other; returns the lines."""
     expected = dict(cfg.get("expected") or {})
     measured = dict(cfg.get("measured") or {})
-    where = measured.pop("on", None)
+    where = measured.pop("where", None)
     lines = []
     for key in list(dict.fromkeys([*expected, *measured])):
         got = figures.get(key)
