@@ -206,8 +206,7 @@ class InMemoryImageDataModule(LabDataModule):
             x = A.random_crop(A.pad(x, self.pad), self.image_size, generator=gen)
             if any(self.color_jitter.values()):
                 x = A.color_jitter(A.to_float(x), **self.color_jitter, generator=gen)
-            x = self._normalize(x)
-            return A.random_erasing(x, self.erasing, generator=gen) if self.erasing else x
+            return A.random_erasing(self._normalize(x), self.erasing, generator=gen)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = A.center_crop(x, self.image_size)
         return self._normalize(x)

@@ -254,9 +254,9 @@ def readable_tables(table: dict) -> str:
         grows = [dict(rows[i], run=short_label(rows[i]["run"])) for i in idx]
         grecs = [records[i] for i in idx]
         heads = [c for c in headline_columns(grecs) if _present(grows, c)]
-        mons = [m for m in dict.fromkeys(monitor_of(r.target)[0] for r in grecs)] + ["val/loss"]
-        best = [f"{m} best" for m in dict.fromkeys(mons) if _present(grows, f"{m} best")]
-        final = [f"{m} final" for m in dict.fromkeys(mons) if _present(grows, f"{m} final")]
+        mons = dict.fromkeys([*(monitor_of(r.target)[0] for r in grecs), "val/loss"])
+        best = [f"{m} best" for m in mons if _present(grows, f"{m} best")]
+        final = [f"{m} final" for m in mons if _present(grows, f"{m} final")]
         present = [c for c in table["differ"] + table["provenance_differ"] if _present(grows, c)]
         if len(groups) == 1:
             settings, same = present, []

@@ -98,8 +98,7 @@ INTERNAL_SETTINGS = ("paths.", "hydra.", "overrides", "resume", "logger", "expec
                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
                      "trainer.logger", "task.projector", "task.log_images", "data.num_workers", "data.eval_batch_size",
                      "data.keep_on_device", "data.download", "reproduce")
-INTERNAL_SUFFIXES = (".dirpath", ".save_dir", ".data_dir", ".output_dir", ".log_dir", ".default_root_dir", "data_dir",
-                     "log_dir", "output_dir")
+INTERNAL_SUFFIXES = (".dirpath", ".save_dir", ".default_root_dir", "data_dir", "log_dir", "output_dir")
 # settings that only act when another one says so: (key prefix, the setting it depends on, when it acts)
 USED_ONLY_WHEN = (
     ("task.unfreeze_at_epoch", "task.freeze", lambda v: v not in (None, False, "")),
@@ -127,24 +126,15 @@ def internal_setting(key: str) -> bool:
     return key.startswith(INTERNAL_SETTINGS) or key.endswith(INTERNAL_SUFFIXES)
 
 
-def task_parameters(target: str) -> set[str] | None:
-    """The arguments the task class accepts (its own and its bases'), or None when the class cannot be imported."""
-    import inspect
+def task_parameters(target: str) -> frozenset[str] | None:
+    """The arguments the task class accepts (:func:`labkit.run.signatures.of`: its own and its bases'), or None when
+    it takes any or cannot be found."""
+    from labkit.run import signatures
 
-    cls = task_class(target)
-    if not isinstance(cls, type):
+    try:
+        return signatures.of(target).params
+    except Exception:  # a run of a task whose module is gone still gets a row
         return None
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            names.update(p.name for p in inspect.signature(init).parameters.values()
-                         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self")
-        except (TypeError, ValueError):
-            continue
-    return names
 
 
 def unused_settings(flat: dict[str, Any], target: str) -> set[str]:
