@@ -114,3 +114,32 @@ def test_mixing_stops_at_mix_stop_epoch(cfg_factory, monkeypatch):
                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "data.batch_size=64")
     assert execute(cfg)["status"] == "ok"
     assert seen == [2, 2, 2, 1, 1, 1]  # soft (N, classes) targets in epoch 0, class indices in epoch 1
+
+
+def test_training_batches_are_augmented_and_evaluation_batches_are_not(cfg_factory, monkeypatch):
+    """Lightning attaches the Trainer to the data module as ``trainer``: during fit every training batch goes
+    through the augmenting transform (train=True: flip, padded crop, erasing), validation and test batches
+    through the plain one. (The hook once looked for ``_trainer``, found none, and never augmented anything.)"""
+    from labkit.data import memory
+    from labkit.run.lifecycle import execute
+
+    seen, crops = [], []
+    real_transform, real_crop = memory.InMemoryImageDataModule.transform, A.random_crop
+
+    def transform(self, x, train):
+        seen.append(train)
+        return real_transform(self, x, train)
+
+    def crop(x, size, **kw):
+        crops.append(tuple(x.shape[-2:]))
+        return real_crop(x, size, **kw)
+
+    monkeypatch.setattr(memory.InMemoryImageDataModule, "transform", transform)
+    monkeypatch.setattr(A, "random_crop", crop)
+    cfg = cfg_factory("data.augment=true", "+data.pad=2", "+data.erasing=0.5", "trainer.max_epochs=1",
+                      "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", "logger=none",
+                      "trainer.num_sanity_val_steps=0")
+    assert execute(cfg)["status"] == "ok"
+    assert seen.count(True) == 3                 # the three training batches, augmented
+    assert False in seen                         # validation and test batches, plain
+    assert crops and set(crops) == {(32, 32)}    # 28x28 digits padded by 2 on every side, then cropped

@@ -34,3 +34,26 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     from labkit.models import LeNet
     init = LeNet(1, 28, 10).state_dict()
     assert not torch.allclose(init["features.0.weight"], single["state_dict"]["model.features.0.weight"])
+
+
+def test_each_rank_takes_its_share_of_the_global_batch_from_the_attached_trainer():
+    """The data module reads world size and rank from the Trainer Lightning attaches to it (``trainer``):
+    under 2 processes each rank gets half of every global batch, the two halves disjoint, together the batch
+    one process would get. (While the module looked for ``_trainer`` every rank took the whole batch.)"""
+    from types import SimpleNamespace
+
+    from labkit.data import DigitsDataModule
+
+    def batches(world, rank):
+        dm = DigitsDataModule(data_dir=".", batch_size=64, seed=0)
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank, training=True,
+                                     strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(0)
+        return [y for _, y in loader]
+
+    whole, r0, r1 = batches(1, 0), batches(2, 0), batches(2, 1)
+    assert len(whole) == len(r0) == len(r1)
+    assert len(whole[0]) == 64 and len(r0[0]) == len(r1[0]) == 32
+    assert torch.equal(torch.cat([r0[0], r1[0]]), whole[0])  # labels of the same images, split in two

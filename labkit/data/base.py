@@ -126,7 +126,7 @@ class LabDataModule(pl.LightningDataModule):
         return x
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
         training = bool(trainer is not None and trainer.training)
         if isinstance(batch, (PairBatch, TripletBatch)):  # transform each image tensor, keep the labels
             return batch.map_images(lambda x: self.transform(x, train=training))

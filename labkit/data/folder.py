@@ -249,7 +249,7 @@ class ImageFolderDataModule(LabDataModule):
                           drop_last=drop_last)
 
     def _pin_memory(self) -> bool:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
         if trainer is not None:
             return trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()

@@ -154,7 +154,7 @@ class InMemoryImageDataModule(LabDataModule):
             self.splits = {k: v.to(device) for k, v in self.splits.items()}
 
     def _device(self):
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
         return trainer.strategy.root_device if trainer is not None else None
 
     def _check(self, train: Split) -> None:
@@ -175,7 +175,7 @@ class InMemoryImageDataModule(LabDataModule):
         ds = BatchDataset(self.splits[split])
         on_host = self.splits[split].x.device.type == "cpu"
         workers = self.num_workers if on_host else 0
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if self.sampling != "single" and not evaluation:
             # metric learning: PairBatch or TripletBatch batches (labkit.data.batches), drawn again each training
