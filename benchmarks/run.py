@@ -178,10 +178,8 @@ def recipe(data_dir: Path, work: Path, args, log) -> dict:
     """Images/s of the fast CIFAR-10 preset as shipped, with the batch-level regularizers on and unaugmented, in
     rounds whose order rotates."""
     p = args.plan["recipe"]
-    base = ("--experiment", FAST_PRESET)
-    extra = {"shipped": base,
-             "regularizers on": base + tuple(x for o in REGULARIZERS_ON for x in ("--override", o)),
-             "unaugmented": base + tuple(x for o in UNAUGMENTED for x in ("--override", o))}
+    changes = {"shipped": (), "regularizers on": REGULARIZERS_ON, "unaugmented": UNAUGMENTED}
+    extra = {v: ("--experiment", FAST_PRESET, *(x for o in c for x in ("--override", o))) for v, c in changes.items()}
     names = list(extra)
     runs: dict[str, list[float]] = {v: [] for v in names}
     for r in range(p["rounds"]):
