@@ -165,3 +165,35 @@ def test_unused_and_internal_settings_follow_the_task(tmp_path):
     rows = [{"run": "r1", "status": "ok", "x" * 50: 1, "y" * 50: 2, "m": 0.5}]
     shown, hidden = fit_columns(rows, ["run", "status", "x" * 50, "y" * 50, "m"], ["run", "status", "m"], width=80)
     assert shown == ["run", "status", "x" * 50, "m"] and hidden == ["y" * 50]
+
+
+def test_curves_against_wall_clock_minutes_compare_runs_of_different_lengths(tmp_path, monkeypatch):
+    """``--x time``: a long slow-per-result run and a short one drawn by what they cost (history.csv's wall_time_s,
+    cumulative over resumes), not by epoch."""
+    import labkit.tracking.compare as cmp
+
+    runs = tmp_path / "logs" / "runs"
+    paths = []
+    for name, per_epoch, accs in (("long", 30.0, [0.3, 0.5, 0.6, 0.7, 0.75, 0.8]), ("short", 90.0, [0.6, 0.8])):
+        d = write_job(runs, 0, [f"+name={name}"], {"status": "ok", "epochs": len(accs)}).rename(runs / name)
+        for epoch, acc in enumerate(accs):
+            append_row(d / "history.csv", {"epoch": epoch, "step": epoch + 1, "wall_time_s": per_epoch * (epoch + 1),
+                                           "val/acc": acc, "val/loss": 1 - acc})
+        paths.append(str(d))
+    drawn = {}
+
+    def keep(fig, path):
+        drawn[Path(path).parent.name] = {(ax.get_title(), line.get_label()): list(line.get_xdata())
+                                         for ax in fig.axes for line in ax.get_lines()}
+        return Path(path)
+
+    monkeypatch.setattr(cmp, "save_figure", keep)
+    compare(paths, out=tmp_path / "by_time", echo=False, x="time")
+    compare(paths, out=tmp_path / "by_epoch", echo=False)
+    by_time, by_epoch = drawn["by_time"], drawn["by_epoch"]
+    assert by_time[("val/acc", "long")] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]  # minutes at the end of each epoch
+    assert by_time[("val/acc", "short")] == [1.5, 3.0]
+    assert by_epoch[("val/acc", "short")] == [0, 1] and by_epoch[("val/loss", "long")] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(cmp.ConfigError, match="x='wall' is not an axis; valid: epoch, time"):
+        compare(paths, out=tmp_path / "bad", echo=False, x="wall")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

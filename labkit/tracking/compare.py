@@ -1,11 +1,11 @@
-"""``python compare.py <run dirs, sweep dirs or globs> [--out DIR]``: compare any runs side by side.
+"""``python compare.py <run dirs, sweep dirs or globs> [--out DIR] [--x epoch|time]``: compare any runs side by side.
 
-Writes ``comparison.md``, ``comparison.csv`` and ``validation_curves.png`` (the runs' validation curves per epoch,
-overlaid, from their ``history.csv``) to ``--out`` or a new ``compare/<timestamp>/`` folder under the runs' log
-dir, and prints the table. Columns: the settings that differ between the runs (flattened config.yaml), the tasks'
-headline metrics, the final and best value of each monitored metric, and the headline figures of the runs'
-evaluation reports (``evaluation/<split>/report.json``). A sweep folder given as an argument also gets its
-summary rebuilt (summary.md/csv/png), e.g. after a killed sweep.
+Writes ``comparison.md``, ``comparison.csv`` and ``validation_curves.png`` (the runs' validation curves overlaid,
+from their ``history.csv``, per epoch or with ``--x time`` per wall-clock minute) to ``--out`` or a new
+``compare/<timestamp>/`` folder under the runs' log dir, and prints the table. Columns: the settings that differ
+between the runs (flattened config.yaml), the tasks' headline metrics, the final and best value of each monitored
+metric, and the headline figures of the runs' evaluation reports (``evaluation/<split>/report.json``).
+A sweep folder given as an argument also gets its summary rebuilt (summary.md/csv/png), e.g. after a killed sweep.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from labkit.core.errors import LabkitError
+from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import atomic_write_text, save_figure
 from labkit.run import provenance
 from labkit.tracking.summary import (
@@ -277,8 +277,15 @@ def readable_tables(table: dict) -> str:
 
 
 # ----- the picture ---------------------------------------------------------------------------------------------
-def plot_validation_curves(labels: list[str], histories: list[list[dict]], metrics: list[str], path) -> Path | None:
-    """One panel per validation metric (val/loss, val/acc, ...), one line per run, per epoch."""
+X_AXES = {"epoch": ("epoch", "epoch", 1.0), "time": ("wall_time_s", "wall-clock minutes (all sessions)", 60.0)}
+
+
+def plot_validation_curves(labels: list[str], histories: list[list[dict]], metrics: list[str], path,
+                           x: str = "epoch") -> Path | None:
+    """One panel per validation metric (val/loss, val/acc, ...), one line per run, against the epoch or (``x="time"``)
+    the run's wall-clock minutes at the end of each epoch: runs of different lengths and speeds compared by what they
+    cost."""
+    column, xlabel, scale = X_AXES[x]
     panels = [m for m in metrics if any(_finite(r.get(m)) for h in histories for r in h)]
     if not panels:
         return None
@@ -291,13 +298,14 @@ def plot_validation_curves(labels: list[str], histories: list[list[dict]], metri
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], panels):
         for label, hist in zip(labels, histories):
-            pts = [(r["epoch"], r[metric]) for r in hist if _finite(r.get(metric))]
+            pts = [(r[column] / scale, r[metric]) for r in hist if _finite(r.get(metric)) and _finite(r.get(column))]
             if pts:
                 ax.plot(*zip(*pts), "-o", markersize=3, label=label)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -305,8 +313,11 @@ def plot_validation_curves(labels: list[str], histories: list[list[dict]], metri
 
 
 # ----- the command -----------------------------------------------------------------------------------------------
-def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) -> dict:
-    """Compare the runs behind ``paths``; returns the table (rows, columns) and the files written."""
+def compare(paths: list[str], out: str | Path | None = None, echo: bool = True, x: str = "epoch") -> dict:
+    """Compare the runs behind ``paths``; returns the table (rows, columns) and the files written. ``x``: the curves'
+    horizontal axis, ``epoch`` or ``time`` (wall-clock minutes)."""
+    if x not in X_AXES:
+        raise ConfigError(f"compare: x={x!r} is not an axis; valid: {', '.join(X_AXES)}")
     runs, sweeps = collect(paths)
     if not runs:
         raise _not_a_run(" ".join(paths), "names no run")
@@ -321,7 +332,7 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True) 
     out_dir = Path(out) if out else default_out_dir([r for r, _ in runs])
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [label for _, label in runs]
-    png = plot_validation_curves(labels, table["histories"], table["monitors"], out_dir / "validation_curves.png")
+    png = plot_validation_curves(labels, table["histories"], table["monitors"], out_dir / "validation_curves.png", x=x)
     no_history = [label for label, h in zip(labels, table["histories"]) if not h]
     lines = [f"runs compared: {len(runs)}"]
     warning = provenance.data_warning(table["provenance_differ"])
@@ -350,9 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         "settings and metrics, and their validation curves overlaid. Sweep folders also get their summary rebuilt.")
     parser.add_argument("paths", nargs="+", help="run directories, sweep folders, folders of runs, or globs")
     parser.add_argument("--out", default=None, help="output folder (default: <log dir>/compare/<timestamp>)")
+    parser.add_argument("--x", default="epoch", choices=sorted(X_AXES),
+                        help="the curves' horizontal axis: epoch (default) or time (wall-clock minutes, cumulative "
+                        "over resumes): runs of different lengths compared by what they cost")
     args = parser.parse_args(argv)
     try:
-        compare(args.paths, args.out)
+        compare(args.paths, args.out, x=args.x)
     except LabkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
