@@ -14,7 +14,7 @@ and reports may use is declared on :class:`LabDataModule`, each with a documente
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pytorch_lightning as pl
 
@@ -22,6 +22,9 @@ from labkit.core import checks
 from labkit.core.errors import IncompatibleError
 from labkit.core.rules import data as rules
 from labkit.data.batches import PairBatch, TripletBatch
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLINGS = ("single", "pairs", "triplets")
 
@@ -125,9 +128,22 @@ class LabDataModule(pl.LightningDataModule):
         already return normalized tensors)."""
         return x
 
+    # ----- what the attached Trainer says (Lightning sets ``self.trainer`` while the module is attached; it is
+    # None before and after, e.g. in evaluate.py's own loops): read here only, so no caller guesses its name
+    def _training(self) -> bool:
+        """Whether the attached Trainer is fitting now (training batches are augmented, others are not)."""
+        return bool(self.trainer is not None and self.trainer.training)
+
+    def _device(self) -> torch.device | None:
+        """The attached Trainer's root device, or None when the module is not attached."""
+        return self.trainer.strategy.root_device if self.trainer is not None else None
+
+    def _replicas(self) -> tuple[int, int]:
+        """``(world size, this process's rank)`` of the attached Trainer; ``(1, 0)`` when not attached."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
-        training = bool(trainer is not None and trainer.training)
+        training = self._training()
         if isinstance(batch, (PairBatch, TripletBatch)):  # transform each image tensor, keep the labels
             return batch.map_images(lambda x: self.transform(x, train=training))
         if not isinstance(batch, (list, tuple)) or len(batch) != 2:

@@ -249,10 +249,8 @@ class ImageFolderDataModule(LabDataModule):
                           drop_last=drop_last)
 
     def _pin_memory(self) -> bool:
-        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
-        if trainer is not None:
-            return trainer.strategy.root_device.type == "cuda"
-        return torch.cuda.is_available()
+        device = self._device()
+        return device.type == "cuda" if device is not None else torch.cuda.is_available()
 
 
 def __getattr__(name: str):

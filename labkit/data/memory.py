@@ -153,10 +153,6 @@ class InMemoryImageDataModule(LabDataModule):
         if self.keep_on_device and device is not None and device.type != "cpu":
             self.splits = {k: v.to(device) for k, v in self.splits.items()}
 
-    def _device(self):
-        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
-        return trainer.strategy.root_device if trainer is not None else None
-
     def _check(self, train: Split) -> None:
         c, h, w = train.x.shape[1:]
         if c != self.channels:
@@ -175,8 +171,7 @@ class InMemoryImageDataModule(LabDataModule):
         ds = BatchDataset(self.splits[split])
         on_host = self.splits[split].x.device.type == "cpu"
         workers = self.num_workers if on_host else 0
-        trainer = self.trainer  # set by Lightning while the module is attached to a Trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        world, rank = self._replicas()
         if self.sampling != "single" and not evaluation:
             # metric learning: PairBatch or TripletBatch batches (labkit.data.batches), drawn again each training
             # epoch from (seed, epoch) unless resample_tuples is false; fixed draws for val/test (labkit.data.sampling)
