@@ -81,6 +81,21 @@ def test_search_summary_has_objective_swept_keys_constants_failures_and_a_killed
     assert (sweep / "summary.png").stat().st_size > 5000 and "![" in md
 
 
+def test_a_damaged_metrics_json_is_named_and_the_other_jobs_still_summarized(tmp_path, caplog):
+    from labkit.run.directory import read_metrics
+
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["seed=0"], {"status": "ok", "test/acc": 0.9})
+    bad = write_job(sweep, 1, ["seed=1"], None)
+    (bad / "metrics.json").write_text('{"status": "ok", "test/acc": 0.')  # cut off mid-write by a full disk
+    rows = summarize_sweep(sweep)
+    assert [r["status"] for r in rows] == ["ok", "incomplete"] and rows[0]["test/acc"] == 0.9
+    assert f"cannot read {bad / 'metrics.json'}" in caplog.text
+    assert read_metrics(bad) == {} and read_metrics(tmp_path / "nowhere") == {}
+    with pytest.raises(ValueError):  # labkit.api.Run.metrics: the user asked for this run's figures
+        read_metrics(bad, strict=True)
+
+
 def _train(args, cwd: Path):
     env = dict(os.environ, LABKIT_LOG_DIR=str(cwd / "logs"), PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,

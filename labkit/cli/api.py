@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from labkit.core import files, layout
+from labkit.core import layout
 from labkit.run import directory as runs
 
 
@@ -77,8 +77,7 @@ class Run:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        path = self.dir / runs.METRICS_FILE
-        return files.read_json(path) if path.exists() else {}
+        return runs.read_metrics(self.dir, strict=True)
 
     def _load(self) -> tuple:
         if self._loaded is None:

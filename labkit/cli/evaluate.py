@@ -114,11 +114,7 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
     from labkit.run.plan import Plan
     from labkit.tracking.loggers import close, reopen
 
-    metrics = Path(run_dir) / runs.METRICS_FILE
-    try:
-        recorded = files.read_json(metrics) if metrics.is_file() else {}
-    except (OSError, ValueError):
-        recorded = {}
+    recorded = runs.read_metrics(run_dir)
     loggers = reopen(run_dir, saved)
     try:
         plan = Plan(saved, tuple(str(o) for o in saved.get("overrides") or ()), run_dir=Path(run_dir))

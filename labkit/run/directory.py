@@ -265,12 +265,27 @@ def relative_to_run(path, run_dir) -> str | None:
     return str(p)
 
 
+def read_metrics(run_dir, strict: bool = False) -> dict:
+    """The run's ``metrics.json`` as a dict; ``{}`` when there is none (a run still going, or killed). A damaged file
+    is a warning naming it and ``{}`` (one bad run must not hide the others), or, with ``strict``, the error."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        metrics = read_json(path)
+    except (OSError, ValueError) as e:
+        if strict:
+            raise
+        log.warning("cannot read %s: %s", path, e)
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def recorded_best(run_dir) -> Path | None:
     """Where the best checkpoint that the run's metrics.json names lies inside ``run_dir`` (whether or not the file
     is there), or None when there is no metrics.json or it names none. Recorded relative (this layout) or, in older
     runs, absolute: only its place inside this run counts."""
-    metrics = Path(run_dir) / METRICS_FILE
-    best = read_json(metrics).get("best_checkpoint") if metrics.is_file() else None
+    best = read_metrics(run_dir).get("best_checkpoint")
     if not best:
         return None
     return Path(run_dir) / best if not os.path.isabs(best) else Path(run_dir) / CKPT_DIR / Path(best).name

@@ -80,11 +80,7 @@ def tuned_lr(run_dir: Path, lr: float) -> None:
 # ----- metrics.json -------------------------------------------------------------------------------------------------
 def previous_total(run_dir: Path) -> float:
     """The wall time a finished run's metrics.json recorded (0 when it has none)."""
-    path = Path(run_dir) / directory.METRICS_FILE
-    try:
-        value = files.read_json(path).get("wall_time_s") if path.is_file() else None
-    except (OSError, ValueError):
-        return 0.0
+    value = directory.read_metrics(run_dir).get("wall_time_s")
     return float(value) if isinstance(value, (int, float)) else 0.0
 
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.files import atomic_write_text, read_json, save_figure
 from labkit.run import provenance
-from labkit.run.directory import CONFIG_FILE, METRICS_FILE
+from labkit.run.directory import CONFIG_FILE, METRICS_FILE, read_metrics
 
 log = logging.getLogger("labkit")
 
@@ -254,12 +254,7 @@ def load_record(run_dir) -> RunRecord:
             config = OmegaConf.load(run_dir / CONFIG_FILE)
         except Exception as e:  # a damaged file must not hide the other runs
             log.warning("cannot read %s: %s", run_dir / CONFIG_FILE, e)
-    metrics = {}
-    if (run_dir / METRICS_FILE).is_file():
-        try:
-            metrics = read_json(run_dir / METRICS_FILE)
-        except (OSError, json.JSONDecodeError) as e:
-            log.warning("cannot read %s: %s", run_dir / METRICS_FILE, e)
+    metrics = read_metrics(run_dir)
     overrides: list[str] = []
     hydra_overrides = run_dir / ".hydra" / "overrides.yaml"
     if hydra_overrides.is_file():
