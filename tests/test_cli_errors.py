@@ -93,6 +93,14 @@ IN_PROCESS = [
     T("trainer.max_epochs=-5", phrase="trainer.max_epochs=-5 is invalid: it must be an integer >= -1"),
     T("trainer.log_every_n_steps=0", phrase="trainer.log_every_n_steps=0 is invalid"),
     T("trainer.limit_train_batches=1.5", phrase="trainer.limit_train_batches=1.5 is invalid"),
+    T("trainer.accelerator=CPU", phrase="trainer.accelerator='CPU' is invalid: it must be one of auto, cpu, gpu"),
+    T("trainer.devices=0", phrase="trainer.devices=0 is invalid: it must be auto, a number of devices"),
+    T("trainer.num_nodes=0", phrase="trainer.num_nodes=0 is invalid"),
+    # ----- what the trainer asks of the machine is checked where it trains, before the run directory is claimed;
+    # Lightning's own refusals are one paragraph with its reason -----
+    T("trainer.accelerator=tpu", phrase="trainer.accelerator=tpu needs torch_xla", absent=NO_CHECKPOINT),
+    T("trainer.strategy=foo", phrase="Lightning refused the trainer settings (trainer.accelerator=cpu, "
+      "trainer.devices=1, trainer.num_nodes=1, trainer.strategy=foo", absent=NO_CHECKPOINT),
     # ----- a monitor must be a metric the task logs -----
     T("callbacks=early_stopping", "callbacks.early_stopping.monitor=val/accc", phrase="Did you mean 'val/acc'?"),
     T("callbacks.model_checkpoint.monitor=val/accuracy", phrase="ClassificationTask logs"),

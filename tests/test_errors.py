@@ -152,3 +152,68 @@ def test_every_task_declares_its_logged_metrics():
                 T.SiameseTask, T.TripletTask):
         assert cls.monitor[0] in cls.logged_metrics, cls
         assert "train/loss" in cls.logged_metrics and "test/loss" in cls.logged_metrics
+
+
+# ----- what the trainer asks of the machine (labkit.run.validate.check_machine, run where the training runs) -----
+def _gpus(monkeypatch, n: int) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("gpus,trainer,needle", [
+    (0, {"accelerator": "gpu", "devices": 1}, "trainer.accelerator=gpu, but torch sees no CUDA GPU"),
+    (0, {"accelerator": "cuda", "devices": "auto"}, "hydra.launcher.gpus_per_node=1"),
+    (2, {"accelerator": "gpu", "devices": 4}, "trainer.devices=4 asks for 4 GPUs, but"),
+    (2, {"accelerator": "cuda", "devices": "0,1,2"}, "asks for 3 GPUs"),
+    (0, {"accelerator": "auto", "devices": -1}, "has no GPU, so the run is on the CPU"),
+    (0, {"accelerator": "cpu", "devices": [0, 1]}, "trainer.accelerator=cpu, where devices is a number of processes"),
+    (0, {"accelerator": "mps", "devices": 1}, "no Apple GPU (MPS)"),
+])
+def test_a_trainer_the_machine_cannot_run_is_refused_naming_what_it_has(gpus, trainer, needle, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from labkit.run.validate import check_machine
+
+    _gpus(monkeypatch, gpus)
+    with pytest.raises(ConfigError) as e:
+        check_machine(OmegaConf.create(trainer))
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("gpus,trainer", [
+    (0, {"accelerator": "auto", "devices": "auto"}), (0, {"accelerator": "cpu", "devices": 2}),
+    (0, {"accelerator": "auto", "devices": "2"}), (2, {"accelerator": "gpu", "devices": 2}),
+    (2, {"accelerator": "gpu", "devices": -1}), (2, {"accelerator": "cuda", "devices": [0, 1]}),
+    (1, {"accelerator": "auto", "devices": -1}),
+])
+def test_a_trainer_the_machine_can_run_passes(gpus, trainer, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from labkit.run.validate import check_machine
+
+    _gpus(monkeypatch, gpus)
+    check_machine(OmegaConf.create(trainer))
+
+
+def test_a_gpu_run_on_a_cpu_machine_is_refused_before_the_run_directory_is_claimed(cfg_factory, monkeypatch,
+                                                                                     tmp_path):
+    _gpus(monkeypatch, 0)
+    cfg = cfg_factory("trainer.accelerator=gpu")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        execute(cfg)
+    run = tmp_path / "run"
+    assert not (run / "config.yaml").exists() and not list(run.glob("checkpoints/*.ckpt"))
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_config_error_recorded_as_such(cfg_factory, tmp_path):
+    from labkit.core.files import read_json
+
+    cfg = cfg_factory("trainer.strategy=nonsense")
+    with pytest.raises(ConfigError) as e:
+        execute(cfg)
+    assert "Lightning refused the trainer settings" in str(e.value) and "strategy='nonsense'" in str(e.value)
+    recorded = read_json(tmp_path / "run" / "metrics.json")
+    assert recorded["status"] == "failed" and "Lightning refused the trainer settings" in recorded["error"]

@@ -15,9 +15,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from labkit.core.errors import LabkitError
+from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import read_json
-from labkit.run import directory, records, tuning
+from labkit.run import directory, records, tuning, validate
 from labkit.run import plan as planning
 from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunCheckpoint, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
@@ -100,6 +100,7 @@ def build(plan: Plan):
     """(data module, task, init_from report or None): seeded, built from the plan's config and checked to fit together
     once (``task.check_compatible``); ``init_from`` copies the matching weights into the fresh network."""
     cfg = plan.cfg
+    validate.check_machine(cfg.trainer)  # a GPU asked for where there is none: refused here, on the training machine
     pl.seed_everything(cfg.seed, workers=True)  # before building: the initial weights depend on it
     data = build_object(cfg.data)
     task = build_object(cfg.task, model=OmegaConf.to_container(cfg.model, resolve=True))
@@ -132,8 +133,21 @@ def attach(plan: Plan, task, clock: RunClock) -> tuple[pl.Trainer, list]:
             monitor, mode = task.monitor
             extra = {"monitor": node.get("monitor") or monitor, "mode": node.get("mode") or mode}
         callbacks.append(instantiate(node, **extra))
-    trainer = build_object(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return trainer, loggers
+
+
+def build_trainer(node: DictConfig, **kwargs) -> pl.Trainer:
+    """The Trainer; settings Lightning refuses (a strategy name, a device list it cannot use) are one
+    :class:`ConfigError` with Lightning's reason and the trainer's hardware settings, not Hydra's 'Error in call to
+    target' with the reason three causes down (and recorded so in a failed run's metrics.json)."""
+    try:
+        return build_object(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        shown = ", ".join(f"trainer.{k}={node.get(k)}" for k in ("accelerator", "devices", "num_nodes", "strategy",
+                                                                  "precision") if k in node)
+        raise ConfigError(f"Lightning refused the trainer settings ({shown}): {cause}") from e
 
 
 def protect_recorded_best(plan: Plan, trainer: pl.Trainer) -> Path | None:

@@ -90,6 +90,83 @@ def _check_trainer(trainer: DictConfig) -> None:
     checks.non_negative("trainer.gradient_clip_val", get("gradient_clip_val"), optional=True)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         checks.count_or_fraction(f"trainer.{key}", get(key), whole=True, optional=True)
+    checks.positive_int("trainer.num_nodes", get("num_nodes"), optional=True)
+    if isinstance(get("accelerator"), str):  # (an Accelerator object given by _target_ is Lightning's to check)
+        checks.one_of("trainer.accelerator", get("accelerator"), ACCELERATORS,
+                      hint="auto: the GPU when there is one, else the CPU")
+    if _devices_wanted(get("devices")) == 0:
+        raise checks.invalid("trainer.devices", get("devices"), "auto, a number of devices (GPUs, or CPU processes) "
+                             "> 0, -1 (every GPU of the node), or GPU indices such as [0,1] or '0,1'")
+
+
+# Lightning's accelerator names (Trainer(accelerator=...)); gpu = cuda or mps, tpu = xla
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
+
+
+def _devices_wanted(devices: Any) -> int | None:
+    """How many devices ``trainer.devices`` asks for: None for auto/null/-1 (what there is), 0 for a value Lightning
+    cannot read (0, an empty list, a word other than auto, a negative count other than -1)."""
+    if devices is None or devices == "auto" or devices == -1 or devices == "-1":
+        return None
+    if isinstance(devices, bool):
+        return 0
+    if isinstance(devices, int):
+        return devices if devices > 0 else 0
+    if isinstance(devices, str):
+        parts = [p.strip() for p in devices.split(",") if p.strip()]
+        if len(parts) == 1 and parts[0].isdigit():  # "2": a count, as Lightning reads it
+            return int(parts[0])
+        return len(parts) if parts and all(p.isdigit() for p in parts) else 0
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        items = list(devices)
+        return len(items) if items and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                           for i in items) else 0
+    return 0
+
+
+def check_machine(trainer: DictConfig) -> None:
+    """What ``trainer.accelerator`` and ``trainer.devices`` ask for against what this machine has. Runs in the
+    process that trains (a SLURM job checks its node, not the login node that submitted it), before the run directory
+    is claimed, so a run that could not start leaves nothing behind."""
+    import importlib.util
+    import os
+    import socket
+
+    import torch
+
+    accelerator, devices = trainer.get("accelerator"), trainer.get("devices")
+    if not isinstance(accelerator, str):
+        return
+    host = socket.gethostname()
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    wanted = _devices_wanted(devices)
+    instead = "trainer.accelerator=auto (the GPU when there is one, else the CPU) or trainer=cpu"
+    if accelerator == "cuda" or (accelerator == "gpu" and not mps):
+        if cuda == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}, but torch sees no CUDA GPU on {host} (torch {torch.__version__}, "
+                f"built for CUDA {torch.version.cuda or 'none'}"
+                + (f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "") + f"). Use {instead}; on a "
+                "cluster, ask the scheduler for a GPU (SLURM through Hydra: hydra.launcher.gpus_per_node=1)")
+        if wanted is not None and wanted > cuda:
+            raise ConfigError(f"trainer.devices={devices} asks for {wanted} GPUs, but {host} has {cuda}: use "
+                              f"trainer.devices={cuda} (or -1 for all of them), or trainer.num_nodes for more machines")
+    elif accelerator in ("mps", "gpu") and not mps:
+        raise ConfigError(f"trainer.accelerator={accelerator}, but {host} has no Apple GPU (MPS) that torch can use. "
+                          f"Use {instead}")
+    elif accelerator in ("tpu", "xla") and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError(f"trainer.accelerator={accelerator} needs torch_xla, which is not installed on {host} "
+                          f"(pip install torch_xla on a TPU machine). Use {instead}")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and cuda == 0 and not mps)
+    count = devices.strip() if isinstance(devices, str) and devices.strip().isdigit() else devices
+    processes = count in (None, "auto") or (isinstance(count, (int, str)) and not isinstance(count, bool)
+                                            and int(count) > 0)
+    if on_cpu and not processes:
+        where = "trainer.accelerator=cpu" if accelerator == "cpu" else f"{host} has no GPU, so the run is on the CPU"
+        raise ConfigError(f"trainer.devices={devices}: {where}, where devices is a number of processes (an integer "
+                          "> 0, e.g. trainer.devices=2 with trainer=ddp); -1 and GPU indices need GPUs")
 
 
 
