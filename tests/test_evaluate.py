@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pytest
 
 from labkit.cli.evaluate import PER_CLASS_ENDS, evaluate, format_results
+from labkit.core.errors import ConfigError
 from labkit.run.lifecycle import execute
 
 
@@ -45,3 +49,13 @@ def test_named_classes_without_counts_still_print():
                "classification": {"per_class_accuracy": {"cat": 0.5, "dog": 1.0}}}
     text = format_results(results)
     assert re.search(r"0\s+cat\s+0\.5000", text) and re.search(r"1\s+dog\s+1\.0000", text)
+
+
+def test_an_ood_set_no_report_reads_is_refused_before_anything_is_written(cfg_factory):
+    cfg = cfg_factory("logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
+                      "trainer.limit_val_batches=1")
+    execute(cfg)
+    with pytest.raises(ConfigError, match=r"ood=uniform is read by the anomaly report only, which this evaluation "
+                                          r"does not run \(reports: classification"):
+        evaluate(cfg_factory(f"run={cfg.paths.output_dir}", "ood=uniform", name="evaluate", sub="eval"))
+    assert not (Path(cfg.paths.output_dir) / "evaluation" / "test").exists()

@@ -61,6 +61,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                           f"is empty): choose them with reports=[...], e.g. reports=[retrieval]")
     for name in names:
         get_report(name)  # an unknown report name fails before any work
+    if cfg.get("ood") and "anomaly" not in names:  # silently unused, a user would believe OOD was measured
+        raise ConfigError(f"ood={cfg.ood} is read by the anomaly report only, which this evaluation does not run "
+                          f"(reports: {', '.join(names)}); it needs an autoencoder run, with reports=[anomaly] unless "
+                          f"the task runs it by default")
     final = Path(run_dir) / "evaluation" / cfg.split
     results: dict[str, Any] = {"run": Path(run_dir).resolve().name, "checkpoint": runs.relative_to_run(ckpt, run_dir),
                                "split": cfg.split}
