@@ -109,7 +109,8 @@ def test_a_killed_search_continues_to_n_trials_with_the_same_command(tmp_path):
     abandoned = [t for t in trials if search.ABANDONED_ATTR in t.user_attrs]
     assert len(abandoned) == len(trials) - 4  # the trial the kill interrupted: failed, not counted
     for t in abandoned:
-        assert t.state == TrialState.FAIL and f"trial {t.number} was left running by a process that is gone" in out
+        assert t.state == TrialState.FAIL and f"trial {t.number} was left running (process " in out
+        assert re.search(rf"trial {t.number} was left running \(process \d+ on .* is gone\): marked failed", out)
 
     r = _train([*FAST, "hydra.sweeper.n_trials=4"], tmp_path)
     assert r.returncode == 0 and f"study {name} has 4 of 4 trials: nothing to run" in r.stdout + r.stderr
@@ -147,6 +148,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_pa
     ("task.optimizer.lr=interval(1,0.1)", "the interval is inverted (1.0 >= 0.1)"),
     ("hydra.sweeper.pruner=medain", "Did you mean 'median'?"),
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 is invalid: it must be a positive integer"),
+    ("hydra.sweeper.stale_after_s=0", "hydra.sweeper.stale_after_s=0.0 is invalid: it must be a number > 0"),
 ])
 def test_bad_search_input_is_one_paragraph_before_any_trial(tmp_path, override, expected):
     (tmp_path / "a_file").write_text("")
@@ -159,6 +161,52 @@ def test_bad_search_input_is_one_paragraph_before_any_trial(tmp_path, override, 
 
 
 # ----- the pieces ---------------------------------------------------------------------------------------------------
+def _local_study(tmp_path: Path):
+    import optuna
+
+    return optuna.create_study(study_name="s", storage=search.open_storage(str(tmp_path / "study.log")))
+
+
+def test_a_trial_of_another_machine_is_released_when_its_heartbeat_stops(tmp_path):
+    from optuna.trial import TrialState
+
+    study = _local_study(tmp_path)
+    far = {"host": "another-machine", "pid": 4242, "start": "x"}  # its process cannot be looked up from here
+    silent, beating, unstamped = study.ask(), study.ask(), study.ask()
+    for t in (silent, beating, unstamped):
+        t.set_user_attr(search.WORKER_ATTR, far)
+    now = time.time()
+    silent.set_user_attr(search.HEARTBEAT_ATTR, now - 1000)
+    beating.set_user_attr(search.HEARTBEAT_ATTR, now - 30)
+    # unstamped: a worker of a labkit without heartbeats, left alone (it may well be training)
+    assert search.release_abandoned(study, 900, now=now) == [silent.number]
+    released = study.trials[silent.number]
+    assert released.state == TrialState.FAIL and not search.counts(released)
+    assert "no heartbeat from process 4242 on another-machine for 1000 s (hydra.sweeper.stale_after_s=900)" in \
+        released.user_attrs[search.ABANDONED_ATTR]
+    assert search.tally(study) == {"complete": 0, "pruned": 0, "failed": 0, "running": 2, "total": 2}
+    assert search.release_abandoned(study, None, now=now + 10**6) == []  # stale_after_s=null: never
+    assert search.release_abandoned(study, 900, now=now + 10**6) == [beating.number]
+    assert study.trials[unstamped.number].state == TrialState.RUNNING
+
+
+def test_the_heartbeat_stamps_a_batch_while_it_runs_and_skips_a_trial_told_meanwhile(tmp_path):
+    study = _local_study(tmp_path)
+    running, told = study.ask(), study.ask()
+    study.tell(told, 1.0)
+    with search.Heartbeat(study, [running, told], interval=0.02):
+        first = study.trials[running.number].user_attrs[search.HEARTBEAT_ATTR]  # stamped on entry
+        deadline = time.time() + 10
+        while study.trials[running.number].user_attrs[search.HEARTBEAT_ATTR] == first:
+            assert time.time() < deadline, "the heartbeat thread stamped nothing"
+            time.sleep(0.02)
+    last = study.trials[running.number].user_attrs[search.HEARTBEAT_ATTR]
+    time.sleep(0.1)
+    assert study.trials[running.number].user_attrs[search.HEARTBEAT_ATTR] == last  # stopped with the batch
+    assert search.HEARTBEAT_ATTR not in study.trials[told.number].user_attrs
+    assert search.heartbeat_interval(900) == 60 and search.heartbeat_interval(100) == 20
+
+
 def test_the_search_space_reads_hydras_sweep_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 

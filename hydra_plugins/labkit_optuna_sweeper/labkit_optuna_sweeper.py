@@ -12,6 +12,7 @@ This module is imported by Hydra's plugin scan on every run: it imports neither 
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -43,6 +44,8 @@ class LabkitOptunaSweeperConf:
     pruner: Any = "median"
     pruner_args: Any = None
     params: Optional[Dict[str, Any]] = None
+    # a trial of a sweeper on another machine whose heartbeat has been silent this long counts as abandoned
+    stale_after_s: Optional[float] = 900.0
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="labkit_optuna", node=LabkitOptunaSweeperConf,
@@ -54,7 +57,7 @@ class LabkitOptunaSweeper(Sweeper):
 
     def __init__(self, direction: Any = "maximize", study_name: Optional[str] = None, storage: Optional[str] = None,
                  n_trials: Any = 20, n_jobs: Any = None, sampler: Any = None, pruner: Any = "median",
-                 pruner_args: Any = None, params: Any = None) -> None:
+                 pruner_args: Any = None, params: Any = None, stale_after_s: Any = 900.0) -> None:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.sampler_cfg = OmegaConf.to_container(sampler, resolve=True) if isinstance(sampler, DictConfig) else sampler
@@ -62,6 +65,7 @@ class LabkitOptunaSweeper(Sweeper):
         self.pruner_args = OmegaConf.to_container(pruner_args, resolve=True) if isinstance(pruner_args, DictConfig) \
             else dict(pruner_args or {})
         self.params = params
+        self.stale_after_s = stale_after_s
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
@@ -98,6 +102,9 @@ class LabkitOptunaSweeper(Sweeper):
                             hint="it counts every trial of the study, those of earlier or other processes included")
         checks.one_of("hydra.sweeper.direction", self.direction, search.DIRECTIONS,
                       hint="one objective: the metrics.json key optimized_metric names")
+        checks.positive("hydra.sweeper.stale_after_s", self.stale_after_s, optional=True,
+                        hint="seconds without a heartbeat after which another machine's running trial counts as "
+                             "abandoned; null: never")
         self.batch = self._batch_size()
         self.dists, self.fixed = search.search_space(self.params, arguments)
         if not self.dists:
@@ -183,9 +190,7 @@ class LabkitOptunaSweeper(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         where = search.storage_label(self.storage_spec)
-        released = search.release_abandoned(study)
-        for number in released:
-            log.warning("trial %d was left running by a process that is gone: marked failed (it does not count)", number)
+        self._release(study)
         done = search.tally(study)
         state = ", ".join(f"{done[s]} {s}" for s in ("complete", "pruned", "failed", "running") if done[s])
         if study.get_trials(deepcopy=False):
@@ -208,7 +213,8 @@ class LabkitOptunaSweeper(Sweeper):
                 break
             overrides = [self._overrides(t) for t in trials]
             try:
-                batch = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                with search.Heartbeat(study, trials, search.heartbeat_interval(self.stale_after_s)):
+                    batch = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             except BaseException:  # Ctrl-C or a launcher failure: these trials will never be told
                 for t in trials:
                     search.discard(study, t, "its batch was interrupted")
@@ -220,11 +226,20 @@ class LabkitOptunaSweeper(Sweeper):
         self._record(study)
         return returns
 
-    def _ask(self, study) -> list:
-        """The next batch: up to ``n_jobs`` new trials, as many as the study still lacks (every worker's running trials
-        count); trials a simultaneous worker made surplus are discarded."""
+    def _release(self, study) -> None:
+        """Trials whose worker is gone (on this machine: its process; elsewhere: its heartbeat) stop counting."""
         from labkit.tracking import search
 
+        for number in search.release_abandoned(study, self.stale_after_s):
+            why = study.trials[number].user_attrs.get(search.ABANDONED_ATTR)
+            log.warning("trial %d was left running (%s): marked failed, it does not count", number, why)
+
+    def _ask(self, study) -> list:
+        """The next batch: up to ``n_jobs`` new trials, as many as the study still lacks (every worker's running trials
+        count, unless their worker is gone); trials a simultaneous worker made surplus are discarded."""
+        from labkit.tracking import search
+
+        self._release(study)
         missing = self.n_trials - search.tally(study)["total"]
         if missing <= 0:
             return []
@@ -234,6 +249,7 @@ class LabkitOptunaSweeper(Sweeper):
             study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
             trial = study.ask()
             trial.set_user_attr(search.WORKER_ATTR, worker)  # at once: a trial of a killed worker is found again
+            trial.set_user_attr(search.HEARTBEAT_ATTR, time.time())  # (and, from another machine, by its silence)
             trials.append(trial)
         counted = sorted(t.number for t in study.get_trials(deepcopy=False) if search.counts(t))
         allowed = set(counted[: self.n_trials])

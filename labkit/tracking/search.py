@@ -10,7 +10,8 @@ Two sides, one module:
 - in the sweeper (``hydra_plugins/labkit_optuna_sweeper``): the storages (:func:`open_storage`), the pruners
   (:func:`make_pruner`), the search space read from Hydra's override syntax (:func:`search_space`), which trials
   count towards ``n_trials`` (:func:`tally`), trials left running by a process that is gone
-  (:func:`release_abandoned`), the study's record (:func:`study_rows`, ``study.json`` beside the sweep summary) and
+  (:func:`release_abandoned`: on this machine by their process id, on other machines when their :class:`Heartbeat`
+  stops), the study's record (:func:`study_rows`, ``study.json`` beside the sweep summary) and
   Optuna's plots (:func:`write_plots`).
 
 Optuna is imported inside the functions: importing this module costs nothing more than Lightning.
@@ -24,6 +25,8 @@ import os
 import re
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +44,8 @@ PLOT_FILES = {"history": "optuna_history.png", "importances": "optuna_importance
 # trial user attributes the sweeper and the reporter write (all start with labkit_)
 WORKER_ATTR = "labkit_worker"  # {"host", "pid", "start"}: the sweeper process that asked for the trial
 ABANDONED_ATTR = "labkit_abandoned"  # failed because the process that ran it is gone: does not count
+HEARTBEAT_ATTR = "labkit_heartbeat"  # time.time() of the asking sweeper's last sign of life, renewed while it runs
+STALE_AFTER_S = 900.0  # default hydra.sweeper.stale_after_s: another machine's trial silent this long is abandoned
 DISCARDED_ATTR = "labkit_discarded"  # asked beyond n_trials by a race between workers, never run: does not count
 PRUNED_ATTR = "labkit_pruned_at_epoch"
 RUN_DIR_ATTR = "labkit_run_dir"
@@ -487,24 +492,77 @@ def state_name(trial) -> str:
             TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[trial.state]
 
 
-def release_abandoned(study) -> list[int]:
-    """Trials still marked running whose sweeper process on this machine is gone (killed): failed, marked
-    abandoned (they do not count towards ``n_trials``); returns their numbers. Trials of other machines are left
-    alone: their processes cannot be seen from here."""
+def release_abandoned(study, stale_after_s: float | None = STALE_AFTER_S, now: float | None = None) -> list[int]:
+    """Trials still marked running whose sweeper process is gone: failed, marked abandoned (they do not count towards
+    ``n_trials``); returns their numbers. On this machine the process is looked up by its id; on another machine
+    (whose processes cannot be seen from here) a trial counts as abandoned when its :class:`Heartbeat` has been
+    silent for more than ``stale_after_s`` seconds (None: never; trials of labkit versions without a heartbeat are
+    left alone)."""
     from optuna.trial import TrialState
 
+    now = time.time() if now is None else now
     released = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get(WORKER_ATTR)
-        if isinstance(worker, Mapping) and _alive(worker) is False:
-            try:
-                study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, f"process {worker.get('pid')} on "
-                                                   f"{worker.get('host')} is gone")
-                study.tell(t.number, state=TrialState.FAIL)
-                released.append(t.number)
-            except Exception:  # another worker released it first
-                continue
+        if not isinstance(worker, Mapping):
+            continue
+        alive, why = _alive(worker), None
+        if alive is False:
+            why = f"process {worker.get('pid')} on {worker.get('host')} is gone"
+        elif alive is None and stale_after_s is not None:
+            beat = t.user_attrs.get(HEARTBEAT_ATTR)
+            if isinstance(beat, (int, float)) and now - beat > stale_after_s:
+                why = (f"no heartbeat from process {worker.get('pid')} on {worker.get('host')} for {now - beat:.0f} s "
+                       f"(hydra.sweeper.stale_after_s={stale_after_s:g})")
+        if why is None:
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, why)
+            study.tell(t.number, state=TrialState.FAIL)
+            released.append(t.number)
+        except Exception:  # another worker released it first
+            continue
     return released
+
+
+class Heartbeat:
+    """While a batch of trials runs, a daemon thread stamps :data:`HEARTBEAT_ATTR` (``time.time()``) on each of them
+    every ``interval`` seconds, so that a worker on another machine can tell a trial whose sweeper died (its stamps
+    stop) from one that is still training (:func:`release_abandoned`). A stamp that cannot be written (the trial was
+    told meanwhile, the storage is briefly unreachable) is skipped; the next one tries again.
+
+    ``with Heartbeat(study, trials, interval): launcher.launch(...)``"""
+
+    def __init__(self, study, trials: Sequence, interval: float):
+        self.study, self.ids, self.interval = study, [t._trial_id for t in trials], float(interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labkit-optuna-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        stamp = time.time()
+        for trial_id in self.ids:
+            try:
+                self.study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, stamp)
+            except Exception:  # finished meanwhile, or the storage is briefly away: the next beat tries again
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> "Heartbeat":
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(5.0, self.interval))
+
+
+def heartbeat_interval(stale_after_s: float | None) -> float:
+    """How often a sweeper stamps its running trials: a fifth of the grace period, at most once a minute."""
+    return 60.0 if stale_after_s is None else max(0.01, min(60.0, float(stale_after_s) / 5))
 
 
 def discard(study, trial, why: str) -> None:
