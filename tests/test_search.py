@@ -319,3 +319,21 @@ def test_a_search_summary_lists_trials_states_and_pruned_jobs_do_not_fail_the_sw
     write_job(sweep, 2, ["task.optimizer.lr=0.09"], {"status": "failed", "error": "ValueError: x"})
     with pytest.raises(SystemExit, match="1 of 3 sweep jobs failed"):
         SweepSummary().on_multirun_end(Hydra)
+
+
+def test_a_run_whose_trial_was_closed_meanwhile_goes_on_unreported(tmp_path, caplog):
+    import optuna
+    from optuna.trial import TrialState
+
+    study = _local_study(tmp_path)
+    open_trial, closed = study.ask(), study.ask()
+    study.tell(closed, state=TrialState.FAIL)  # e.g. released by another worker while its sweeper was silent
+    reporters = {}
+    for trial in (open_trial, closed):
+        r = search.TrialReporter(str(tmp_path / "study.log"), "s", trial.number, monitor="val/acc", mode="max")
+        r._trial = optuna.trial.Trial(study, trial._trial_id)  # what setup() does in the job
+        reporters[trial.number] = r
+    assert reporters[open_trial.number]._report(0.5, 0) is False
+    assert study.trials[open_trial.number].intermediate_values == {0: 0.5}
+    assert reporters[closed.number]._report(0.5, 0) is False  # no UpdateFinishedTrialError out of the callback
+    assert reporters[closed.number]._trial is None and f"trial {closed.number} was closed in the study" in caplog.text

@@ -407,6 +407,21 @@ class TrialReporter(pl.Callback):
             maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
             self._sign = 1.0 if (self.mode == "max") == maximize else -1.0
 
+    def _report(self, value: float, epoch: int) -> bool:
+        """Report to the study and ask its pruner. A trial the study already closed (another worker released it
+        as abandoned while its sweeper was silent, e.g. a SLURM job that outlived its sweeper) is no reason to stop
+        this run: it goes on, unreported, and says so once."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self._trial.report(value, epoch)
+            return bool(self._trial.should_prune())
+        except UpdateFinishedTrialError:
+            log.warning("trial %d was closed in the study meanwhile (released as abandoned by another worker?): this "
+                        "run goes on, its epochs are no longer reported", self.number)
+            self._trial = None
+            return False
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor is None:
             return
@@ -426,8 +441,7 @@ class TrialReporter(pl.Callback):
             else:
                 shown = float(value)
                 if math.isfinite(shown):
-                    self._trial.report(self._sign * shown, epoch)
-                    prune = bool(self._trial.should_prune())
+                    prune = self._report(self._sign * shown, epoch)
         prune = trainer.strategy.broadcast(prune, src=0)
         if prune:
             if self._trial is not None:
