@@ -190,7 +190,7 @@ class LabkitOptunaSweeper(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         where = search.storage_label(self.storage_spec)
-        self._release(study)
+        search.release_abandoned(study, self.stale_after_s)  # (each with a warning saying why)
         done = search.tally(study)
         state = ", ".join(f"{done[s]} {s}" for s in ("complete", "pruned", "failed", "running") if done[s])
         if study.get_trials(deepcopy=False):
@@ -226,20 +226,12 @@ class LabkitOptunaSweeper(Sweeper):
         self._record(study)
         return returns
 
-    def _release(self, study) -> None:
-        """Trials whose worker is gone (on this machine: its process; elsewhere: its heartbeat) stop counting."""
-        from labkit.tracking import search
-
-        for number in search.release_abandoned(study, self.stale_after_s):
-            why = study.trials[number].user_attrs.get(search.ABANDONED_ATTR)
-            log.warning("trial %d was left running (%s): marked failed, it does not count", number, why)
-
     def _ask(self, study) -> list:
         """The next batch: up to ``n_jobs`` new trials, as many as the study still lacks (every worker's running trials
         count, unless their worker is gone); trials a simultaneous worker made surplus are discarded."""
         from labkit.tracking import search
 
-        self._release(study)
+        search.release_abandoned(study, self.stale_after_s)  # a worker gone meanwhile, here or elsewhere
         missing = self.n_trials - search.tally(study)["total"]
         if missing <= 0:
             return []

@@ -160,9 +160,8 @@ def check_machine(trainer: DictConfig) -> None:
         raise ConfigError(f"trainer.accelerator={accelerator} needs torch_xla, which is not installed on {host} "
                           f"(pip install torch_xla on a TPU machine). Use {instead}")
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and cuda == 0 and not mps)
-    count = devices.strip() if isinstance(devices, str) and devices.strip().isdigit() else devices
-    processes = count in (None, "auto") or (isinstance(count, (int, str)) and not isinstance(count, bool)
-                                            and int(count) > 0)
+    processes = devices in (None, "auto") or (isinstance(devices, (int, str)) and not isinstance(devices, bool)
+                                              and str(devices).strip().isdigit() and int(devices) > 0)
     if on_cpu and not processes:
         where = "trainer.accelerator=cpu" if accelerator == "cpu" else f"{host} has no GPU, so the run is on the CPU"
         raise ConfigError(f"trainer.devices={devices}: {where}, where devices is a number of processes (an integer "

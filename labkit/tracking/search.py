@@ -508,10 +508,10 @@ def state_name(trial) -> str:
 
 def release_abandoned(study, stale_after_s: float | None = STALE_AFTER_S, now: float | None = None) -> list[int]:
     """Trials still marked running whose sweeper process is gone: failed, marked abandoned (they do not count towards
-    ``n_trials``); returns their numbers. On this machine the process is looked up by its id; on another machine
-    (whose processes cannot be seen from here) a trial counts as abandoned when its :class:`Heartbeat` has been
-    silent for more than ``stale_after_s`` seconds (None: never; trials of labkit versions without a heartbeat are
-    left alone)."""
+    ``n_trials``), each with a warning saying why; returns their numbers. On this machine the process is looked up
+    by its id; on another machine (whose processes cannot be seen from here) a trial counts as abandoned when its
+    :class:`Heartbeat` has been silent for more than ``stale_after_s`` seconds (None: never; trials of labkit
+    versions without a heartbeat are left alone)."""
     from optuna.trial import TrialState
 
     now = time.time() if now is None else now
@@ -533,9 +533,10 @@ def release_abandoned(study, stale_after_s: float | None = STALE_AFTER_S, now: f
         try:
             study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, why)
             study.tell(t.number, state=TrialState.FAIL)
-            released.append(t.number)
         except Exception:  # another worker released it first
             continue
+        released.append(t.number)
+        log.warning("trial %d was left running (%s): marked failed, it does not count", t.number, why)
     return released
 
 
