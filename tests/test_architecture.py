@@ -67,7 +67,7 @@ def test_the_package_root_holds_only_its_front_door():
     roots = sorted(p.stem for p in (ROOT / "labkit").glob("*.py"))
     assert roots == ["__init__", "_compat"]
     folders = sorted(p.name for p in (ROOT / "labkit").iterdir() if (p / "__init__.py").is_file())
-    assert folders == ["cli", "core", "data", "evaluation", "models", "run", "tasks", "tracking"]
+    assert folders == ["cli", "core", "data", "evaluation", "models", "run", "schemas", "tasks", "tracking"]
 
 
 def test_ruff_is_clean():

@@ -177,6 +177,51 @@ def help_text(conf_dir: Path, config_name: str, doc: str | None) -> str:
             f"--cfg job  print the composed config and exit\n\nExample: {_usage(text) or 'python ' + script}\n")
 
 
+def _help_topic(args: Sequence[str]) -> str | None:
+    """``model/lenet`` (or ``model=lenet``, ``model``) when the command line is ``--help <that>``."""
+    for flag in ("--help", "-h"):
+        if flag in args:
+            i = args.index(flag)
+            if i + 1 < len(args) and not args[i + 1].startswith("-"):
+                return args[i + 1].replace("=", "/")
+    return None
+
+
+def option_help(conf_dir: Path, spec: str) -> str:
+    """What ``python train.py --help <group>/<option>`` prints: each ``_target_`` of that YAML with its schema's fields
+    (type, default, comment) and rules (:func:`labkit.schemas.base.docs`), then the YAML's own values; ``<group>``
+    alone lists the group's options with their first comment line."""
+    from omegaconf import OmegaConf
+
+    from labkit import schemas
+    from labkit.run.signatures import targets_in
+    from labkit.schemas.base import docs
+
+    group, _, option = spec.strip("/").partition("/")
+    folder = Path(conf_dir) / group
+    if not folder.is_dir():
+        groups = _groups(conf_dir)
+        raise ConfigError(f"--help {spec}: there is no config group '{group}'. "
+                          f"{checks.did_you_mean(group, groups)} Groups: {', '.join(groups)}".replace("  ", " "))
+    options = sorted(p.stem for p in folder.glob("*.yaml"))
+    if not option:
+        lines = [f"{group}: {len(options)} options (python train.py --help {group}/<option> for one)"]
+        for name in options:
+            first = next((ln.lstrip("# ").strip() for ln in (folder / f"{name}.yaml").read_text().splitlines()
+                          if ln.startswith("#")), "")
+            lines.append(f"  {name:<28} {first}"[:118])
+        return "\n".join(lines)
+    path = folder / f"{option}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--help {spec}: {group} has no option '{option}': it is one of {', '.join(options)}. "
+                          f"{checks.did_you_mean(option, options)}".strip())
+    found = [schemas.of(t) for t in sorted(targets_in(path))]
+    parts = [docs(cls) for cls in found if cls is not None] or [f"{group}/{option} names no _target_ with a schema"]
+    parts.append(f"values in conf/{group}/{option}.yaml:\n" + "\n".join(
+        "  " + line for line in OmegaConf.to_yaml(OmegaConf.load(path)).splitlines() if line.strip()))
+    return "\n\n".join(parts)
+
+
 # ----- the pre-flight --------------------------------------------------------------------------------------------
 def _parse(overrides: Sequence[str]) -> list:
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -222,6 +267,9 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
     m = re.search(r"Could not override '([^']+)'", text)
     cause = e.__cause__
     full_key = getattr(cause, "full_key", None)
+    typed = _type_error(cause, full_key, overrides)
+    if typed is not None:  # a value the key's schema (labkit/schemas/) cannot hold
+        return typed
     if m and full_key:  # a key that is not in the config (without +)
         override = m.group(1)
         path, _, key = str(full_key).rpartition(".")
@@ -241,7 +289,8 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
                                f"{key}={value}")
         plus = "" if checks.did_you_mean(key, keys) else f" (to add a key the config does not have, write " \
                                                            f"+{override}={value})"
-        return checks.unknown_key(path, key, keys, where + plus + ".")
+        return checks.unknown_key(path, key, keys - {"_target_", "_partial_", "_recursive_", "_convert_"},
+                                  where + plus + ".")
     m = re.search(r"An item is already at '([^']+)'", text)
     if m:  # +key=value for a key the config already has
         key = m.group(1)
@@ -253,6 +302,43 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
         return ConfigError(f"{name} is not a config group of {config_name}.yaml, so it cannot be overridden. "
                            f"{checks.did_you_mean(name, _groups(conf_dir))} Groups: {', '.join(_groups(conf_dir))}")
     return ConfigError(message(e))
+
+
+# OmegaConf's names of the types a schema's field has -> what a value must be
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _type_error(cause: BaseException | None, full_key: Any, overrides: Sequence[str]) -> Exception | None:
+    """OmegaConf's refusal of a value whose type the key's schema does not allow, as labkit's one paragraph
+    (``data.batch_size=abc is invalid: it must be an integer``); None for any other error."""
+    from omegaconf.errors import ValidationError
+
+    if not isinstance(cause, ValidationError) or not full_key:
+        return None
+    key = str(full_key)
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), None)
+    text = str(cause)
+    m = re.search(r"could not be converted to (\w+)", text)
+    if m:
+        must = _TYPE_WORDS.get(m.group(1), f"of type {m.group(1)}")
+    elif "is not a ListConfig, list or tuple" in text:
+        must = "a list in brackets, e.g. [0.5] or [0.5, 0.5, 0.5]"
+    elif "Non optional field cannot be assigned None" in text:
+        must = "a value, not null"
+    else:
+        must = "a value of the type its schema declares"
+    return checks.invalid(key, _typed(value) if value is not None else "...", must,
+                          "python train.py --help " + key.split(".", 1)[0] + "=<option> lists the keys and types")
+
+
+def _typed(text: str):
+    """An override's value as Hydra reads it (``0.5`` a number, ``abc`` a string), for the message."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(f"k={text}").value()
+    except Exception:  # noqa: BLE001  (a value Hydra cannot read: shown as typed)
+        return text
 
 
 def _groups(conf_dir: Path) -> list[str]:
@@ -311,6 +397,13 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     args = [a for a in args if a != DEBUG_FLAG]
     conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
     script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
+    spec = _help_topic(args)
+    if spec is not None:  # --help <group>[/<option>]: the option's schema
+        try:
+            print(option_help(conf_dir, spec))
+        except ConfigError as e:
+            fail(e)
+        return None
     if help and ("--help" in args or "-h" in args):
         print(help_text(conf_dir, config_name, getattr(fn, "__globals__", {}).get("__doc__")))
         return None

@@ -20,8 +20,8 @@ import pytorch_lightning as pl
 
 from labkit.core import checks
 from labkit.core.errors import IncompatibleError
-from labkit.core.rules import data as rules
 from labkit.data.batches import PairBatch, TripletBatch
+from labkit.schemas import data as schema
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,7 @@ class LabDataModule(pl.LightningDataModule):
         self.classes: list[str] = [str(i) for i in range(num_classes)]
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.lab_data_module)
+    check_args = staticmethod(schema.LabData.check)
 
     def sources(self) -> list[Path]:
         """The dataset files and folders this module reads (their fingerprints go into a run's provenance.json);

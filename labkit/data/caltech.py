@@ -23,9 +23,8 @@ class Caltech101DataModule(ImageFolderDataModule):
     default_exclude = ("BACKGROUND_Google",)
     folder = "101_ObjectCategories"
 
-    def __init__(self, download: bool = False, **kwargs):
-        kwargs.setdefault("num_classes", 101)
-        super().__init__(**kwargs)
+    def __init__(self, download: bool = False, num_classes: int = 101, **kwargs):
+        super().__init__(num_classes=num_classes, **kwargs)
         self.download = download
 
     def _candidates(self) -> list[Path]:

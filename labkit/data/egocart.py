@@ -38,11 +38,11 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSample
 
 from labkit.core.errors import DatasetNotFoundError
 from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD, shorter_side_size
-from labkit.core.rules import data as rules
 from labkit.core.safe_load import CorruptFileError
 from labkit.data.files import dataset_cache_dir
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
 from labkit.data.sampling import NeighbourSimilarity
+from labkit.schemas import data as schema
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,9 @@ class EgoCartDataModule(InMemoryImageDataModule):
     def __init__(self, image_size: int = 224, square: bool = False, similar_distance: float = 0.3,
                  similar_angle: float = 45.0, val_size: int | float = 0, cache_resized: bool = True,
                  cache_dir: str | None = None, fast_decode: bool = False, keep_on_device: bool = False,
-                 cache_root: str | None = None, **kwargs):
-        kwargs.setdefault("channels", 3)
-        kwargs.setdefault("num_classes", 1)
+                 cache_root: str | None = None, channels: int = 3, num_classes: int = 1, augment: bool = False,
+                 **kwargs):
+        kwargs.update(channels=channels, num_classes=num_classes)
         EgoCartDataModule.check_args(dict(locals(), **kwargs))
         kwargs["mean"] = kwargs.get("mean") or list(IMAGENET_MEAN)
         kwargs["std"] = kwargs.get("std") or list(IMAGENET_STD)
@@ -229,7 +229,7 @@ class EgoCartDataModule(InMemoryImageDataModule):
         self._out_hw: tuple[int, int] | None = None
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.egocart)
+    check_args = staticmethod(schema.EgoCart.check)
 
     # ----- files ----------------------------------------------------------------------------------
     @property

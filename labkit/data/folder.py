@@ -37,8 +37,6 @@ from torch.utils.data import DataLoader
 
 from labkit.core.errors import ConfigError, DatasetNotFoundError, IncompatibleError
 from labkit.core.images import IMAGENET_MEAN, IMAGENET_STD
-from labkit.core.rules import data as rules
-from labkit.core.rules.data import parse_fractions
 from labkit.data.base import LabDataModule
 from labkit.data.files import (
     IMAGE_EXTENSIONS,
@@ -50,6 +48,8 @@ from labkit.data.files import (
     verify_images,
 )
 from labkit.data.splits import SPLITS, load_or_make_split, split_dir_name
+from labkit.schemas import data as schema
+from labkit.schemas.data import parse_fractions
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,8 @@ class ImageFolderDataModule(LabDataModule):
     def __init__(self, root: str | None = None, split: Sequence[float] = (0.6, 0.1, 0.3), resize: int = 256,
                  augment: bool = True, hflip: float = 0.5, exclude: Sequence[str] | None = None,
                  on_corrupt: str = "skip", cache_resized: bool = False, work_dir: str | None = None,
-                 cache_root: str | None = None, **kwargs):
-        kwargs.setdefault("channels", 3)
-        kwargs.setdefault("image_size", 224)
+                 cache_root: str | None = None, channels: int = 3, image_size: int = 224, **kwargs):
+        kwargs.update(channels=channels, image_size=image_size)
         ImageFolderDataModule.check_args(dict(locals(), **kwargs))
         channels = kwargs["channels"]
         if kwargs.get("mean") is None:
@@ -109,7 +108,7 @@ class ImageFolderDataModule(LabDataModule):
         self._datasets: dict[tuple[str, bool], ImageFileDataset] = {}
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.image_folder)
+    check_args = staticmethod(schema.ImageFolder.check)
 
     # ----- locating the files -------------------------------------------------------------------
     def sources(self) -> list[Path]:

@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from labkit.core import checks
 from labkit.core.errors import IncompatibleError
-from labkit.core.rules import data as rules
 from labkit.data import augment as A
 from labkit.data.base import LabDataModule
 from labkit.data.sampling import ClassSimilarity, EpochBatchSampler, tuple_loader
+from labkit.schemas import data as schema
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class InMemoryImageDataModule(LabDataModule):
         self.splits: dict[str, Split] = {}
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.in_memory)
+    check_args = staticmethod(schema.InMemoryData.check)
 
     # ----- to implement -------------------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:

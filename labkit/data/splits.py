@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from labkit.core.errors import ConfigError, IncompatibleError
-from labkit.core.rules.data import parse_fractions  # noqa: F401  (the rule lives with the others)
 from labkit.data.files import read_table, write_csv
 from labkit.data.memory import holdout
+from labkit.schemas.data import parse_fractions  # noqa: F401  (the rule lives with the others)
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from labkit.core.errors import DatasetNotFoundError
 from labkit.core.safe_load import CorruptFileError, safe_unpickle
 from labkit.data.memory import InMemoryImageDataModule, Split, holdout
+from labkit.schemas import data as schema
 
 
 class DigitsDataModule(InMemoryImageDataModule):
@@ -29,10 +30,11 @@ class DigitsDataModule(InMemoryImageDataModule):
     name = "digits"
 
     def __init__(self, test_size: int | float = 0.2, **kwargs):
-        kwargs.setdefault("channels", 1)
-        kwargs.setdefault("num_classes", 10)
+        DigitsDataModule.check_args(locals())
         super().__init__(**kwargs)
         self.test_size = test_size
+
+    check_args = staticmethod(schema.Digits.check)
 
     def load(self) -> tuple[Split, Split]:
         from sklearn.datasets import load_digits

@@ -12,6 +12,16 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+#: labkit's own reports: name -> the module that registers it (imported when a report is first looked up, so the
+#: pre-flight knows the names without importing torch; tests/test_schemas.py checks each module registers its names)
+BUILTIN: dict[str, str] = {
+    "classification": "labkit.evaluation.classification",
+    "representation": "labkit.evaluation.representation",
+    "compression": "labkit.evaluation.representation",
+    "localization": "labkit.evaluation.localization",
+    "anomaly": "labkit.evaluation.anomaly",
+    "retrieval": "labkit.evaluation.retrieval",
+}
 REPORTS: dict[str, Callable] = {}
 # report name -> the keys of its result that tables show (its part of evaluation/<split>/report.json)
 HEADLINES: dict[str, tuple[str, ...]] = {}
@@ -56,10 +66,6 @@ def logged_figures(name: str) -> tuple[str, ...]:
 
 def _load_builtin() -> None:
     import importlib
-    import pkgutil
 
-    import labkit.evaluation as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"labkit.evaluation.{mod.name}")
+    for module in sorted(set(BUILTIN.values())):
+        importlib.import_module(module)

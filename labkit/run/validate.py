@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from labkit.core import checks
 from labkit.core.errors import ConfigError
 from labkit.run import signatures
+from labkit.schemas.trainer import devices_wanted
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -37,23 +38,31 @@ def check_keys(node: Any, path: str, extra: set[str] = frozenset()) -> None:
                 if key not in allowed:
                     raise checks.unknown_key(path, str(key), allowed - HYDRA_KEYS,
                                              f"{target.rsplit('.', 1)[-1]} takes no argument '{key}'.")
+    for key, child in _children(node):
+        check_keys(child, f"{path}.{key}")
+
+
+def _children(node: DictConfig):
+    """``(key, child)`` for the children of ``node`` that are config nodes themselves, without resolving any
+    interpolation (a ``${...}`` child, or a missing ``???`` one, is left out)."""
     for key in node.keys():
-        child = node._get_node(key)
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue
+        child = node[key]
         if isinstance(child, DictConfig):
-            check_keys(child, f"{path}.{key}")
+            yield key, child
 
 
 def _missing_keys(node: DictConfig, path: str = "") -> list[str]:
     """Dotted keys whose value is ``???``, without resolving any interpolation (Hydra's node left out)."""
     out = []
     for key in node.keys():
-        child = node._get_node(key)
         full = f"{path}.{key}" if path else str(key)
-        if full == "hydra" or child is None:
-            continue
-        if child._is_missing():
+        if full != "hydra" and OmegaConf.is_missing(node, key):
             out.append(full)
-        elif isinstance(child, DictConfig) and not child._is_interpolation():
+    for key, child in _children(node):
+        full = f"{path}.{key}" if path else str(key)
+        if full != "hydra":
             out += _missing_keys(child, full)
     return out
 
@@ -76,52 +85,23 @@ def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None,
 
 
 def _plain(node: Any) -> dict:
-    """A config node as a plain dict with interpolations resolved and Hydra's own keys left out."""
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in HYDRA_KEYS}
+    """A config node as a plain dict with interpolations resolved and Hydra's own keys left out. A value whose
+    interpolation can only be resolved inside the job (``${hydra:...}``, a run directory) stays as written: no rule
+    reads such paths."""
+    from omegaconf.errors import InterpolationResolutionError
 
-
-def _check_trainer(trainer: DictConfig) -> None:
-    get = trainer.get
-    checks.integer("trainer.max_epochs", get("max_epochs"), -1, optional=True, hint="-1 = no limit")
-    checks.non_negative_int("trainer.min_epochs", get("min_epochs"), optional=True)
-    checks.integer("trainer.max_steps", get("max_steps"), -1, optional=True, hint="-1 = no limit")
-    for key in ("log_every_n_steps", "accumulate_grad_batches", "check_val_every_n_epoch"):
-        checks.positive_int(f"trainer.{key}", get(key), optional=True)
-    checks.non_negative("trainer.gradient_clip_val", get("gradient_clip_val"), optional=True)
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        checks.count_or_fraction(f"trainer.{key}", get(key), whole=True, optional=True)
-    checks.positive_int("trainer.num_nodes", get("num_nodes"), optional=True)
-    if isinstance(get("accelerator"), str):  # (an Accelerator object given by _target_ is Lightning's to check)
-        checks.one_of("trainer.accelerator", get("accelerator"), ACCELERATORS,
-                      hint="auto: the GPU when there is one, else the CPU")
-    if _devices_wanted(get("devices")) == 0:
-        raise checks.invalid("trainer.devices", get("devices"), "auto, a number of devices (GPUs, or CPU processes) "
-                             "> 0, -1 (every GPU of the node), or GPU indices such as [0,1] or '0,1'")
-
-
-# Lightning's accelerator names (Trainer(accelerator=...)); gpu = cuda or mps, tpu = xla
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
-
-
-def _devices_wanted(devices: Any) -> int | None:
-    """How many devices ``trainer.devices`` asks for: None for auto/null/-1 (what there is), 0 for a value Lightning
-    cannot read (0, an empty list, a word other than auto, a negative count other than -1)."""
-    if devices is None or devices == "auto" or devices == -1 or devices == "-1":
-        return None
-    if isinstance(devices, bool):
-        return 0
-    if isinstance(devices, int):
-        return devices if devices > 0 else 0
-    if isinstance(devices, str):
-        parts = [p.strip() for p in devices.split(",") if p.strip()]
-        if len(parts) == 1 and parts[0].isdigit():  # "2": a count, as Lightning reads it
-            return int(parts[0])
-        return len(parts) if parts and all(p.isdigit() for p in parts) else 0
-    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        items = list(devices)
-        return len(items) if items and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                           for i in items) else 0
-    return 0
+    out = {}
+    for key in node.keys():
+        if key in HYDRA_KEYS:
+            continue
+        try:
+            value = node[key]
+        except InterpolationResolutionError as e:
+            if "HydraConfig was not set" not in str(e):
+                raise
+            value = OmegaConf.to_container(node, resolve=False)[key]
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
 
 
 def check_machine(trainer: DictConfig) -> None:
@@ -140,7 +120,7 @@ def check_machine(trainer: DictConfig) -> None:
     host = socket.gethostname()
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    wanted = _devices_wanted(devices)
+    wanted = devices_wanted(devices)
     instead = "trainer.accelerator=auto (the GPU when there is one, else the CPU) or trainer=cpu"
     if accelerator == "cuda" or (accelerator == "gpu" and not mps):
         if cuda == 0:
@@ -226,7 +206,7 @@ def validate(cfg: DictConfig) -> None:
     signatures.of(cfg.data._target_).check(_plain(cfg.data))
     task = signatures.of(cfg.task._target_)
     task.check(_plain(cfg.task))
-    _check_trainer(cfg.trainer)
+    signatures.of(cfg.trainer._target_).check(_plain(cfg.trainer))
     check_monitors(cfg, task)
     check_optimized_metric(cfg, task)
 
@@ -260,30 +240,11 @@ def check_evaluate(cfg: DictConfig) -> None:
     checks.non_negative_int("seed", cfg.get("seed"), optional=True)
     reports = cfg.get("reports")
     if reports is not None:
-        from labkit.evaluation import REPORTS
+        from labkit.evaluation import BUILTIN, REPORTS
 
-        known = set(REPORTS) | builtin_report_names()  # without importing the report modules (torch)
+        known = set(REPORTS) | set(BUILTIN)  # without importing the report modules (torch)
         names = [reports] if isinstance(reports, str) else list(reports)
         for name in names:
             if name not in known:
                 raise checks.invalid("reports", names, f"a list of report names: {', '.join(sorted(known))}",
                                      f"'{name}' is not one", checks.did_you_mean(str(name), known))
-
-
-def builtin_report_names() -> set[str]:
-    """The names labkit's report modules register (``@register("<name>", ...)`` in labkit/evaluation/*.py), read from
-    their source: what ``labkit.evaluation._load_builtin()`` would register, without importing torch."""
-    import ast
-
-    import labkit.evaluation as pkg
-
-    names = set()
-    for folder in pkg.__path__:
-        for path in sorted(Path(folder).glob("*.py")):
-            if path.name.startswith("_"):
-                continue
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "register" \
-                        and node.args and isinstance(node.args[0], ast.Constant):
-                    names.add(node.args[0].value)
-    return names

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from labkit.core.errors import IncompatibleError
-from labkit.core.rules import tasks as rules
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, per_stage, probe_output
+from labkit.schemas import tasks as schema
+from labkit.tasks.base import LabTask, probe_output
 from labkit.tasks.logging import FirstBatch, log_image_grids
 
 # fixed seed of the noise drawn at validation/test time, so that val/loss is comparable across epochs
@@ -30,7 +30,7 @@ class AutoencoderTask(LabTask):
     """
 
     monitor = ("val/loss", "min")
-    logged_metrics = per_stage("loss", "mse")
+    logged_metrics = schema.AutoencoderTask.logged_metrics
     evaluations = ("representation", "compression", "anomaly")
     reconstructs = True  # LabTask.encode/decode give the network's: predict.py's reconstructions, compression, anomaly
     # what sweep summaries and compare.py show first (labkit.tracking.summary): the test reconstruction loss
@@ -44,7 +44,7 @@ class AutoencoderTask(LabTask):
         self._eval_gen: torch.Generator | None = None
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.autoencoder)
+    check_args = staticmethod(schema.AutoencoderTask.check)
 
     # ----- what the variants change --------------------------------------------------------------
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -146,7 +146,7 @@ class DenoisingAutoencoderTask(AutoencoderTask):
         self.save_hyperparameters({"noise_factor": float(noise_factor), "target": target})
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.denoising_autoencoder)
+    check_args = staticmethod(schema.DenoisingAutoencoderTask.check)
 
     def corrupt(self, x, generator=None):
         if generator is None:
@@ -168,7 +168,7 @@ class SparseAutoencoderTask(AutoencoderTask):
     the code units, mean over the batch). Defaults s = 0.05, beta = 0.5 as in the note.
     """
 
-    logged_metrics = AutoencoderTask.logged_metrics + per_stage("sparsity")
+    logged_metrics = schema.SparseAutoencoderTask.logged_metrics
 
     def __init__(self, model, sparsity: float = 0.05, beta: float = 0.5, reduction: str = "mean", **kwargs: Any):
         SparseAutoencoderTask.check_args(locals())
@@ -176,7 +176,7 @@ class SparseAutoencoderTask(AutoencoderTask):
         self.save_hyperparameters({"sparsity": float(sparsity), "beta": float(beta), "reduction": reduction})
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.sparse_autoencoder)
+    check_args = staticmethod(schema.SparseAutoencoderTask.check)
 
     def sparsity_penalty(self, code: torch.Tensor) -> torch.Tensor:
         """``beta * |code - s|`` reduced by ``reduction``."""

@@ -23,17 +23,15 @@ import torch
 from hydra.utils import instantiate
 
 from labkit.core.errors import ConfigError, IncompatibleError
-from labkit.core.rules import tasks as rules
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
+from labkit.schemas import tasks as schema
 from labkit.tasks.finetuning import finetuning_callbacks
 
 log = logging.getLogger(__name__)
 
 
-def per_stage(*names: str, stages: tuple[str, ...] = ("train", "val", "test")) -> tuple[str, ...]:
-    """``("train/<name>", "val/<name>", "test/<name>", ...)``: metric names for :attr:`LabTask.logged_metrics`."""
-    return tuple(f"{s}/{n}" for s in stages for n in names)
+per_stage = schema.per_stage  # (kept here for code that imports it from the task base)
 
 
 class LabTask(pl.LightningModule):
@@ -76,7 +74,7 @@ class LabTask(pl.LightningModule):
         self.model = build_model(self.hparams.model)
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.lab_task)
+    check_args = staticmethod(schema.LabTask.check)
 
     def forward(self, x):
         return self.model(x)

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from labkit.core.errors import IncompatibleError
-from labkit.core.rules import tasks as rules
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, per_stage, probe_output
+from labkit.schemas import tasks as schema
+from labkit.tasks.base import LabTask, probe_output
 
 
 def batch_mix(num_classes: int, mixup_alpha: float, cutmix_alpha: float):
@@ -36,7 +36,7 @@ class ClassificationTask(LabTask):
     """
 
     monitor = ("val/acc", "max")
-    logged_metrics = per_stage("loss", "acc") + ("test/top5",)
+    logged_metrics = schema.ClassificationTask.logged_metrics
     evaluations = ("classification",)
     # what sweep summaries and compare.py show first (labkit.tracking.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
@@ -58,7 +58,7 @@ class ClassificationTask(LabTask):
         self.mix = batch_mix(n, mixup_alpha, cutmix_alpha)
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.classification)
+    check_args = staticmethod(schema.ClassificationTask.check)
 
     def _infer_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]

@@ -17,9 +17,10 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-# the rule of the three transfer-learning arguments lives with the tasks' other rules (light: the pre-flight runs it)
-from labkit.core.rules.tasks import check_finetune_args
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
+
+# the rule of the three transfer-learning arguments lives with the tasks' other rules (light: the pre-flight runs it)
+from labkit.schemas.tasks import check_finetune_args
 
 log = logging.getLogger("labkit")
 

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit.core.errors import IncompatibleError
-from labkit.core.rules import tasks as rules
 from labkit.data.batches import PairBatch, TripletBatch
 from labkit.models.build import model_name
-from labkit.tasks.base import LabTask, per_stage, probe_output
+from labkit.schemas import tasks as schema
+from labkit.tasks.base import LabTask, probe_output
 from labkit.tasks.logging import FirstBatch, log_projector
 
 
@@ -49,7 +49,7 @@ class MetricTask(LabTask):
     """
 
     monitor = ("val/loss", "min")
-    logged_metrics = per_stage("loss", "dist_pos", "dist_neg")
+    logged_metrics = schema.MetricTask.logged_metrics
     evaluations = ("retrieval",)
     embeds = True  # embed(x) below: predict.py's neighbours, the retrieval report, the run's retrieval figures
     # what sweep summaries and compare.py show first (labkit.tracking.summary): a metrics.json key, or "<report>/<key>" of
@@ -63,7 +63,7 @@ class MetricTask(LabTask):
         self._first_val = FirstBatch()
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.metric)
+    check_args = staticmethod(schema.MetricTask.check)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding of a batch of images: ``(N, D)``."""
@@ -158,7 +158,7 @@ class TripletTask(MetricTask):
     """
 
     sampling = "triplets"
-    logged_metrics = MetricTask.logged_metrics + per_stage("triplet_acc") + ("train/mined",)
+    logged_metrics = schema.TripletTask.logged_metrics
 
     def __init__(self, model, norm_penalty: float = 0.0, norm_reduction: str = "batch", miner: str | None = None,
                  **kwargs: Any):
@@ -172,7 +172,7 @@ class TripletTask(MetricTask):
             self.miner, self.mined_loss = _pml(miner, self.hparams.margin)
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
-    check_args = staticmethod(rules.triplet)
+    check_args = staticmethod(schema.TripletTask.check)
 
     def check_compatible(self, data) -> None:
         super().check_compatible(data)

@@ -1,0 +1,73 @@
+"""Schemas of the experiment loggers (``conf/logger/``)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Optional
+
+from labkit.schemas.base import MISSING, schema
+
+
+@schema("pytorch_lightning.loggers.TensorBoardLogger", "logger")
+class TensorBoardLogger:
+    """TensorBoard event files in the run directory (tensorboard --logdir logs)."""
+
+    save_dir: str = MISSING  # the run directory
+    name: Optional[str] = "lightning_logs"  # sub-folder
+    version: Any = None  # sub-sub-folder ("" for a single run, a sweep job's name)
+    log_graph: bool = False  # add the network's graph
+    default_hp_metric: bool = True  # log a placeholder hp_metric
+    prefix: str = ""  # prefix of every metric name
+    sub_dir: Optional[str] = None  # a further sub-folder
+
+
+@schema("labkit.tracking.loggers.CSVLogger", "logger")
+class CSVLogger:
+    """metrics.csv in the run directory, continued on resume."""
+
+    save_dir: str = MISSING  # the run directory
+    name: Optional[str] = "lightning_logs"  # sub-folder
+    version: Any = None  # sub-sub-folder ("" for none)
+    prefix: str = ""  # prefix of every metric name
+    flush_logs_every_n_steps: int = 100  # steps between writes
+
+
+@schema("labkit.tracking.loggers.MLFlowLogger", "logger")
+class MLFlowLogger:
+    """MLflow (pip install mlflow): a local SQLite store by default, or a tracking server."""
+
+    experiment_name: str = "labkit"  # the MLflow experiment
+    run_name: Optional[str] = None  # null: the run directory's name
+    tracking_uri: Optional[str] = None  # sqlite:///..., file:..., http(s)://server
+    artifact_location: Optional[str] = None  # where the experiment's artifacts go
+    run_dir: Optional[str] = None  # the run directory (tagged)
+    tags: Optional[Dict[str, Any]] = None  # extra tags of the MLflow run
+    connect_timeout_s: Optional[float] = 5.0  # a remote server is checked first (null: no check)
+    save_dir: Optional[str] = "./mlruns"  # (Lightning's file store, when tracking_uri is null)
+    log_model: Any = False  # Lightning's checkpoint upload: false, true, all
+    prefix: str = ""  # prefix of every metric name
+    run_id: Optional[str] = None  # continue this MLflow run
+
+
+@schema("labkit.tracking.loggers.WandbLogger", "logger")
+class WandbLogger:
+    """Weights & Biases (pip install wandb), offline unless told otherwise."""
+
+    #: fields the constructor hands on to ``wandb.init`` through ``**kwargs``
+    passed_on: ClassVar[tuple[str, ...]] = ("entity", "group", "tags", "notes", "job_type")
+
+    name: Optional[str] = None  # the W&B run's name (null: the run directory's name)
+    save_dir: str = "."  # the run directory
+    offline: bool = True  # false: sync to the W&B server
+    connect_timeout_s: Optional[float] = 5.0  # the server is checked first when online (null: no check)
+    version: Optional[str] = None  # the W&B run id to continue
+    dir: Optional[str] = None  # (same as save_dir)
+    id: Optional[str] = None  # the W&B run id (same as version)
+    anonymous: Optional[bool] = None  # anonymous logging
+    project: Optional[str] = None  # the W&B project
+    log_model: Any = False  # upload checkpoints as artifacts: false, true, all
+    prefix: str = ""  # prefix of every metric name
+    checkpoint_name: Optional[str] = None  # the checkpoint artifact's name
+    entity: Optional[str] = None  # the W&B team or user
+    group: Optional[str] = None  # group runs (e.g. a sweep)
+    tags: Optional[Any] = None  # tags of the W&B run
+    notes: Optional[str] = None  # a description of the run
+    job_type: Optional[str] = None  # e.g. train
