@@ -274,3 +274,51 @@ def test_resume_with_an_old_run_keeps_its_sessions_count(finished, tmp_path):
     metrics = files.read_json(finished / "metrics.json")
     assert metrics["epochs"] == 2 and metrics["status"] == "ok"
     assert os.path.getsize(finished / ".config.trained.yaml") > 0
+
+
+# ----- 7. messages that promise only what is there ----------------------------------------------------------------------
+def test_a_run_stopped_before_its_first_checkpoint_does_not_promise_one(tmp_path):
+    from labkit.core.errors import RunStopped
+    from labkit.run.lifecycle import stopped_by
+
+    (tmp_path / "checkpoints").mkdir()
+    stopped = stopped_by(KeyboardInterrupt(), 0, tmp_path)
+    assert isinstance(stopped, RunStopped) and "checkpoints stay" not in str(stopped)
+    assert "saved no checkpoint yet" in str(stopped)
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert "its checkpoints stay" in str(stopped_by(KeyboardInterrupt(), 3, tmp_path))
+
+
+def test_the_nan_guard_names_a_kept_checkpoint_only_when_there_is_one(tmp_path):
+    from types import SimpleNamespace
+
+    from labkit.run.callbacks import FiniteLossGuard
+
+    cb = SimpleNamespace(last_model_path="", best_model_path="")
+    module = SimpleNamespace(trainer=SimpleNamespace(checkpoint_callback=cb))
+    assert "no checkpoint was written" in FiniteLossGuard._kept(module)
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    cb.last_model_path = str(tmp_path / "last.ckpt")
+    assert "last good checkpoint is kept" in FiniteLossGuard._kept(module)
+
+
+def test_a_second_identical_command_is_refused_without_saying_it_continues(tmp_path, caplog):
+    """A requeued job's folder being trained by another process: refused before the 'continuing it' line."""
+    import logging
+
+    from labkit.run import plan as planning
+    from labkit.run.directory import RunLockedError, claim
+
+    assert _train(tmp_path, "trainer.max_epochs=1", "logger=none") == 0
+    (run,) = _runs(tmp_path)
+    metrics = files.read_json(run / "metrics.json")
+    files.write_json(run / "metrics.json", {**metrics, "status": "preempted"})  # unfinished: a requeue continues it
+    from omegaconf import OmegaConf
+
+    cfg = directory.load_config(run)
+    cfg.resume = None
+    made = planning.Plan(OmegaConf.create(OmegaConf.to_container(cfg)), (), run_dir=run)
+    with claim(run), caplog.at_level(logging.INFO, logger="labkit"):
+        with pytest.raises(RunLockedError):
+            planning.continuation(made)
+    assert "continuing it from its last checkpoint" not in caplog.text
