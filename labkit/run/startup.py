@@ -98,7 +98,8 @@ def _experiment_keys(a, b) -> list[str]:
     from labkit.run.plan import resume_key_allowed
 
     return [k for k in differing_keys(a, b) if not resume_key_allowed(k) and not k.startswith(
-        ("overrides", "resume", "reproduce", "hydra", "expected", "measured", "requires"))]
+        ("overrides", "resume", "resume_history", "reproduce", "hydra", "expected", "measured",
+                                          "requires"))]
 
 
 def _resolved(cfg: DictConfig) -> dict:
@@ -180,19 +181,16 @@ def record_config(run_dir: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def recorded_digest(run_dir: Path) -> str | None:
-    """The sha256 of config.yaml that the run recorded last (metrics.json, else its newest provenance session)."""
-    found = directory.read_metrics(run_dir).get(DIGEST_KEY)
-    if found:
-        return str(found)
+def recorded_digests(run_dir: Path) -> set[str]:
+    """Every sha256 of config.yaml the run recorded: metrics.json's and each provenance session's (a resume killed
+    after writing its config.yaml recorded its own digest there, not yet in metrics.json)."""
+    found = {str(d) for d in [directory.read_metrics(run_dir).get(DIGEST_KEY)] if d}
     try:
         sessions = read_json(Path(run_dir) / "provenance.json").get("sessions") or []
     except (OSError, ValueError, AttributeError):
-        return None
-    for session in reversed(sessions):
-        if isinstance(session, dict) and session.get(DIGEST_KEY):
-            return str(session[DIGEST_KEY])
-    return None
+        sessions = []
+    found |= {str(s[DIGEST_KEY]) for s in sessions if isinstance(s, dict) and s.get(DIGEST_KEY)}
+    return found
 
 
 def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -214,18 +212,21 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
     trained, in a key that changes what was trained (an edit of how it runs, such as its loggers, is accepted); runs
     that recorded no digest (labkit before 0.x) are read as they are."""
     run_dir = Path(run_dir)
-    recorded = recorded_digest(run_dir)
-    path = run_dir / directory.CONFIG_FILE
-    if not recorded or not path.is_file() or digest(path) == recorded:
+    recorded = recorded_digests(run_dir)
+    path, copy = run_dir / directory.CONFIG_FILE, run_dir / TRAINED_CONFIG
+    if not recorded or not path.is_file():
         return
-    copy = run_dir / TRAINED_CONFIG
-    if copy.is_file() and digest(copy) == recorded:
+    if copy.is_file():
+        recorded.add(digest(copy))  # written by labkit only, beside each config.yaml a session trains with
+    if digest(path) in recorded:
+        return
+    if copy.is_file():
         try:
             keys = _experiment_keys(OmegaConf.load(copy), OmegaConf.load(path))
         except Exception:
             keys = ["(config.yaml cannot be read)"]
         if not keys:
-            return  # only how the run is driven was edited (loggers, workers...)
+            return  # only how the run is driven differs (its loggers, workers, a resume's history)
         shown = f"in {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''} (the trained values are in {copy.name})"
     else:
         shown = "(the config it trained with was not kept, so the keys cannot be named)"
