@@ -36,7 +36,7 @@ def _rows(out_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits_run, cfg_factory, tmp_path):
+def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits_run, cfg_factory, tmp_path, capsys):
     saved, task, data, _ = load_run(digits_run)
     x_test, y_test = data.splits["test"].x, data.splits["test"].y
     with torch.no_grad():
@@ -78,6 +78,8 @@ def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits
         assert float(rows[f]["probability"]) == pytest.approx(float(conf[i]), abs=1e-4)
     # inverted (auto) and alpha-composited versions are the same digit again
     assert rows["paper.png"]["inverted"] == "True" and rows["exact_grey.png"]["inverted"] == "False"
+    said = capsys.readouterr().out.split("(inverted:", 1)[-1]  # the note names the images it inverted, and no other
+    assert "paper.png" in said and "exact_grey.png" not in said
     assert float(rows["paper.png"]["probability"]) == pytest.approx(float(conf[i]), abs=1e-4)
     assert rows["alpha.png"]["prediction"] == name
     assert rows["big.jpg"]["prediction"] == name

@@ -2,8 +2,10 @@
 their headline figures to the loggers the run was trained with."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,17 @@ def load_task(ckpt: str | Path, target: str):
 
 
 def load_run(run: str | Path, ckpt: str = "best", data_dir: str | None = None, batch_size: int | None = None):
-    """(saved config, task, data module, checkpoint path) of a run directory or checkpoint file."""
+    """(saved config, task, data module, checkpoint path) of a run directory or checkpoint file.
+
+    The checkpoint is read from a snapshot (:func:`snapshot`): a run still training may replace its best checkpoint
+    while it is read, and then the new best is taken."""
     run_dir, ckpt_path = runs.resolve_run(run)
+    from labkit.run.startup import check_config_unedited
+
+    check_config_unedited(run_dir, f"evaluate.py run={run}")
     saved = runs.load_config(run_dir)
-    ckpt_path = ckpt_path or runs.find_checkpoint(run_dir, ckpt)
-    task = load_task(ckpt_path, saved.task._target_)
+    with snapshot(run_dir, ckpt_path, ckpt) as (ckpt_path, held):
+        task = load_task(held, saved.task._target_)
     with open_dict(saved):
         if data_dir:
             saved.data.data_dir = str(data_dir)
@@ -44,6 +52,42 @@ def load_run(run: str | Path, ckpt: str = "best", data_dir: str | None = None, b
     data = instantiate(saved.data)  # reports read plain (x, y) batches through data.loader(split)
     data.setup("test")
     return saved, task, data, Path(ckpt_path)
+
+
+SNAPSHOT_TRIES = 5
+
+
+@contextlib.contextmanager
+def snapshot(run_dir: Path, given: Path | None, which: str):
+    """(the checkpoint's path in the run, a private hard link to it) while the block reads it: a training run that
+    writes a new best and deletes the old one cannot take the file away half-way (the link holds its content). The
+    checkpoint is looked up again when it was replaced before the link was made (up to :data:`SNAPSHOT_TRIES` times);
+    where hard links are not possible the file is copied."""
+    import shutil
+
+    for attempt in range(SNAPSHOT_TRIES):
+        try:
+            path = Path(given) if given is not None else runs.find_checkpoint(run_dir, which)
+            held = files.temporary_path(path)  # a name the run's own clean-up leaves alone while this process lives
+            try:
+                os.link(path, held)
+            except FileNotFoundError:
+                raise
+            except OSError:  # no hard links here (another filesystem, a read-only run): a private copy
+                held = Path(tempfile.mkdtemp(prefix="labkit-eval-")) / path.name
+                shutil.copyfile(path, held)
+        except FileNotFoundError:
+            if given is not None or attempt == SNAPSHOT_TRIES - 1:
+                raise
+            log.info("the best checkpoint was replaced while it was opened (the run is training): taking the new one")
+            continue
+        try:
+            yield path, held
+        finally:
+            held.unlink(missing_ok=True)
+            if held.parent.name.startswith("labkit-eval-"):
+                shutil.rmtree(held.parent, ignore_errors=True)
+        return
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

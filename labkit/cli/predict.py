@@ -400,7 +400,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     print(f"run: {Path(run_dir).resolve().name} ({run_dir})\ncheckpoint: {runs.relative_to_run(ckpt, run_dir)}\n")
     print(format_table([{**r, "file": Path(r["file"]).name} for r in rows], columns))
     if any(inverted):
-        print("\n(inverted: grey images brighter than the training images were inverted, invert=auto)")
+        names = [p.name for p, inv in zip(paths, inverted) if inv]
+        print(f"\n(inverted: {len(names)} grey image(s) brighter than the training images were inverted, invert=auto: "
+              f"{', '.join(names[:20])}{', ...' if len(names) > 20 else ''}; invert=false keeps them as they are)")
     if inputs.skipped:
         print(f"\nskipped {len(inputs.skipped)} file(s):")
         for n, why in inputs.skipped:

@@ -32,7 +32,7 @@ def main(cfg, planned=None) -> float | None:
     # gives each job (hparams_search=optuna's parameters, its trial reporter)
     job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
     try:
-        metrics = execute(job, overrides=list(hydra.overrides.task))
+        metrics = execute(job, overrides=list(hydra.overrides.task), discard_refused=not multirun)
     except Exception as e:
         if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
             from labkit.core.errors import RunStopped

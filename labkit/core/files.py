@@ -12,7 +12,6 @@ import re
 import secrets
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -255,23 +254,63 @@ def save_figure(fig, path) -> Path:
     return path
 
 
+_STAGE_RE = re.compile(r"^\..+\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-f]+\.(staging|replaced)$")
+
+
+def _left_by_a_dead_process(path: Path) -> bool:
+    """A staging or replaced folder whose process is gone: of this machine and not running, or (another machine's, or
+    an older labkit's without a pid) untouched for :data:`STALE_AFTER_S`."""
+    m = _STAGE_RE.match(path.name)
+    if m and m["host"] == _HOST:
+        return int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+    try:
+        return time.time() - path.stat().st_mtime > STALE_AFTER_S
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _swap_lock(final: Path):
+    """An exclusive flock beside ``final`` while folders are swapped in (evaluations of one split at once take
+    turns for the two renames; nothing else waits on it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        yield
+        return
+    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def staged_dir(final):
-    """Yield a fresh hidden folder beside ``final``; on success it replaces ``final`` all at once (the previous
-    contents are removed only after the new ones are in place), on failure it is removed and ``final`` is kept."""
+    """Yield a fresh hidden folder beside ``final``, named after this process; on success it replaces ``final`` all
+    at once (the previous contents are removed only after the new ones are in place), on failure it is removed and
+    ``final`` is kept. Several processes may stage the same ``final`` at once (two evaluations of one split): each
+    writes its own folder, the swaps take turns, the last one wins whole, and only folders of processes that are
+    gone are cleaned up."""
     import shutil
 
     final = Path(final)
     with disk_full_as_error(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-    for left in final.parent.glob(f".{final.name}.*.replaced"):  # a kill between the two renames
-        if final.exists():
-            shutil.rmtree(left, ignore_errors=True)
-        else:
-            left.rename(final)
-    for left in final.parent.glob(f".{final.name}.*.staging"):  # a kill while reports were written
-        shutil.rmtree(left, ignore_errors=True)
-    stage = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.staging")
+    mine = f"{os.getpid()}-{_HOST}-{secrets.token_hex(4)}"
+    with _swap_lock(final):
+        for left in final.parent.glob(f".{final.name}.*.replaced"):  # a kill between the two renames
+            if not _left_by_a_dead_process(left):
+                continue
+            if final.exists():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.rename(final)
+        for left in final.parent.glob(f".{final.name}.*.staging"):  # a kill while reports were written
+            if _left_by_a_dead_process(left):
+                shutil.rmtree(left, ignore_errors=True)
+    stage = final.with_name(f".{final.name}.{mine}.staging")
     with disk_full_as_error(stage):
         stage.mkdir()  # the umask's permissions, like every labkit file
     try:
@@ -279,10 +318,11 @@ def staged_dir(final):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:6]}.replaced")
-    if final.exists():
-        final.rename(old)
-    stage.rename(final)
+    old = final.with_name(f".{final.name}.{mine}.replaced")
+    with _swap_lock(final):
+        if final.exists():
+            final.rename(old)
+        stage.rename(final)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -65,6 +65,11 @@ class LabDataModule(pl.LightningDataModule):
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
     check_args = staticmethod(schema.LabData.check)
 
+    def check_available(self) -> None:
+        """Raise :class:`labkit.core.errors.DatasetNotFoundError` (the expected files named) when the dataset is not
+        where the config says and will not be downloaded; cheap, reads no data: the pre-flight calls it before a
+        run's directory exists. Nothing to check by default (data embedded in a package)."""
+
     def sources(self) -> list[Path]:
         """The dataset files and folders this module reads (their fingerprints go into a run's provenance.json);
         empty for data embedded in a package (its version is recorded instead)."""

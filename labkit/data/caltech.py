@@ -45,6 +45,10 @@ class Caltech101DataModule(ImageFolderDataModule):
                 return r
         return None
 
+    def check_available(self) -> None:
+        if not self.download:  # else prepare_data downloads it
+            super().check_available()
+
     def _not_found(self) -> DatasetNotFoundError:
         cands = self._candidates()
         archives = [p for c in cands for p in (c.parent / f"{self.folder}.tar.gz",) if p.exists()]

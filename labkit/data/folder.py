@@ -122,6 +122,10 @@ class ImageFolderDataModule(LabDataModule):
         p = Path(str(self.root)).expanduser()
         return p if p.is_dir() else None
 
+    def check_available(self) -> None:
+        if self.find_root() is None:
+            raise self._not_found()
+
     def _not_found(self) -> DatasetNotFoundError:
         return DatasetNotFoundError(
             f"{self.name}: image folder {Path(str(self.root)).expanduser().resolve()} not found. Expected layout: "

@@ -110,6 +110,12 @@ class MNISTDataModule(InMemoryImageDataModule):
     def sources(self) -> list[Path]:
         return [p for pair in self.files.values() for n in pair if (p := self._find(n)) is not None]
 
+    def check_available(self) -> None:
+        missing = self._missing()
+        if missing and not self.download:
+            raise DatasetNotFoundError(f"{self.name} files not found: {', '.join(missing)} missing in "
+                                       f"{self.raw_dir.resolve()}. " + self._how_to())
+
     def prepare_data(self) -> None:
         if self.download and self._missing():
             import torchvision.datasets as tvd
@@ -183,6 +189,12 @@ class CIFAR10DataModule(InMemoryImageDataModule):
     def sources(self) -> list[Path]:
         names = [*self.train_files, *self.test_files, self.meta[0]]
         return [self.root / n for n in names if (self.root / n).exists()]
+
+    def check_available(self) -> None:
+        missing = self._missing()
+        if missing and not self.download:
+            raise DatasetNotFoundError(f"{self.name} files not found: {', '.join(missing)} missing in "
+                                       f"{self.root.resolve()}. " + self._how_to())
 
     def _how_to(self) -> str:
         return (f"Put the extracted python-version batches ({', '.join(self.train_files + self.test_files)}, "

@@ -19,6 +19,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,15 @@ class FiniteLossGuard(pl.Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         self._check(pl_module)
 
+    @staticmethod
+    def _kept(pl_module) -> str:
+        """What a run stopped by the guard keeps: its last good checkpoint, only when one was written."""
+        cb = pl_module.trainer.checkpoint_callback
+        last = (cb.last_model_path or cb.best_model_path) if cb is not None else ""
+        if last and Path(last).is_file():
+            return f"the last good checkpoint is kept ({Path(last).parent.name}/{Path(last).name})"
+        return "no checkpoint was written before it (it stopped in its first epoch), so nothing is kept to resume from"
+
     def _check(self, pl_module) -> None:
         if self._bad is None:
             return
@@ -131,7 +141,7 @@ class FiniteLossGuard(pl.Callback):
             pass
         raise NonFiniteLossError(
             f"the training loss became NaN/inf at global step {step} (epoch {epoch}, batch {batch}). "
-            f"Training stopped; the last good checkpoint is kept in checkpoints/. "
+            f"Training stopped; {self._kept(pl_module)}. "
             f"Try a lower learning rate{f' than {lr:g}' if lr else ''} (task.optimizer.lr=...), gradient clipping "
             f"(trainer.gradient_clip_val=1.0) or check the input data for NaNs.")
 

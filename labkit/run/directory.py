@@ -113,15 +113,41 @@ def last_checkpoint(run_dir) -> Path:
     return Path(run_dir) / CKPT_DIR / "last.ckpt"
 
 
-def _started(run: Path) -> tuple[str, float]:
-    """When a run started: its name's timestamp (to the second), then, for runs of the same second, the time of
-    Hydra's first record of it (or of its config.yaml)."""
+def _recorded_start(run: Path) -> float | None:
+    """When the run recorded that it started: its first session in provenance.json, else a ``started`` in its
+    metrics.json (seconds since the epoch; None when it recorded none)."""
+    import datetime
+
+    texts = []
+    try:
+        sessions = read_json(run / "provenance.json").get("sessions") or []
+        texts.append(sessions[0].get("started") if sessions else None)
+    except (OSError, ValueError, AttributeError):
+        pass
+    texts.append(read_metrics(run).get("started") if (run / METRICS_FILE).is_file() else None)
+    for text in texts:
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return float(text)
+        if isinstance(text, str):
+            try:
+                return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def _started(run: Path) -> tuple[float, float]:
+    """When a run started, as it recorded it (:func:`_recorded_start`, to the second), not by its folder's name (a
+    custom ``hydra.run.dir`` such as ``slurm-<job id>`` sorts anywhere); for runs of the same second, or runs that
+    recorded nothing (killed before their first record), the time of Hydra's first record of it (or of its
+    config.yaml)."""
     first = run / ".hydra" / "hydra.yaml"
     try:
         when = (first if first.is_file() else run / CONFIG_FILE).stat().st_mtime
     except OSError:
         when = 0.0
-    return run.name[:19], when
+    recorded = _recorded_start(run)
+    return (float(int(recorded)) if recorded is not None else float(int(when))), when
 
 
 def latest_run(log_dir) -> tuple[Path, list[Path]]:

@@ -25,12 +25,16 @@ from labkit.run.plan import Plan
 log = logging.getLogger("labkit")
 
 
-def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None, discard_refused: bool = False) \
+        -> dict[str, Any]:
     """Plan (unless ``job`` is a plan already) and train; a job refused before it started is recorded by
     :func:`labkit.run.records.refused`, one that fails later by :func:`labkit.run.records.failed`. A job that finds
     its directory holding its own unfinished run (a requeued SLURM or submitit job) continues it.
 
-    ``overrides``: the command line's (default: those ``labkit.api.compose`` recorded in the config)."""
+    ``overrides``: the command line's (default: those ``labkit.api.compose`` recorded in the config).
+    ``discard_refused``: a refused single run removes the folder Hydra made for it (holding only Hydra's own
+    record), instead of recording the refusal there: a refused start leaves no run folder (a sweep job keeps its
+    folder, whose metrics.json the sweep summary shows)."""
     cfg = job.cfg if isinstance(job, Plan) else job
     if isinstance(job, Plan):
         overrides = list(job.overrides)
@@ -44,26 +48,29 @@ def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None) -> d
         if plan.resume is None:
             plan = planning.continuation(plan) or plan
     except Exception as e:
-        records.refused(cfg, e, overrides)
+        records.refused(cfg, e, overrides, discard=discard_refused)
         raise
-    return train(plan)
+    return train(plan, discard_refused)
 
 
-def train(plan: Plan) -> dict[str, Any]:
-    """Train, test the best checkpoint and record the run; returns what ``metrics.json`` holds."""
+def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
+    """Train, test the best checkpoint and record the run; returns what ``metrics.json`` holds. Everything that can
+    refuse the run (the model on the data, the data's files, the loggers and their tracking servers) is built before
+    the run directory is claimed."""
     if plan.nothing_to_do:
         log.warning("%s", plan.nothing_to_do)
         return read_json(plan.run_dir / directory.METRICS_FILE)
     clock = RunClock()
     try:
         data, task, init_report = build(plan)  # a model that cannot work on the data is refused here, nothing written
+        loggers = build_loggers(plan)  # a package missing, a tracking server that does not answer: refused here too
     except Exception as e:
-        records.refused(plan.cfg, e, plan.overrides)
+        records.refused(plan.cfg, e, plan.overrides, discard=discard_refused)
         raise
     with directory.claim(plan.run_dir) as run_dir:
         try:
-            trainer, loggers = attach(plan, task, clock)
-            records.start(plan, trainer, data)
+            trainer, loggers = attach(plan, task, clock, loggers)
+            records.start(plan, trainer, data, loggers)
             kept = protect_recorded_best(plan, trainer)
             figures = fit(plan, trainer, task, data)
             figures |= test(plan, trainer, task, data)
@@ -91,8 +98,10 @@ def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted 
         return None
     kind, how = (Preempted, "a scheduler's SIGTERM/SIGUSR1") if isinstance(e, SIGTERMException) else \
         (Interrupted, type(e).__name__)
-    return kind(f"the run was stopped by {how} during epoch {epoch}; its checkpoints stay, and it continues from its "
-                f"last complete epoch with: python train.py resume={run_dir}", epoch=epoch)
+    kept = ("its checkpoints stay, and it continues from its last complete epoch" if directory.has_checkpoint(run_dir)
+            else "it had saved no checkpoint yet, so it trains again from the start")
+    return kind(f"the run was stopped by {how} during epoch {epoch}; {kept} with: python train.py resume={run_dir}",
+                epoch=epoch)
 
 
 # ----- the steps ----------------------------------------------------------------------------------------------------
@@ -105,6 +114,7 @@ def build(plan: Plan):
     data = build_object(cfg.data)
     task = build_object(cfg.task, model=OmegaConf.to_container(cfg.model, resolve=True))
     task.check_compatible(data)  # tells the data module its sampling, then checks the pair fits
+    data.check_available()  # its files are there (or will be downloaded)
     init_report = None
     if plan.init_from is not None:
         from labkit.models.init import init_from
@@ -113,12 +123,27 @@ def build(plan: Plan):
     return data, task, init_report
 
 
-def attach(plan: Plan, task, clock: RunClock) -> tuple[pl.Trainer, list]:
-    """The Trainer with the config's loggers and callbacks (the checkpoint callback monitoring the task's metric), the
-    run clock and atomic checkpoint writes."""
+def build_loggers(plan: Plan) -> list:
+    """The config's loggers; a resumed run's MLflow and W&B loggers continue the runs it logged into before (their ids
+    recorded in provenance.json, :func:`labkit.run.startup.continued_logger_args`), so one labkit run is one run in
+    each tracking UI."""
+    from labkit.run.startup import continued_logger_args
+
+    recorded = plan.resume is not None
+    out = []
+    for n in (plan.cfg.get("logger") or {}).values():
+        if not isinstance(n, DictConfig) or "_target_" not in n:
+            continue
+        extra = continued_logger_args(plan.run_dir, n) if recorded else {}
+        out.append(build_object(n, **extra))
+    return out
+
+
+def attach(plan: Plan, task, clock: RunClock, loggers: list | None = None) -> tuple[pl.Trainer, list]:
+    """The Trainer with the config's loggers (:func:`build_loggers` unless given) and callbacks (the checkpoint
+    callback monitoring the task's metric), the run clock and atomic checkpoint writes."""
     cfg = plan.cfg
-    loggers = [build_object(n) for n in (cfg.get("logger") or {}).values()
-               if isinstance(n, DictConfig) and "_target_" in n]
+    loggers = build_loggers(plan) if loggers is None else loggers
     callbacks: list[pl.Callback] = [clock, SignalsAsSigterm()]
     bar = cfg.trainer.get("enable_progress_bar", True) is not False
     for key, node in (cfg.get("callbacks") or {}).items():

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from labkit.core import checks
 from labkit.core.errors import ConfigError
 from labkit.core.files import read_json
-from labkit.run import directory
+from labkit.run import directory, startup
 from labkit.run.validate import check_required, validate
 
 log = logging.getLogger("labkit")
@@ -130,7 +130,8 @@ class Plan:
 def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
     """The plan of a run from its composed config and the command line's overrides; raises a one-paragraph error
     (:class:`ConfigError`, :class:`labkit.run.directory.RunNotFoundError`, ...) on the first problem. Writes nothing."""
-    overrides = tuple(str(o) for o in overrides if not str(o).startswith("hydra"))
+    raw = tuple(str(o) for o in overrides)
+    overrides = tuple(o for o in raw if not o.startswith("hydra"))
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # the caller's config stays as it was
     if "hydra" in cfg:
         with open_dict(cfg):
@@ -154,6 +155,9 @@ def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
         return Plan(cfg, overrides, resume, run_dir=resume.run_dir)
     check_required(cfg)
     validate(cfg)
+    if resume is None:  # a new run (or a reproduction) never trains into a folder that holds another run's record
+        startup.check_target_folder(cfg, raw)
+    startup.check_before_claim(cfg)  # machine, packages, dataset files: before the run's folder exists
     # a resume from a checkpoint holds those weights already: its init_from source is not read again (it may be gone)
     init_ckpt = _init_source(cfg.get("init_from")) if resume is None or resume.checkpoint is None else None
     OmegaConf.set_readonly(cfg, True)
@@ -177,6 +181,7 @@ def _reproduction(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig
         raise ConfigError(f"reproduce={cfg.reproduce}: {run_dir} has not finished ({directory.METRICS_FILE} says "
                           f"{status or 'nothing'}), so it has no figures to reproduce; finish it first with "
                           f"python train.py resume={run_dir}")
+    startup.check_config_unedited(run_dir, f"reproduce={cfg.reproduce}")
     saved = directory.load_config(run_dir)
     change = _first_change(cfg, saved, overrides, lambda k: k == "reproduce" or _covers(REPRODUCE_DRIVING, k))
     if change is not None:  # repeating the original's own value is fine
@@ -205,6 +210,7 @@ def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Re
     refused too."""
     run_dir, ckpt, skipped = directory.resume_target(cfg.resume, cfg.paths.log_dir)
     directory.check_unclaimed(run_dir)
+    startup.check_config_unedited(run_dir, f"resume={cfg.resume}")
     saved = directory.load_config(run_dir)
     changes: dict[str, tuple[Any, Any]] = {}
     for key in override_keys(overrides):
@@ -284,6 +290,7 @@ def continuation(plan: Plan) -> Plan | None:
     line that asks for another experiment in that directory is refused (its settings would be silently ignored)."""
     run_dir = plan.run_dir
     metrics = run_dir / directory.METRICS_FILE
+    startup.refuse_reuse(run_dir, plan.cfg)  # a finished (or failed) run's record is never trained over
     if not directory.is_run_dir(run_dir) or not directory.has_checkpoint(run_dir):
         return None
     status = read_json(metrics).get("status") if metrics.is_file() else None
@@ -294,6 +301,7 @@ def continuation(plan: Plan) -> Plan | None:
         key, old, new = change
         raise ConfigError(f"{run_dir} holds an unfinished run whose {key} is {old!r}, not {new!r}: continue it "
                           f"with python train.py resume={run_dir}, or give this experiment another directory")
+    directory.check_unclaimed(run_dir)  # another process still writes it: refused before saying it continues
     log.info("%s holds this job's unfinished run (%s): continuing it from its last checkpoint", run_dir,
              status or "stopped without a record")
     cfg = OmegaConf.create(OmegaConf.to_container(plan.cfg, resolve=False))

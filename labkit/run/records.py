@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core import files
 from labkit.core.errors import RunStopped
-from labkit.run import directory, provenance
+from labkit.run import directory, provenance, startup
 from labkit.run.plan import Plan, override_keys, plain
 
 log = logging.getLogger("labkit")
@@ -30,7 +30,7 @@ RESUME_FAILED_FILE = "resume_failed.json"
 
 
 # ----- config.yaml --------------------------------------------------------------------------------------------------
-def start(plan: Plan, trainer, data) -> None:
+def start(plan: Plan, trainer, data, loggers=()) -> None:
     """Before training: remove what killed writers left, say what a resume changes, write ``config.yaml`` and this
     session's ``provenance.json`` entry (code, libraries, machine, data fingerprints)."""
     run_dir = plan.run_dir
@@ -55,6 +55,9 @@ def start(plan: Plan, trainer, data) -> None:
         cfg = OmegaConf.create(container)
     directory.save_config(cfg, run_dir)
     provenance.start(run_dir, trainer, data, OmegaConf.select(plan.cfg, "paths.cache_dir", default=None))
+    # the config it trains with (its sha256), and the tracking runs it logs into (MLflow's id: a resume continues it)
+    ids = startup.logger_runs(loggers)
+    provenance.note(run_dir, **{startup.DIGEST_KEY: startup.record_config(run_dir)}, **({"loggers": ids} if ids else {}))
 
 
 def _brief(value) -> str:
@@ -75,6 +78,7 @@ def tuned_lr(run_dir: Path, lr: float) -> None:
     cfg = directory.load_config(run_dir)
     cfg.task.optimizer.lr = float(lr)
     directory.save_config(cfg, run_dir)
+    provenance.note(run_dir, **{startup.DIGEST_KEY: startup.record_config(run_dir)})
 
 
 # ----- metrics.json -------------------------------------------------------------------------------------------------
@@ -129,6 +133,7 @@ def best_checkpoint_callback(trainer):
 def finish(run_dir: Path, figures: dict[str, Any]) -> None:
     """Close this session's provenance entry, then write metrics.json: the last file of a finished session."""
     provenance.finish(run_dir, "ok")
+    figures[startup.DIGEST_KEY] = startup.digest(Path(run_dir) / directory.CONFIG_FILE)  # what it trained with
     files.write_json(Path(run_dir) / directory.METRICS_FILE, figures)
 
 
@@ -182,15 +187,22 @@ def failed(plan: Plan, exc: BaseException) -> None:
         log.exception("could not record the failure")
 
 
-def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str]) -> None:
+HYDRA_OWN = (".hydra", "train.log", directory.LOCK_FILE)  # what a run folder holds before its run wrote anything
+
+
+def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], discard: bool = False) -> None:
     """A job refused before it started (its config or files are wrong): a sweep job's directory, which Hydra made,
     says so in metrics.json (the sweep summary shows it as failed, with the error); nothing else is written, and a
-    run that was to be resumed stays exactly as it was."""
+    run that was to be resumed stays exactly as it was. ``discard``: a single run's folder that holds only what Hydra
+    wrote for this job is removed instead, so a refused start leaves no run folder."""
     if cfg.get("resume") not in (None, False):
         return
     try:
         out = Path(str(cfg.paths.output_dir))
     except Exception:  # no directory could be named: nothing to record
+        return
+    if discard:
+        _discard(out)
         return
     if not out.is_dir() or (out / directory.METRICS_FILE).exists() or not os.access(out, os.W_OK):
         return
@@ -198,6 +210,19 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str]) -> No
         files.write_json(out / directory.METRICS_FILE, {**_entry(exc, overrides), "refused": True})
     except Exception:
         log.exception("could not record the refusal")
+
+
+def _discard(out: Path) -> None:
+    """Remove a run folder that holds nothing but Hydra's record of this job (and empty folders a logger made)."""
+    import shutil
+
+    if not out.is_dir() or directory.is_run_dir(out):
+        return
+    for entry in out.iterdir():
+        if entry.name not in HYDRA_OWN and not (entry.is_dir() and not any(entry.rglob("*"))):
+            return  # something this job did not make: kept
+    shutil.rmtree(out, ignore_errors=True)
+    log.info("nothing was written: the refused run's folder %s was removed", out)
 
 
 # ----- the loggers' copy of the final figures -----------------------------------------------------------------------

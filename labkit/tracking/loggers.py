@@ -293,7 +293,21 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         return DummyExperiment()  # swallows every call; _send counts them
 
     def log_hyperparams(self, params: Any) -> None:
-        self._send("parameter sets", super().log_hyperparams, params)
+        self._send("parameter sets", super().log_hyperparams, self._new_params(params))
+
+    def _new_params(self, params: Any) -> Any:
+        """A continued run (a resume: ``run_id`` given) gets only the params it does not hold yet: MLflow refuses to
+        change a logged param, and what a resume changed is in the run's config.yaml (``resume_history``)."""
+        if self._run_id is None or self._server is not None and self._failure is not None:
+            return params
+        from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
+
+        try:
+            held = self._mlflow_client.get_run(self._run_id).data.params
+        except Exception:  # the run cannot be read: Lightning's own call says why
+            return params
+        flat = _flatten_dict(_convert_params(params))
+        return {k: v for k, v in flat.items() if k[:250] not in held}
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
         self._send("metric batches", super().log_metrics, metrics, step)
