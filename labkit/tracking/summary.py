@@ -197,6 +197,69 @@ def fitted_table(rows: list[dict], columns: list[str], priority: list[str], labe
     return markdown_table(rows, shown) + overflow_lines(rows, hidden, label)
 
 
+def derivable(rows: list[dict], col: str, shown: list[str]) -> bool:
+    """A column that another shown column already says: ``x/error`` next to ``x/acc`` (1 - accuracy), ``epochs``
+    next to ``trainer.max_epochs`` when every run trained them all."""
+    def same(a, b) -> bool:
+        if a in (None, "") or b in (None, ""):
+            return a in (None, "") and b in (None, "")
+        return _finite(a) and _finite(b) and abs(a - b) < 1e-6
+    if col.endswith("/error") and col[:-len("error")] + "acc" in shown:
+        acc = col[:-len("error")] + "acc"
+        return all(same(r.get(col), 1.0 - r[acc] if _finite(r.get(acc)) else None) for r in rows)
+    if col == "epochs" and "trainer.max_epochs" in shown:
+        return all(same(r.get(col), r.get("trainer.max_epochs")) for r in rows)
+    return False
+
+
+def informative_columns(rows: list[dict], columns: list[str], keep: tuple[str, ...] | list[str] = (),
+                        shared: tuple[str, ...] | list[str] = ()) -> tuple[list[str], dict[str, Any]]:
+    """(the columns that tell the rows apart, {column: value} of those that do not): a column that is blank in every
+    row, one with the same value in every row (said once above the table instead) and one another column derives
+    (:func:`derivable`) is left out; ``keep`` (the run's name, the headline metrics) stays unless derivable. A
+    column of ``shared`` (settings that differ between the tables of other tasks) is said once even for one row."""
+    out, same = [], {}
+    for c in columns:
+        if c in keep:
+            out.append(c)
+            continue
+        values = {cell_text(r.get(c, "")) for r in rows}
+        if values == {""}:
+            continue
+        if (len(rows) > 1 or c in shared) and len(values) == 1:
+            same[c] = rows[0].get(c)
+            continue
+        out.append(c)
+    return [c for c in out if c == out[0] or not derivable(rows, c, out)], same
+
+
+def wrap_lines(text: str, width: int = TABLE_WIDTH) -> str:
+    """Every line at most ``width`` characters: a longer one (a list of facts, a warning, a path) is broken at spaces
+    (a word longer than the line at ``/``) and continued indented; table rows are fitted to the width already."""
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width or line.startswith("|"):
+            out.append(line)
+            continue
+        brk = "  " if line.endswith("  ") else ""  # a markdown line break stays at the end of the last piece
+        pieces = textwrap.wrap(line.rstrip(), width - len(brk), subsequent_indent="    ", break_on_hyphens=False,
+                               break_long_words=True)
+        out += pieces[:-1] + [pieces[-1] + brk]
+    return "\n".join(out)
+
+
+def common_folder(paths: list[Path]) -> Path:
+    """The deepest folder that holds every one of ``paths`` (a single run's: its parent)."""
+    import os
+
+    resolved = [str(Path(p).resolve()) for p in paths]
+    if len(resolved) == 1:
+        return Path(resolved[0]).parent
+    return Path(os.path.commonpath(resolved))
+
+
 def task_groups(records: list["RunRecord"]) -> list[tuple[str, list[int]]]:
     """(task name, indexes of its runs), tasks in the order they first appear."""
     groups: dict[str, list[int]] = {}
