@@ -436,7 +436,6 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True, 
     md += f"\nruns (in {table['common']}):\n" + "\n".join(listed) + "\n"
     if png is not None:
         md += f"\n![validation curves]({png.name})\n"
-    md = wrap_lines(md)
     atomic_write_text(out_dir / "comparison.md", md)
     atomic_write_text(out_dir / "comparison.csv", csv_text(table["rows"], table["columns"] + ["path"]))
     if echo:

@@ -448,7 +448,7 @@ def summarize_sweep(sweep_dir) -> list[dict]:
     if png is not None:
         md += f"\n![headline metrics per job]({png.name})\n"
     md += report["study_md"]
-    atomic_write_text(sweep_dir / "summary.md", md)
+    atomic_write_text(sweep_dir / "summary.md", md)  # long facts stay whole here; print_summary wraps them
     report["png"] = png
     return report["rows"]
 
@@ -506,6 +506,13 @@ def build_summary(sweep_dir) -> dict:
     columns += heads + ["epochs", "params", "wall_time_s"]
     if any(r["error"] for r in rows):
         columns.append("error")
+    chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
+    # the table: what tells the jobs apart (the swept keys first), then the figures; what is the same in every job
+    # is said once above it, what another column derives (test/error beside test/acc) is left out (both in the CSV)
+    shown = ["job", *(["trial"] if trial_of else []), *swept, "status", *chart, "epochs", "params", "wall_time_s",
+             *(["error"] if "error" in columns else []), *prov_differ]
+    shown, same = informative_columns(rows, shown, keep=("job", "trial", *chart))
+    constant = {**constant, **{k: fmt(v) for k, v in same.items() if k != "status"}}
     lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)}" + (f" ({_status_counts(rows)})" if rows else "")]
     if constant:
         lines.append("same in every job: " + " ".join(f"{k}={v}" for k, v in constant.items()))
@@ -521,10 +528,10 @@ def build_summary(sweep_dir) -> dict:
         lines.append("tasks: " + ", ".join(tasks))
     if study:
         lines += study_lines(study)
-    chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
-    priority = ["job", "trial", "status", *chart, *swept, *prov_differ, "epochs", "wall_time_s", "params", "error"]
-    return {"rows": rows, "columns": columns, "priority": priority, "csv_columns": [c for c in columns if c != "error"]
-            + ["overrides", "error"], "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
+    priority = ["job", "trial", *swept, *chart, "status", "epochs", "wall_time_s", "params", "error", *prov_differ]
+    return {"rows": rows, "columns": shown, "all_columns": columns, "priority": priority,
+            "csv_columns": [c for c in columns if c != "error"] + ["overrides", "error"],
+            "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
             "chart_columns": chart, "records": records, "study": study,
             "study_md": study_markdown(study, sweep_dir) if study else ""}
 
@@ -556,11 +563,13 @@ def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
             if k not in params:
                 params.append(k)
         run = str(t.get("run_dir") or "")
-        if run:
-            try:
-                run = str(Path(run).relative_to(sweep_dir.parent))
-            except ValueError:
-                pass
+        if run:  # this sweep's job by its number, another worker's run relative to the folder of the sweeps
+            for base in (sweep_dir, sweep_dir.parent):
+                try:
+                    run = Path(run).relative_to(base).as_posix()
+                    break
+                except ValueError:
+                    continue
         state = str(t.get("state"))
         rows.append({"trial": t.get("number"), "state": state if t.get("counts", True) else f"{state} (not counted)",
                      "objective": t.get("value") if state == "complete" else None,  # a pruned one's is its last epoch's
@@ -571,11 +580,14 @@ def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
 def study_markdown(study: dict, sweep_dir: Path) -> str:
     """summary.md's section about the study: every trial (also those of other workers), Optuna's plots."""
     rows, columns = study_rows(study, Path(sweep_dir))
-    if not any(r["note"] for r in rows):
-        columns.remove("note")
+    params = columns[3:-3]
+    shown, same = informative_columns(rows, ["trial", "run", *params, "state", "objective", "epochs", "note"],
+                                      keep=("trial", "objective"))
+    said = " ".join(f"{k}={cell_text(v)}" for k, v in same.items())
     text = (f"\n## Study {study.get('study_name')}: every trial\n\nobjective: {study.get('optimized_metric')} "
-            f"({study.get('direction')}); run: its folder under {Path(sweep_dir).parent}\n\n"
-            + markdown_table(rows, columns))
+            f"({study.get('direction')}); run: its job folder in this sweep, else its folder under "
+            f"{Path(sweep_dir).parent}  \n" + (f"same in every trial: {said}  \n" if said else "") + "\n"
+            + fitted_table(rows, shown, ["trial", "run", "objective", *params, "state", "epochs", "note"], "trial"))
     titles = {"history": "optimization history", "importances": "parameter importances", "slice": "slice plot"}
     for name, file in (study.get("plots") or {}).items():
         text += f"\n![{titles.get(name, name)}]({file})\n"
@@ -670,7 +682,7 @@ def print_summary(sweep_dir) -> list[dict]:
     text = (sweep_dir / "summary.md").read_text().replace("![headline metrics per job](summary.png)",
                                                           f"bar chart: {sweep_dir / 'summary.png'}")
     text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"{m.group(1)}: {sweep_dir / m.group(2)}", text)
-    print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text)
+    print(wrap_lines(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text))
     return rows
 
 
