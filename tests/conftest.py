@@ -145,3 +145,7 @@ def tensorboard_hparams(folder) -> dict:
         except KeyError:  # an event file without hyper-parameters
             pass
     return found
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long test (a real browser against real servers: tests/test_browser.py)")

@@ -66,7 +66,9 @@ def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys)
     # grouped by task, each table with its task's headline metrics; runs named by id and name, paths listed below
     assert "### classification: 2 runs" in printed and "### siamese: 1 run" in printed
     assert "same in these runs: model._target_=EmbeddingNet" in printed
-    assert "| aaaaaa_lenet-digits | ok " in printed and f"- aaaaaa_lenet-digits: {runs / a}" in printed
+    # status ok everywhere: said once, not a column; each run listed by its folder under the runs' common one
+    assert "| aaaaaa_lenet-digits | 0.05 " in printed and f"- aaaaaa_lenet-digits: {a}" in printed
+    assert "same in these runs: model._target_=LeNet status=ok" in printed
     assert max(len(line) for line in printed.splitlines() if line.startswith("|")) <= 120
     md = (out / "comparison.md").read_text()
     assert "![validation curves](validation_curves.png)" in md
@@ -138,7 +140,7 @@ def test_a_classifier_an_autoencoder_and_a_triplet_run_fit_in_120_columns(tmp_pa
     sections = md.split("### ")[1:]
     assert [s.split(":")[0] for s in sections] == ["classification", "autoencoder", "triplet"]
     headers = {s.split(":")[0]: next(line for line in s.splitlines() if line.startswith("| run")) for s in sections}
-    assert "test/acc" in headers["classification"] and "test/error" in headers["classification"]
+    assert "test/acc" in headers["classification"] and "test/error" not in headers["classification"]  # 1 - acc
     assert "test/loss" in headers["autoencoder"] and "test/acc" not in headers["autoencoder"]
     assert "retrieval/precision_at_1" in headers["triplet"] and "retrieval/map_at_r" in headers["triplet"]
     # label smoothing: a classification setting; blank (not 0.0) for the runs whose task has no such argument
@@ -197,3 +199,97 @@ def test_curves_against_wall_clock_minutes_compare_runs_of_different_lengths(tmp
     with pytest.raises(cmp.ConfigError, match="x='wall' is not an axis; valid: epoch, time"):
         compare(paths, out=tmp_path / "bad", echo=False, x="wall")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def _nine_runs(tmp_path: Path, cfg_factory) -> tuple[Path, list[str]]:
+    """Nine finished classification runs written as labkit writes them (config.yaml with the command line's
+    overrides, metrics.json, history.csv, provenance.json), differing in lr, batch size and epochs; three of them with
+    early stopping, one read another copy of the data (its fingerprint differs)."""
+    from labkit.core.files import write_json
+    from labkit.run.directory import save_config
+
+    runs = tmp_path / "logs" / "runs"
+    names = []
+    for i, (lr, bs, epochs) in enumerate([(lr, bs, ep) for lr in (0.1, 0.03, 0.01) for bs, ep in
+                                          ((32, 2), (64, 3), (128, 4))]):
+        extra = ["callbacks=early_stopping"] if i % 3 == 2 else []
+        overrides = [f"task.optimizer.lr={lr}", f"data.batch_size={bs}", f"trainer.max_epochs={epochs}", *extra]
+        cfg = cfg_factory(*overrides, sub=f"c{i}")
+        name = f"2026-12-0{i + 1}_09-00-00_{'abcdefghi'[i] * 6}_lenet-digits"
+        run = runs / name
+        run.mkdir(parents=True)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run)
+            cfg.overrides = overrides
+        save_config(cfg, run)
+        acc = 0.5 + 0.04 * i
+        write_json(run / "metrics.json", {"status": "ok", "seed": 0, "params": 44426, "epochs": epochs,
+                                          "overrides": overrides, "test/acc": acc, "test/error": 1 - acc,
+                                          "test/loss": 1.2 - acc, "best_val/acc": acc + 0.01,
+                                          "val/acc": acc, "val/loss": 1.1 - acc, "wall_time_s": 10.0 + i})
+        for epoch in range(epochs):
+            append_row(run / "history.csv", {"epoch": epoch, "step": 10 * (epoch + 1), "val/loss": 1.5 - 0.1 * epoch,
+                                             "val/acc": acc - 0.05 * (epochs - epoch - 1)})
+        sha = ("f" if i == 4 else "0") * 64
+        write_json(run / "provenance.json", {"sessions": [{
+            "code": {"commit": "1234567890abcdef" * 2 + ("x" * 8 if i == 4 else "y" * 8), "labkit": "0.3"},
+            "versions": {"torch": "2.4.0"}, "machine": {"host": "box"},
+            "data": [{"path": "/data/MNIST/raw/train-images-idx3-ubyte-a-rather-long-file-name", "sha256": sha}]}]})
+        names.append(name)
+    return runs, names
+
+
+def test_nine_runs_show_the_swept_keys_first_within_120_columns(tmp_path, cfg_factory, capsys, monkeypatch):
+    """Issue 34: the keys the runs differ in (lr, batch size, epochs) are the table's first columns, no callback
+    `_target_`, no test/error beside test/acc, runs named relative to their folder, no printed line over 120."""
+    runs, names = _nine_runs(tmp_path, cfg_factory)
+    monkeypatch.chdir(tmp_path)
+    table = compare([str(runs)], out=tmp_path / "cmp")
+    printed = capsys.readouterr().out
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    too_long = [line for line in printed.splitlines() if len(line) > 120]  # comparison.md keeps long facts whole
+    assert not too_long, too_long
+    header = next(line for line in printed.splitlines() if line.startswith("| run"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[:4] == ["run", "task.optimizer.lr", "data.batch_size", "trainer.max_epochs"], cols
+    assert "test/acc" in cols and "test/error" not in cols and "test/error" not in md  # 1 - test/acc: derivable
+    assert "status" not in cols and "epochs" not in cols  # the same in every run / the same as trainer.max_epochs
+    assert not any(c.endswith("_target_") for c in cols + table["differ"])
+    assert "callbacks.early_stopping" in table["differ"] and "callbacks.early_stopping.patience" not in table["differ"]
+    assert "same in every run: status=ok" in printed
+    # the runs are named relative to their common folder (logs/runs), without the date
+    rows = [line for line in printed.splitlines() if line.startswith("| aaaaaa_lenet-digits")]
+    assert len(rows) == 1 and "| 0.1 " in rows[0] and "| 32 " in rows[0]
+    assert f"runs (in {runs.resolve()})" in md and max(len(line) for line in md.splitlines() if line.startswith("|")) <= 120
+    assert "warning: these runs read different data" in printed  # wrapped, not dropped
+    assert "written in cmp: comparison.md, comparison.csv, validation_curves.png" in printed
+    # the CSV keeps everything, the derivable column and the full paths too
+    rows_csv = _csv(tmp_path / "cmp" / "comparison.csv")
+    assert len(rows_csv) == 9 and "test/error" in rows_csv[0] and rows_csv[0]["path"] == str(runs / names[0])
+    assert rows_csv[0]["callbacks.early_stopping"] == "" and rows_csv[2]["callbacks.early_stopping"] == "EarlyStopping"
+
+
+def test_losses_of_different_kinds_get_panels_of_their_own(tmp_path, monkeypatch):
+    import labkit.tracking.compare as cmp
+
+    runs = tmp_path / "runs"
+    targets = {"clf": "labkit.tasks.ClassificationTask", "ae": "labkit.tasks.AutoencoderTask",
+               "tri": "labkit.tasks.metric.TripletTask"}
+    paths = []
+    for name, target in targets.items():
+        d = write_job(runs, 0, [f"+name={name}"], {"status": "ok", "epochs": 2}, target=target).rename(runs / name)
+        for epoch in range(2):
+            append_row(d / "history.csv", {"epoch": epoch, "step": epoch + 1, "val/loss": 0.5 - 0.1 * epoch,
+                                           **({"val/acc": 0.5 + 0.1 * epoch} if name == "clf" else {})})
+        paths.append(str(d))
+    drawn = {}
+
+    def keep(fig, path):
+        drawn.update({ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in fig.axes
+                      if ax.get_visible()})
+        return Path(path)
+
+    monkeypatch.setattr(cmp, "save_figure", keep)
+    compare(paths, out=tmp_path / "cmp", echo=False)
+    assert drawn == {"val/loss (cross-entropy)": ["clf"], "val/loss (MSE)": ["ae"], "val/loss (triplet)": ["tri"],
+                     "val/acc": ["clf"]}

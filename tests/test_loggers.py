@@ -182,3 +182,61 @@ def test_evaluate_sends_its_headline_figures_to_the_runs_loggers(cfg_factory, tm
     assert "logger.mlflow: could not open the run's mlflow logger again" in caplog.text
     assert "connection refused" in caplog.text
     assert len(_scalars(tb, "final/representation/fewshot_accuracy_codes_mean")) == 3
+
+
+def test_every_figure_and_the_best_model_reach_tensorboard_mlflow_and_wandb(cfg_factory, tmp_path, monkeypatch):
+    """Issue 34: after a tiny training and evaluate.py, the run's own MLflow run (a file store) holds the learning
+    curves and the confusion matrix as artifacts (a folder per report and split) and the best model, which loads back
+    and predicts; TensorBoard has them as images; W&B (offline) as images and the checkpoint as a model artifact."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labkit.cli.evaluate import evaluate
+
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = (tmp_path / "mlruns").as_uri()
+    cfg = cfg_factory("logger=[tensorboard,mlflow,wandb]", f"logger.mlflow.tracking_uri={store}",
+                      f"logger.mlflow.artifact_location={tmp_path / 'mlartifacts'}", *FAST)
+    execute(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    evaluate(cfg_factory(f"run={run_dir}", name="evaluate", sub="ev"))
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, "training")}
+    assert "training/learning_curves.png" in listed
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation/test")}
+    assert "evaluation/test/confusion_matrix.png" in evaluation
+    local = client.download_artifacts(run.info.run_id, "evaluation/test/confusion_matrix.png", str(tmp_path / "dl"))
+    assert Path(local).read_bytes() == (run_dir / "evaluation" / "test" / "confusion_matrix.png").read_bytes()
+    # the best model: an MLflow model of this run, with a signature and an example, that loads and predicts
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    net = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"models:/{model.model_id}")
+    assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 1, 28, 28)
+    x = torch.zeros(3, 1, 28, 28)
+    assert net(x).shape == (3, 10)
+    assert info.saved_input_example_info is not None
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()["images"]
+    assert "training/learning_curves" in tags and "evaluation/test/confusion_matrix" in tags
+    img = events.Images("evaluation/test/confusion_matrix")[-1]
+    assert img.width > 100 and img.height > 100
+
+    wandb_files = list((run_dir / "wandb").rglob("*.png"))
+    assert any("confusion_matrix" in p.name for p in wandb_files) and any("learning_curves" in p.name
+                                                                          for p in wandb_files)
+    assert np.asarray([p.stat().st_size for p in wandb_files]).min() > 1000
+    assert any((run_dir / "wandb").rglob("*.wandb"))

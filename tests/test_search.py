@@ -80,7 +80,9 @@ def test_two_processes_on_one_study_run_its_trials_once_each(tmp_path):
     last = max(_sweeps(tmp_path), key=lambda s: read_json(s / "study.json")["tally"]["complete"])
     md = (last / "summary.md").read_text()
     assert "6 of 6 trials (6 complete)" in md and "## Study shared: every trial" in md
-    assert len(re.findall(r"^\| \d+ +\| complete +\|", md, re.M)) == 6
+    every = md.split("## Study shared: every trial")[1]
+    assert "same in every trial: state=complete" in every  # said once above the table of the six trials
+    assert len(re.findall(r"^\| \d+ +\| ", every, re.M)) == 6
     assert (last / "optuna_history.png").stat().st_size > 5000
 
 
@@ -307,7 +309,8 @@ def test_a_search_summary_lists_trials_states_and_pruned_jobs_do_not_fail_the_sw
     md = (sweep / "summary.md").read_text()
     assert "3 of 3 trials (2 complete, 1 pruned)" in md and "best trial: 5, best_val/acc = 0.95" in md
     cells = re.sub(r" +", " ", md)  # the table's cells are padded to their column's width
-    assert "| 5 | complete | 0.95 | 0.02 | 3 | other/0 |" in cells and "| 6 | pruned | | 0.05 | 2 |" in cells
+    # trial, its run (a job of this sweep by its number, another worker's relative to the sweeps' folder), parameters
+    assert "| 5 | other/0 | 0.02 | complete | 0.95 | 3 |" in cells and "| 6 | 1 | 0.05 | pruned | | 2 |" in cells
     assert "parameter importances: skipped" in md
 
     class Hydra:

@@ -121,8 +121,8 @@ def test_siamese_vs_triplet_sweep_shows_losses_and_retrieval_figures(tmp_path, c
     assert "test_acc" not in table[0] and "test/acc" not in table[0]  # no classification columns
     assert "same in every job: model=embedding_net data=digits" in (sweep / "summary.md").read_text()
     header = next(line for line in r.stdout.splitlines() if line.startswith("| job"))
-    assert [c.strip() for c in header.strip("|").split("|")][:6] == [
-        "job", "status", "task", "test/loss", "retrieval/precision_at_1", "retrieval/map_at_r"]
+    assert [c.strip() for c in header.strip("|").split("|")][:5] == [  # the swept key first; status: 2 ok
+        "job", "task", "test/loss", "retrieval/precision_at_1", "retrieval/map_at_r"]
     assert matplotlib.image.imread(sweep / "summary.png").shape[1] > 0
     assert "epoch 0 (1 of 1): train/dist_neg" in (sweep / "0" / "train.log").read_text()  # labkit.tracking.history's line
     # TensorBoard lists each job under a readable name: its number and overrides
@@ -134,3 +134,48 @@ def test_siamese_vs_triplet_sweep_shows_losses_and_retrieval_figures(tmp_path, c
                                                      ["retrieval/precision_at_1"], abs=1e-6)
     rows = summarize_sweep(sweep)
     assert [row["job"] for row in rows] == ["0", "1"]
+
+
+def test_a_search_of_nine_jobs_shows_its_swept_keys_first_within_120_columns(tmp_path, capsys):
+    """Issue 34: lr, batch size, epochs and momentum are the first columns (none moved below the table), no test/error
+    beside test/acc, the study's every-trial table names runs by their job folder; no printed line over 120."""
+    from labkit.tracking.summary import print_summary
+
+    sweep = tmp_path / "a-rather-deep" / "folder-of-experiments" / "logs" / "multirun" / "2026-12-01_10-00-00_abcdef"
+    grid = [(lr, bs, ep, mom) for lr in (0.1, 0.03, 0.01) for bs, ep, mom in ((32, 2, 0.9), (64, 3, 0.8), (128, 4, 0))]
+    trials = []
+    for i, (lr, bs, ep, mom) in enumerate(grid):
+        acc = 0.5 + 0.04 * i
+        over = ["hparams_search=optuna", f"task.optimizer.lr={lr}", f"data.batch_size={bs}", f"trainer.max_epochs={ep}",
+                f"task.optimizer.momentum={mom}"]
+        write_job(sweep, i, over, {"status": "ok", "test/acc": acc, "test/error": 1 - acc, "epochs": ep,
+                                   "params": 44426, "wall_time_s": 10.0 + i, "best_val/acc": acc},
+                  optimized_metric="best_val/acc")
+        trials.append({"number": i, "state": "complete", "value": acc, "epochs": ep, "run_dir": str(sweep / str(i)),
+                       "params": {"task.optimizer.lr": lr, "data.batch_size": bs, "trainer.max_epochs": ep,
+                                  "task.optimizer.momentum": mom}})
+    write_json(sweep / "study.json", {"study_name": "lenet-digits", "storage": "sqlite:///optuna.db", "n_trials": 9,
+                                      "tally": {"complete": 9, "total": 9}, "pruner": "none", "monitor": "val/acc",
+                                      "optimized_metric": "best_val/acc", "direction": "maximize",
+                                      "jobs": {str(i): i for i in range(9)}, "trials": trials,
+                                      "best": {"number": 8, "value": 0.82, "params": trials[8]["params"]}})
+    print_summary(sweep)
+    printed = capsys.readouterr().out
+    md = (sweep / "summary.md").read_text()
+    too_long = [line for line in printed.splitlines() if len(line) > 120]  # summary.md keeps long facts whole
+    assert not too_long, too_long
+    header = next(line for line in md.splitlines() if line.startswith("| job"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[:6] == ["job", "trial", "task.optimizer.lr", "data.batch_size", "trainer.max_epochs",
+                        "task.optimizer.momentum"], cols
+    assert "test/acc" in cols and "test/error" not in md  # 1 - test/acc
+    assert "momentum=" not in md.split("## Study")[0].split("not in the table")[-1]  # no swept key moved below
+    assert "status" not in cols and "params" not in cols  # the same in every job: said once
+    assert "params=44426" in md
+    every = md.split("## Study")[1]
+    trial_rows = [line for line in every.splitlines() if line.startswith("| ")]
+    assert trial_rows[1].split("|")[1].strip() == "0" and str(sweep) not in "".join(trial_rows)
+    assert [c.strip() for c in trial_rows[0].strip("|").split("|")][:3] == ["trial", "run", "data.batch_size"]
+    assert trial_rows[1].startswith("| 0     | 0   |")  # trial 0 ran in job 0 of this sweep, not an absolute path
+    assert "same in every trial: state=complete" in every
+    assert "test/error" in _csv(sweep / "summary.csv")[0]  # the CSV keeps every column

@@ -70,3 +70,43 @@ def test_the_finder_curve_starts_at_the_real_initial_loss():
     lrs = [10 ** (-6 + 6 * k / 59) for k in range(60)]
     cliff = [2.3] * 30 + [2.3 - 0.2 * k for k in range(1, 11)] + [0.3] * 20  # steepest fall at points 30-39
     assert lrs[30] <= suggest(lrs, unbias(_lightning_curve(cliff))["smoothed"]) <= lrs[45]
+
+
+def _finder_losses(seed: int, n: int = 100):
+    """A loss-vs-lr sweep as a training run makes it: a plateau, a fall whose steepest point is at lr = 1e-2, a
+    minimum, then divergence; noise of its own for each rerun. (lrs, noise-free loss, noisy loss per batch)."""
+    import numpy as np
+
+    lrs = np.logspace(-6, 0, n)
+    x = np.log10(lrs)
+    clean = 2.3 - 1.8 / (1 + np.exp(-(x + 2) / 0.35)) + 3.0 * np.clip(x + 0.6, 0, None) ** 2
+    noisy = clean + np.random.default_rng(seed).normal(0, 0.08, n)
+    return list(lrs), clean, list(noisy)
+
+
+def test_the_smoothed_curve_lies_on_the_raw_one_and_the_suggestion_is_stable():
+    """Issue 34: no lag (Lightning's 0.98 running average read ~2.0 where the loss was ~0.7), a suggestion near the
+    known steepest descent (lr 1e-2), the same for every rerun of the sweep to within a factor 2."""
+    import numpy as np
+
+    from labkit.run.tuning import smooth, suggest, unbias
+
+    suggestions = []
+    for seed in range(8):
+        lrs, clean, noisy = _finder_losses(seed)
+        curve = smooth(_lightning_curve(noisy))
+        assert curve["raw"] == pytest.approx(noisy, abs=1e-6)
+        smoothed = np.asarray(curve["smoothed"])
+        # within the noise of the true curve everywhere, before and across the fall and at the minimum (x in -3..-1)
+        fall = (np.log10(lrs) > -3) & (np.log10(lrs) < -1)
+        # (the first and last points are means of fewer batches: noisier, never lagging)
+        assert np.abs(smoothed - clean)[3:85].max() < 0.15 and np.abs(smoothed - clean)[fall].mean() < 0.06
+        # Lightning's running average (bias-corrected) lags: far above the loss right after the fall
+        lagging = np.asarray(unbias(_lightning_curve(noisy))["smoothed"])
+        assert (lagging - clean)[fall].max() > 0.4
+        s = suggest(lrs, curve["smoothed"])
+        assert 10 ** -2.25 <= s <= 10 ** -1.75, s  # the steepest descent is at 1e-2
+        suggestions.append(s)
+    assert max(suggestions) / min(suggestions) < 1.6  # a few points of the sweep (1.15x apart) at most
+    assert suggest(lrs, curve["smoothed"]) == suggest(lrs, list(curve["smoothed"]))  # same curve, same answer
+    assert suggest(lrs, [1.0] * 100) is None  # a loss that does not fall: no suggestion

@@ -122,7 +122,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(format_results(results))
     log.info("reports written to %s", final)
     if cfg.get("loggers", True):
-        send_to_loggers(run_dir, saved, ckpt, headline_figures(results, cfg.split))
+        from labkit.run.pictures import figures_in
+
+        send_to_loggers(run_dir, saved, ckpt, headline_figures(results, cfg.split),
+                        figures_in(final, f"evaluation/{cfg.split}", recursive=True))
     return results
 
 
@@ -143,12 +146,15 @@ def headline_figures(results: dict, split: str) -> dict[str, float]:
     return out
 
 
-def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[str, float]) -> None:
+def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[str, float],
+                    pictures: dict[str, Path] | None = None) -> None:
     """``figures`` to every logger of the run's config (TensorBoard's scalars and HParams tab beside the run's final
     figures, CSV, the same MLflow and W&B runs), through the run core's own path (:func:`labkit.run.records.send`).
     Only the figures of the run's best checkpoint, whose test figures the loggers hold: another checkpoint's stay in
-    report.json. A logger that cannot be reached is a warning; the reports are written already."""
-    if not figures or not isinstance(saved, DictConfig) or not saved.get("logger"):
+    report.json. ``pictures`` (``{"evaluation/test/confusion_matrix.png": path}``): the reports' figures, as images
+    (TensorBoard, W&B) and artifacts of the run's MLflow run (:func:`labkit.run.pictures.send_figures`). A logger
+    that cannot be reached is a warning; the reports are written already."""
+    if not (figures or pictures) or not isinstance(saved, DictConfig) or not saved.get("logger"):
         return
     try:
         best = runs.find_checkpoint(run_dir, "best")
@@ -158,6 +164,7 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
         log.info("loggers: not sent (%s is not the run's best checkpoint, whose figures the loggers hold)",
                  runs.relative_to_run(ckpt, run_dir))
         return
+    from labkit.run import pictures as images
     from labkit.run import records
     from labkit.run.plan import Plan
     from labkit.tracking.loggers import close, reopen
@@ -166,7 +173,12 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
     loggers = reopen(run_dir, saved)
     try:
         plan = Plan(saved, tuple(str(o) for o in saved.get("overrides") or ()), run_dir=Path(run_dir))
-        records.send(loggers, plan, {**recorded, **figures}, figures, params=False)
+        if figures:
+            records.send(loggers, plan, {**recorded, **figures}, figures, params=False)
+        sent = images.send_figures(loggers, pictures or {}, step=int(recorded.get("global_step") or 0))
+        if any(sent.values()):
+            log.info("the run's loggers got the reports' figures: %s", ", ".join(
+                f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
     except Exception as e:  # the reports are written: the loggers' copy must not turn them into a failure
         log.warning("could not send the figures to the run's loggers: %s", e)
     finally:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import read_json
-from labkit.run import directory, records, tuning, validate
+from labkit.run import directory, pictures, records, tuning, validate
 from labkit.run import plan as planning
 from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunCheckpoint, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
@@ -76,6 +76,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
             figures |= test(plan, trainer, task, data)
             figures = records.metrics(plan, trainer, task, figures, init_report, clock)
             records.report(loggers, plan, figures)
+            to_loggers(loggers, plan, trainer, task, data)
             records.finish(run_dir, figures)
         except BaseException as e:  # failed, or stopped on purpose (a scheduler's SIGTERM, Ctrl-C)
             stopped = stopped_by(e, clock.epoch, run_dir)
@@ -86,6 +87,19 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
         records.drop_superseded(kept, trainer, run_dir)
     log.info("run directory: %s", run_dir)
     return figures
+
+
+def to_loggers(loggers, plan: Plan, trainer: pl.Trainer, task, data) -> None:
+    """The figures written during training and the best model to the run's loggers (:mod:`labkit.run.pictures`);
+    a logger's failure is a warning, never the run's."""
+    if not loggers or trainer.global_rank != 0:
+        return
+    ckpt_cb = records.best_checkpoint_callback(trainer)
+    try:
+        pictures.at_end_of_training(loggers, plan.run_dir, task, data, ckpt_cb.best_model_path if ckpt_cb else None,
+                                    int(trainer.global_step))
+    except Exception as e:
+        log.warning("could not send the figures and the model to the loggers: %s: %s", type(e).__name__, e)
 
 
 def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted | Interrupted | None:

@@ -3,8 +3,11 @@
 Before training, the learning rate is swept exponentially from ``tune_lr_min`` to ``tune_lr_max`` over
 ``tune_lr_steps`` training batches (weights and trainer state are restored afterwards), the loss-vs-lr curve is
 saved as ``<run>/lr_finder.png`` with the suggestion marked (the steepest descent of the loss), and the suggestion
-is printed. With ``tune_lr_apply: true`` (default) the run trains with it, and ``config.yaml`` records it
-(``task.optimizer.lr``); with ``false`` it is only suggested. ``<run>/lr_finder.json`` keeps the figures.
+is printed. The curve is smoothed with a centred moving mean (:func:`centred`): unlike Lightning's running average
+it does not lag behind the losses, so the smoothed line lies on the raw one and the steepest descent is found where
+the loss really falls fastest (before its minimum, where it then diverges). With ``tune_lr_apply: true``
+(default) the run trains with it, and ``config.yaml`` records it (``task.optimizer.lr``); with ``false`` it is only
+suggested. ``<run>/lr_finder.json`` keeps the figures.
 """
 from __future__ import annotations
 
@@ -58,14 +61,71 @@ def unbias(lightning_losses: list[float], beta: float = BETA) -> dict[str, Any]:
     return {"raw": raw, "smoothed": smoothed, "corrected": True}
 
 
-def suggest(lrs: list[float], smoothed: list[float], skip_begin: int = 10, skip_end: int = 1) -> float | None:
-    """Lightning's rule on the corrected curve: the learning rate where the smoothed loss falls fastest."""
+def half_window(n: int) -> int:
+    """Half the width of the centred window for a curve of ``n`` points: 5 % of them, at least 2."""
+    return max(2, n // 20)
+
+
+def centred(raw: list[float], half: int | None = None) -> list[float]:
+    """The centred moving mean of ``raw``: point ``k`` is the mean of points ``k - h .. k + h`` (``h``:
+    :func:`half_window`), the window narrowed symmetrically near the ends, so the smoothed curve never lags the raw
+    one (a running average trails it by about ``1 / (1 - beta)`` points, 50 for Lightning's 0.98). Gaps (NaN) are
+    left out of the means."""
     import numpy as np
 
-    losses = np.asarray(smoothed[skip_begin:len(smoothed) - skip_end], dtype=float)
-    if losses.size < 2:
+    x = np.asarray(raw, dtype=float)
+    h = half_window(len(x)) if half is None else half
+    out = []
+    for k in range(len(x)):
+        w = min(h, k, len(x) - 1 - k)
+        part = x[k - w:k + w + 1]
+        part = part[np.isfinite(part)]
+        out.append(float(part.mean()) if part.size else float("nan"))
+    return out
+
+
+def suggest(lrs: list[float], smoothed: list[float], skip_begin: int | None = None, skip_end: int | None = None
+            ) -> float | None:
+    """The learning rate where the smoothed loss falls fastest per decade of learning rate, searched before the
+    smoothed loss's minimum (after it the loss diverges) and away from the ends (``skip_begin``/``skip_end`` points,
+    by default the centred window's half width, where the window is narrow and the curve noisier). The same losses
+    give the same suggestion; a rerun's noise moves it by about the window's width at most."""
+    import numpy as np
+
+    y = np.asarray(smoothed, dtype=float)
+    x = np.log10(np.asarray(lrs, dtype=float))
+    h = half_window(len(y))
+    begin = h if skip_begin is None else skip_begin
+    end = len(y) - (h if skip_end is None else skip_end)
+    if end - begin < 3 or not np.isfinite(y[begin:end]).all():
         return None
-    return float(lrs[skip_begin + int(np.gradient(losses).argmin())])
+    lowest = begin + int(np.argmin(y[begin:end]))
+    if lowest - begin < 2:
+        return None  # the loss does not fall
+    slope = np.gradient(y[begin:lowest + 1], x[begin:lowest + 1])
+    k = int(np.argmin(slope))
+    if slope[k] >= 0:
+        return None
+    # the centre of the steepest stretch (where the loss falls at least half as fast as at its steepest point),
+    # weighted by the fall: one noisy point does not move it as it moves the steepest single point
+    lo, hi = k, k
+    while lo > 0 and slope[lo - 1] <= slope[k] / 2:
+        lo -= 1
+    while hi < len(slope) - 1 and slope[hi + 1] <= slope[k] / 2:
+        hi += 1
+    w = -slope[lo:hi + 1]
+    centre = float((x[begin + lo:begin + hi + 1] * w).sum() / w.sum())
+    return float(lrs[begin + int(np.abs(x[begin:lowest + 1] - centre).argmin())])  # a learning rate of the sweep
+
+
+def smooth(lightning_losses: list[float]) -> dict[str, Any]:
+    """The raw losses (Lightning's running average undone, :func:`unbias`) and their centred moving mean
+    (:func:`centred`), with the legend's words for it; a curve with gaps keeps Lightning's own."""
+    curve = unbias(lightning_losses)
+    if not curve["corrected"]:
+        return {**curve, "label": "smoothed (Lightning's)"}
+    h = half_window(len(curve["raw"]))
+    return {**curve, "smoothed": centred(curve["raw"], h), "label": f"smoothed (centred mean of {2 * h + 1} points)"}
 
 
 def plot(lrs: list[float], curve: dict[str, Any], suggestion: float | None, configured: float):
@@ -76,7 +136,7 @@ def plot(lrs: list[float], curve: dict[str, Any], suggestion: float | None, conf
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(lrs, curve["raw"], color="0.7", linewidth=0.8, label="loss per batch")
     ax.plot(lrs, curve["smoothed"], color="C0", linewidth=1.8,
-            label="smoothed (bias-corrected)" if curve["corrected"] else "smoothed (Lightning's)")
+            label=curve.get("label") or ("smoothed (bias-corrected)" if curve["corrected"] else "smoothed (Lightning's)"))
     ax.axvline(configured, color="grey", linestyle="--", linewidth=1, label=f"configured lr {configured:g}")
     if suggestion is not None:
         i = min(range(len(lrs)), key=lambda j: abs(lrs[j] - suggestion))
@@ -115,10 +175,11 @@ def maybe_tune_lr(cfg: DictConfig, trainer, task, data, out_dir) -> float | None
         trainer.fit_loop.max_epochs = max_epochs
     out_dir = Path(out_dir)
     lrs = list(map(float, finder.results.get("lr", []))) if finder else []
-    curve = unbias(list(map(float, finder.results.get("loss", []))) if finder else [])
+    curve = smooth(list(map(float, finder.results.get("loss", []))) if finder else [])
     suggestion = suggest(lrs, curve["smoothed"]) if curve["corrected"] else (finder.suggestion() if finder else None)
     record = {"suggestion": suggestion, "configured_lr": before, "applied": False, **settings, "lrs": lrs,
-              "losses": curve["raw"], "smoothed": curve["smoothed"], "bias_corrected": curve["corrected"]}
+              "losses": curve["raw"], "smoothed": curve["smoothed"], "bias_corrected": curve["corrected"],
+              "smoothing": curve["label"]}
     if lrs:
         files.save_figure(plot(lrs, curve, suggestion, before), out_dir / "lr_finder.png")
     if suggestion is None:

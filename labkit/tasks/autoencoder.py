@@ -35,6 +35,7 @@ class AutoencoderTask(LabTask):
     reconstructs = True  # LabTask.encode/decode give the network's: predict.py's reconstructions, compression, anomaly
     # what sweep summaries and compare.py show first (labkit.tracking.summary): the test reconstruction loss
     headline_metrics = ("test/loss",)
+    loss_kind = "MSE"
 
     def __init__(self, model, log_images: int = 50, **kwargs: Any):
         AutoencoderTask.check_args(locals())

@@ -52,6 +52,8 @@ class LabTask(pl.LightningModule):
     # what sweep summaries and compare.py show first (labkit.tracking.summary): keys of metrics.json (test/acc), or
     # "<report>/<key>" of <run>/evaluation/test/report.json where <key> is one of the report's declared headlines
     headline_metrics: ClassVar[tuple[str, ...]] = ("test/loss",)
+    # what the logged */loss measures (compare.py draws the losses of different kinds in panels of their own)
+    loss_kind: ClassVar[str] = "loss"
     # embed(x) -> (N, D) is the embedding the task trains (metric learning): predict.py shows nearest neighbours,
     # the retrieval report and the training run's retrieval figures search with it. False: embed raises.
     embeds: ClassVar[bool] = False

@@ -40,6 +40,7 @@ class ClassificationTask(LabTask):
     evaluations = ("classification",)
     # what sweep summaries and compare.py show first (labkit.tracking.summary): metrics.json keys
     headline_metrics = ("test/acc", "test/error")
+    loss_kind = "cross-entropy"
 
     def __init__(self, model, label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                  mix_stop_epoch: int | None = None, **kwargs: Any):

@@ -127,6 +127,7 @@ class SiameseTask(MetricTask):
     :func:`contrastive_loss` with margin ``m`` (2 in the notes)."""
 
     sampling = "pairs"
+    loss_kind = "contrastive"
 
     def __init__(self, model, margin: float = 2.0, **kwargs: Any):
         super().__init__(model, margin=margin, **kwargs)
@@ -158,6 +159,7 @@ class TripletTask(MetricTask):
     """
 
     sampling = "triplets"
+    loss_kind = "triplet"
     logged_metrics = schema.TripletTask.logged_metrics
 
     def __init__(self, model, norm_penalty: float = 0.0, norm_reduction: str = "batch", miner: str | None = None,

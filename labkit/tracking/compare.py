@@ -27,19 +27,23 @@ from labkit.run import provenance
 from labkit.tracking.summary import (
     RunRecord,
     cell_text,
+    common_folder,
     csv_text,
     fitted_table,
     flatten,
     headline_columns,
+    informative_columns,
     internal_setting,
     is_run_dir,
     load_record,
     monitor_of,
     print_summary,
     report_headlines,
+    split_override,
     sweep_jobs,
     task_groups,
     unused_settings,
+    wrap_lines,
 )
 
 
@@ -142,33 +146,69 @@ def default_out_dir(runs: list[Path]) -> Path:
 
 
 # ----- the table ------------------------------------------------------------------------------------------------
+CLASS_GROUPS = ("model", "data", "task")  # groups whose ``_target_`` is a choice of the experiment (which network)
+
+
+def swept_keys(records: list[RunRecord], keys: list[str]) -> list[str]:
+    """The ``keys`` the runs' command lines set (``task.optimizer.lr=0.1``; ``model=lenet`` for ``model._target_``),
+    in the order they were first given."""
+    out: list[str] = []
+    for r in records:
+        for o in r.overrides:
+            key = split_override(o)[0]
+            for k in (key, f"{key}._target_"):
+                if k in keys and k not in out:
+                    out.append(k)
+    return out
+
+
 def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]:
     """(keys whose config.yaml value differs between the runs it acts in, each run's flattened config).
 
-    Bookkeeping settings (files, loggers, display: :func:`~labkit.tracking.summary.internal_setting`) are never
-    columns. A setting a run's task does not use (:func:`~labkit.tracking.summary.unused_settings`), or an argument of
-    another model, data set or task class than the run's own, is blank for that run and does not make a column.
+    Order: the keys the runs' command lines set (swept: lr, batch size, epochs...) first, in the order given, then
+    which model/data class, then the rest by name. Bookkeeping settings (files, loggers, display:
+    :func:`~labkit.tracking.summary.internal_setting`) are never columns, nor a callback's ``_target_``: a callback
+    some runs have and others not is one column (its class name, blank where absent), and its arguments are columns
+    only where they differ between the runs that have it. A setting a run's task does not use
+    (:func:`~labkit.tracking.summary.unused_settings`), or an argument of another model, data set or task class than
+    the run's own, is blank for that run and does not make a column.
     """
     flat = [flatten(OmegaConf.to_container(r.config, resolve=False)) if r.config is not None else {} for r in records]
     unused = [unused_settings(f, r.target) for f, r in zip(flat, records)]
     for f, off in zip(flat, unused):
         for key in off:
             del f[key]
+    # a node with a _target_ outside the experiment's classes (a callback): its presence is one column, its name
+    nodes = sorted({k[:-len("._target_")] for f in flat for k in f
+                    if k.endswith("._target_") and k.split(".")[0] not in CLASS_GROUPS and not internal_setting(k)})
+    for f in flat:
+        for node in nodes:
+            target = f.pop(f"{node}._target_", None)
+            if isinstance(target, str):
+                f[node] = target.rsplit(".", 1)[-1]
     keys = sorted({k for f in flat for k in f if not internal_setting(k)})
+
+    def node_of(key: str) -> str | None:
+        return next((n for n in nodes if key.startswith(n + ".")), None)
 
     def acts(f: dict, off: set, key: str) -> bool:
         if key in f:
             return True
         if key in off:
             return False
+        node = node_of(key)
+        if node is not None:
+            return node in f  # the argument of a callback this run has, at its default
         group = key.split(".")[0]
-        if group not in ("model", "data", "task"):
+        if group not in CLASS_GROUPS:
             return True  # absent: its default
         target = f"{group}._target_"
         return all(g.get(target) == f.get(target) for g in flat if key in g)  # same class, an older config
 
     differ = [k for k in keys if len({repr(f.get(k)) for f, off in zip(flat, unused) if acts(f, off, k)}) > 1]
     differ.sort(key=lambda k: not k.endswith("_target_"))  # which class first
+    swept = swept_keys(records, differ)
+    differ = swept + [k for k in differ if k not in swept]
     if any(f.get("task._target_") for f in flat):
         differ = [k for k in differ if k != "task._target_"]  # the task column names it
     for f in flat:  # a class path reads as its class name
@@ -235,7 +275,9 @@ def build_table(runs: list[tuple[Path, str]]) -> dict:
     columns = ["run", "task", "status", *differ, *prov_differ, *heads, *metric_cols, *evals, "epochs", "wall_time_s"]
     if any(r["error"] for r in rows):
         columns.append("error")
-    return {"rows": rows, "columns": columns, "records": records, "histories": histories,
+    common, names = run_names([r for r, _ in runs])
+    return {"rows": rows, "columns": columns, "records": records, "histories": histories, "common": common,
+            "names": names,
             "monitors": list(monitors), "differ": differ, "provenance_differ": prov_differ, "evals": evals}
 
 
@@ -243,35 +285,54 @@ def _present(rows: list[dict], col: str) -> bool:
     return any(r.get(col) not in (None, "") for r in rows)
 
 
+def run_names(runs: list[Path]) -> tuple[Path, list[str]]:
+    """(the folder every run is in, each run's name relative to it, without the date and time of its directory
+    name: ``c3f2a1_lenet-digits``, a sweep's job ``3``)."""
+    common = common_folder(runs)
+    names = []
+    for run in runs:
+        try:
+            rel = Path(run).resolve().relative_to(common).as_posix()
+        except ValueError:
+            rel = str(run)
+        names.append(short_label(rel))
+    return common, names
+
+
 def readable_tables(table: dict) -> str:
     """The comparison as markdown people can read: one table per task when the runs have several (each with that
-    task's headline metrics first), at most :data:`~labkit.tracking.summary.TABLE_WIDTH` characters wide; the values
-    of the columns that did not fit are listed under their table."""
+    task's headline metrics), at most :data:`~labkit.tracking.summary.TABLE_WIDTH` characters wide. Columns: the run
+    (named relative to the runs' common folder), then the settings that differ between its runs (the swept ones
+    first), then the headline metrics and the rest; a column that is the same in every run of the table is said once
+    above it, one another column derives (``test/error`` beside ``test/acc``) is left out (both stay in the CSV).
+    The values of the columns that did not fit are listed under their table."""
     rows, records = table["rows"], table["records"]
     groups = task_groups(records)
+    names = table.get("names") or [short_label(r["run"]) for r in rows]
     parts = []
     for task, idx in groups:
-        grows = [dict(rows[i], run=short_label(rows[i]["run"])) for i in idx]
+        grows = [dict(rows[i], run=names[i]) for i in idx]
         grecs = [records[i] for i in idx]
         heads = [c for c in headline_columns(grecs) if _present(grows, c)]
         mons = dict.fromkeys([*(monitor_of(r.target)[0] for r in grecs), "val/loss"])
         best = [f"{m} best" for m in mons if _present(grows, f"{m} best")]
         final = [f"{m} final" for m in mons if _present(grows, f"{m} final")]
-        present = [c for c in table["differ"] + table["provenance_differ"] if _present(grows, c)]
-        if len(groups) == 1:
-            settings, same = present, []
-            settings = ["task"] + settings if len({r["task"] for r in grows}) > 1 else settings
-        else:  # a setting the group's runs share is said once, above its table
-            settings = [c for c in present if len({repr(r.get(c)) for r in grows}) > 1]
-            same = [f"{c}={cell_text(grows[0].get(c))}" for c in present if c not in settings]
+        settings = [c for c in table["differ"] if _present(grows, c)]
+        facts = [c for c in table["provenance_differ"] if _present(grows, c)]
         evals = [c for c in table["evals"] if c not in heads and _present(grows, c)]
         tail = ["epochs", "wall_time_s"] + (["error"] if _present(grows, "error") else [])
-        columns = ["run", "status", *settings, *heads, *best, *final, *evals, *tail]
-        priority = ["run", "status", *heads, *settings, *best, *evals, *final, "epochs", "wall_time_s", "error"]
+        columns = ["run", *settings, "status", *heads, *best, *final, *evals, *tail, *facts]
+        columns, same = informative_columns(grows, columns, keep=("run", *heads),
+                                            shared=settings + facts if len(groups) > 1 else ())
+        priority = ["run", *settings, *heads, "status", *best, *evals, *final, "epochs", "wall_time_s", "error",
+                    *facts]
         text = fitted_table(grows, columns, priority, "run")
+        said = " ".join(f"{c}={cell_text(v)}" for c, v in same.items())
         if len(groups) > 1:
             title = f"### {task}: {len(grows)} run{'s' if len(grows) > 1 else ''}"
-            text = title + "\n\n" + (f"same in these runs: {' '.join(same)}  \n\n" if same else "") + text
+            text = title + "\n\n" + (f"same in these runs: {said}  \n\n" if said else "") + text
+        elif said:
+            text = f"same in every run: {said}  \n\n" + text
         parts.append(text)
     return "\n".join(parts)
 
@@ -280,13 +341,28 @@ def readable_tables(table: dict) -> str:
 X_AXES = {"epoch": ("epoch", "epoch", 1.0), "time": ("wall_time_s", "wall-clock minutes (all sessions)", 60.0)}
 
 
+def loss_kind(target: str) -> str:
+    """What a task's ``*/loss`` measures (its class's ``loss_kind``: cross-entropy, MSE, triplet...)."""
+    from labkit.tracking.summary import declaring_class
+
+    return str(getattr(declaring_class(target), "loss_kind", "loss")) if target else "loss"
+
+
 def plot_validation_curves(labels: list[str], histories: list[list[dict]], metrics: list[str], path,
-                           x: str = "epoch") -> Path | None:
+                           x: str = "epoch", kinds: list[str] | None = None) -> Path | None:
     """One panel per validation metric (val/loss, val/acc, ...), one line per run, against the epoch or (``x="time"``)
     the run's wall-clock minutes at the end of each epoch: runs of different lengths and speeds compared by what they
-    cost."""
+    cost. A loss is drawn in one panel per kind (``kinds``: each run's, e.g. cross-entropy, MSE, triplet): losses of
+    different kinds never share an axis."""
     column, xlabel, scale = X_AXES[x]
-    panels = [m for m in metrics if any(_finite(r.get(m)) for h in histories for r in h)]
+    kinds = kinds or ["loss"] * len(histories)
+    panels: list[tuple[str, str | None]] = []
+    for m in metrics:
+        drawn = [k for h, k in zip(histories, kinds) if any(_finite(r.get(m)) for r in h)]
+        if m.split("/")[-1] == "loss" and len(set(drawn)) > 1:
+            panels += [(m, k) for k in dict.fromkeys(drawn)]
+        elif drawn:
+            panels.append((m, None))
     if not panels:
         return None
     import matplotlib
@@ -295,15 +371,21 @@ def plot_validation_curves(labels: list[str], histories: list[list[dict]], metri
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, metric in zip(axes[0], panels):
-        for label, hist in zip(labels, histories):
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (metric, kind) in zip(axes.flat, panels):
+        for label, hist, k in zip(labels, histories, kinds):
+            if kind is not None and k != kind:
+                continue
             pts = [(r[column] / scale, r[metric]) for r in hist if _finite(r.get(metric)) and _finite(r.get(column))]
             if pts:
                 ax.plot(*zip(*pts), "-o", markersize=3, label=label)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
+        ax.set_ylabel(f"{metric} ({kind})" if kind else metric)
+        ax.set_title(f"{metric} ({kind})" if kind else metric)
         if x == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -331,10 +413,12 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True, 
     table = build_table(runs)
     out_dir = Path(out) if out else default_out_dir([r for r, _ in runs])
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [label for _, label in runs]
-    png = plot_validation_curves(labels, table["histories"], table["monitors"], out_dir / "validation_curves.png", x=x)
+    labels, names = [label for _, label in runs], table["names"]
+    kinds = [loss_kind(r.target) for r in table["records"]]
+    png = plot_validation_curves(names, table["histories"], table["monitors"], out_dir / "validation_curves.png",
+                                 x=x, kinds=kinds)
     no_history = [label for label, h in zip(labels, table["histories"]) if not h]
-    lines = [f"runs compared: {len(runs)}"]
+    lines = [f"runs compared: {len(runs)}, in {_shown_path(table['common'])}"]
     warning = provenance.data_warning(table["provenance_differ"])
     if warning:
         lines.append(warning)
@@ -342,17 +426,33 @@ def compare(paths: list[str], out: str | Path | None = None, echo: bool = True, 
         lines.append("no per-epoch history (history.csv) in: " + ", ".join(no_history))
     preamble = "\n".join(f"{ln}  " for ln in lines) + "\n"
     md = preamble + "\n" + readable_tables(table)
-    md += "\nruns:\n" + "\n".join(f"- {short_label(r['run'])}: {r['path']}" for r in table["rows"]) + "\n"
+    listed = []
+    for name, r in zip(names, table["rows"]):
+        try:
+            rel = Path(r["path"]).resolve().relative_to(table["common"]).as_posix()
+        except ValueError:
+            rel = r["path"]
+        listed.append(f"- {name}: {rel}" if rel != name else f"- {name}")
+    md += f"\nruns (in {table['common']}):\n" + "\n".join(listed) + "\n"
     if png is not None:
         md += f"\n![validation curves]({png.name})\n"
     atomic_write_text(out_dir / "comparison.md", md)
     atomic_write_text(out_dir / "comparison.csv", csv_text(table["rows"], table["columns"] + ["path"]))
     if echo:
-        print(f"\nComparison ({out_dir / 'comparison.md'}):\n" + md.split("\n![")[0])
-        print(f"written: {out_dir / 'comparison.md'}, {out_dir / 'comparison.csv'}"
-              + (f", {png}" if png is not None else " (no validation curves: no run has a per-epoch history)"))
+        written = ["comparison.md", "comparison.csv"] + ([png.name] if png is not None else [])
+        print(wrap_lines(f"\nComparison ({_shown_path(out_dir / 'comparison.md')}):\n" + md.split("\n![")[0]))
+        print(wrap_lines(f"written in {_shown_path(out_dir)}: {', '.join(written)}"
+                         + ("" if png is not None else " (no validation curves: no run has a per-epoch history)")))
     table.update({"out_dir": out_dir, "png": png, "sweeps": sweeps})
     return table
+
+
+def _shown_path(path: Path) -> str:
+    """A path as printed: relative to the working directory when it is under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,6 +212,17 @@ def _local_uri(path: str) -> str:
     return Path(path).expanduser().resolve().as_uri()
 
 
+def _best_model_only(lg, log_model: bool | str) -> bool | str:
+    """``log_model``: true (default) = the best model at the end of training (an MLflow model with its signature, a W&B
+    ``model`` artifact: :func:`labkit.run.pictures.log_best_model`), not Lightning's copy of every checkpoint file;
+    ``"all"`` = that too, each checkpoint as it is saved (Lightning's); false = neither. Returns Lightning's setting."""
+    if log_model not in (True, False, "all"):
+        raise ConfigError(f"log_model={log_model!r} is invalid: true (the best model at the end of training), false, "
+                          f"or 'all' (also every checkpoint file as it is saved)")
+    lg.log_best_model = bool(log_model)
+    return "all" if log_model == "all" else False
+
+
 def _remote(uri: str | None) -> bool:
     return bool(uri) and uri.split("://", 1)[0].lower() in ("http", "https")
 
@@ -225,8 +236,9 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     def __init__(self, experiment_name: str = "labkit", run_name: str | None = None,
                  tracking_uri: str | None = None, artifact_location: str | None = None, run_dir: str | None = None,
                  tags: dict[str, Any] | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
-                 **kwargs: Any):
+                 log_model: bool | str = True, **kwargs: Any):
         _require("mlflow", "logger=mlflow")
+        kwargs["log_model"] = _best_model_only(self, log_model)
         timeout = _check_timeout("logger.mlflow.connect_timeout_s", connect_timeout_s)
         self._tolerate("mlflow", tracking_uri if _remote(tracking_uri) else None)
         if self._server is not None:
@@ -348,8 +360,9 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
     labkit says where the run is saved instead."""
 
     def __init__(self, name: str | None = None, save_dir: str = ".", offline: bool = True,
-                 connect_timeout_s: float | None = CONNECT_TIMEOUT_S, **kwargs: Any):
+                 connect_timeout_s: float | None = CONNECT_TIMEOUT_S, log_model: bool | str = True, **kwargs: Any):
         _require("wandb", "logger=wandb")
+        kwargs["log_model"] = _best_model_only(self, log_model)
         timeout = _check_timeout("logger.wandb.connect_timeout_s", connect_timeout_s)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or Path(save_dir).name, save_dir=save_dir, offline=offline, **kwargs)

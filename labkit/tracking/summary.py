@@ -197,6 +197,69 @@ def fitted_table(rows: list[dict], columns: list[str], priority: list[str], labe
     return markdown_table(rows, shown) + overflow_lines(rows, hidden, label)
 
 
+def derivable(rows: list[dict], col: str, shown: list[str]) -> bool:
+    """A column that another shown column already says: ``x/error`` next to ``x/acc`` (1 - accuracy), ``epochs``
+    next to ``trainer.max_epochs`` when every run trained them all."""
+    def same(a, b) -> bool:
+        if a in (None, "") or b in (None, ""):
+            return a in (None, "") and b in (None, "")
+        return _finite(a) and _finite(b) and abs(a - b) < 1e-6
+    if col.endswith("/error") and col[:-len("error")] + "acc" in shown:
+        acc = col[:-len("error")] + "acc"
+        return all(same(r.get(col), 1.0 - r[acc] if _finite(r.get(acc)) else None) for r in rows)
+    if col == "epochs" and "trainer.max_epochs" in shown:
+        return all(same(r.get(col), r.get("trainer.max_epochs")) for r in rows)
+    return False
+
+
+def informative_columns(rows: list[dict], columns: list[str], keep: tuple[str, ...] | list[str] = (),
+                        shared: tuple[str, ...] | list[str] = ()) -> tuple[list[str], dict[str, Any]]:
+    """(the columns that tell the rows apart, {column: value} of those that do not): a column that is blank in every
+    row, one with the same value in every row (said once above the table instead) and one another column derives
+    (:func:`derivable`) is left out; ``keep`` (the run's name, the headline metrics) stays unless derivable. A
+    column of ``shared`` (settings that differ between the tables of other tasks) is said once even for one row."""
+    out, same = [], {}
+    for c in columns:
+        if c in keep:
+            out.append(c)
+            continue
+        values = {cell_text(r.get(c, "")) for r in rows}
+        if values == {""}:
+            continue
+        if (len(rows) > 1 or c in shared) and len(values) == 1:
+            same[c] = rows[0].get(c)
+            continue
+        out.append(c)
+    return [c for c in out if c == out[0] or not derivable(rows, c, out)], same
+
+
+def wrap_lines(text: str, width: int = TABLE_WIDTH) -> str:
+    """Every line at most ``width`` characters: a longer one (a list of facts, a warning, a path) is broken at spaces
+    (a word longer than the line at ``/``) and continued indented; table rows are fitted to the width already."""
+    import textwrap
+
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width or line.startswith("|"):
+            out.append(line)
+            continue
+        brk = "  " if line.endswith("  ") else ""  # a markdown line break stays at the end of the last piece
+        pieces = textwrap.wrap(line.rstrip(), width - len(brk), subsequent_indent="    ", break_on_hyphens=False,
+                               break_long_words=True)
+        out += pieces[:-1] + [pieces[-1] + brk]
+    return "\n".join(out)
+
+
+def common_folder(paths: list[Path]) -> Path:
+    """The deepest folder that holds every one of ``paths`` (a single run's: its parent)."""
+    import os
+
+    resolved = [str(Path(p).resolve()) for p in paths]
+    if len(resolved) == 1:
+        return Path(resolved[0]).parent
+    return Path(os.path.commonpath(resolved))
+
+
 def task_groups(records: list["RunRecord"]) -> list[tuple[str, list[int]]]:
     """(task name, indexes of its runs), tasks in the order they first appear."""
     groups: dict[str, list[int]] = {}
@@ -385,7 +448,7 @@ def summarize_sweep(sweep_dir) -> list[dict]:
     if png is not None:
         md += f"\n![headline metrics per job]({png.name})\n"
     md += report["study_md"]
-    atomic_write_text(sweep_dir / "summary.md", md)
+    atomic_write_text(sweep_dir / "summary.md", md)  # long facts stay whole here; print_summary wraps them
     report["png"] = png
     return report["rows"]
 
@@ -443,6 +506,13 @@ def build_summary(sweep_dir) -> dict:
     columns += heads + ["epochs", "params", "wall_time_s"]
     if any(r["error"] for r in rows):
         columns.append("error")
+    chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
+    # the table: what tells the jobs apart (the swept keys first), then the figures; what is the same in every job
+    # is said once above it, what another column derives (test/error beside test/acc) is left out (both in the CSV)
+    shown = ["job", *(["trial"] if trial_of else []), *swept, "status", *chart, "epochs", "params", "wall_time_s",
+             *(["error"] if "error" in columns else []), *prov_differ]
+    shown, same = informative_columns(rows, shown, keep=("job", "trial", *chart))
+    constant = {**constant, **{k: fmt(v) for k, v in same.items() if k != "status"}}
     lines = [f"sweep: {sweep_dir}", f"jobs: {len(rows)}" + (f" ({_status_counts(rows)})" if rows else "")]
     if constant:
         lines.append("same in every job: " + " ".join(f"{k}={v}" for k, v in constant.items()))
@@ -458,10 +528,10 @@ def build_summary(sweep_dir) -> dict:
         lines.append("tasks: " + ", ".join(tasks))
     if study:
         lines += study_lines(study)
-    chart = ([objective_col] if objective_col and objective_col not in heads else []) + heads
-    priority = ["job", "trial", "status", *chart, *swept, *prov_differ, "epochs", "wall_time_s", "params", "error"]
-    return {"rows": rows, "columns": columns, "priority": priority, "csv_columns": [c for c in columns if c != "error"]
-            + ["overrides", "error"], "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
+    priority = ["job", "trial", *swept, *chart, "status", "epochs", "wall_time_s", "params", "error", *prov_differ]
+    return {"rows": rows, "columns": shown, "all_columns": columns, "priority": priority,
+            "csv_columns": [c for c in columns if c != "error"] + ["overrides", "error"],
+            "preamble": "\n".join(f"{ln}  " for ln in lines) + "\n",
             "chart_columns": chart, "records": records, "study": study,
             "study_md": study_markdown(study, sweep_dir) if study else ""}
 
@@ -493,11 +563,13 @@ def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
             if k not in params:
                 params.append(k)
         run = str(t.get("run_dir") or "")
-        if run:
-            try:
-                run = str(Path(run).relative_to(sweep_dir.parent))
-            except ValueError:
-                pass
+        if run:  # this sweep's job by its number, another worker's run relative to the folder of the sweeps
+            for base in (sweep_dir, sweep_dir.parent):
+                try:
+                    run = Path(run).relative_to(base).as_posix()
+                    break
+                except ValueError:
+                    continue
         state = str(t.get("state"))
         rows.append({"trial": t.get("number"), "state": state if t.get("counts", True) else f"{state} (not counted)",
                      "objective": t.get("value") if state == "complete" else None,  # a pruned one's is its last epoch's
@@ -508,11 +580,14 @@ def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
 def study_markdown(study: dict, sweep_dir: Path) -> str:
     """summary.md's section about the study: every trial (also those of other workers), Optuna's plots."""
     rows, columns = study_rows(study, Path(sweep_dir))
-    if not any(r["note"] for r in rows):
-        columns.remove("note")
+    params = columns[3:-3]
+    shown, same = informative_columns(rows, ["trial", "run", *params, "state", "objective", "epochs", "note"],
+                                      keep=("trial", "objective"))
+    said = " ".join(f"{k}={cell_text(v)}" for k, v in same.items())
     text = (f"\n## Study {study.get('study_name')}: every trial\n\nobjective: {study.get('optimized_metric')} "
-            f"({study.get('direction')}); run: its folder under {Path(sweep_dir).parent}\n\n"
-            + markdown_table(rows, columns))
+            f"({study.get('direction')}); run: its job folder in this sweep, else its folder under "
+            f"{Path(sweep_dir).parent}  \n" + (f"same in every trial: {said}  \n" if said else "") + "\n"
+            + fitted_table(rows, shown, ["trial", "run", "objective", *params, "state", "epochs", "note"], "trial"))
     titles = {"history": "optimization history", "importances": "parameter importances", "slice": "slice plot"}
     for name, file in (study.get("plots") or {}).items():
         text += f"\n![{titles.get(name, name)}]({file})\n"
@@ -607,7 +682,7 @@ def print_summary(sweep_dir) -> list[dict]:
     text = (sweep_dir / "summary.md").read_text().replace("![headline metrics per job](summary.png)",
                                                           f"bar chart: {sweep_dir / 'summary.png'}")
     text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f"{m.group(1)}: {sweep_dir / m.group(2)}", text)
-    print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text)
+    print(wrap_lines(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + text))
     return rows
 
 

@@ -1,0 +1,132 @@
+"""Issue 34: what a run sends to MLflow and TensorBoard, seen in a real browser (headless Chromium driven by Playwright).
+
+Slow and needs Debian's ``chromium`` and ``pip install playwright`` (the system browser: no ``playwright install``);
+without them the tests say so and are skipped. Servers bind 127.0.0.1 on a free port and are stopped at the end.
+The MLflow run page's screenshot is saved as docs/images/mlflow_run.png (shown in README's logger section).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], port: int, ready_path: str, log: Path, timeout_s: float = 90.0) -> subprocess.Popen:
+    """Start a server and wait (bounded) until ``ready_path`` answers on 127.0.0.1:port."""
+    proc = subprocess.Popen(args, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{args[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    raise AssertionError(f"{args[0]} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def trained(cfg_factory, tmp_path, monkeypatch):
+    """A tiny run logged to TensorBoard and MLflow's default local store (SQLite under paths.log_dir), evaluated."""
+    from labkit.cli.evaluate import evaluate
+    from labkit.run.lifecycle import execute
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = cfg_factory("logger=[tensorboard,mlflow]", *FAST)
+    execute(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    evaluate(cfg_factory(f"run={run_dir}", name="evaluate", sub="ev"))
+    return run_dir, tmp_path / "logs" / "mlruns" / "mlflow.db"
+
+
+def test_the_mlflow_run_page_shows_the_confusion_matrix_and_the_model(trained, browser, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    run_dir, db = trained
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("labkit")
+    (run,) = client.search_runs([exp.experiment_id])
+    port = _free_port()
+    server = _serve([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+                     "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], port, "/health",
+                    tmp_path / "mlflow_server.log")
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
+        page.goto(base, timeout=60_000)
+        page.get_by_text(run_dir.name).first.wait_for(timeout=60_000)  # the run page, named after its directory
+        page.get_by_text("model", exact=True).first.wait_for(timeout=30_000)  # the logged model on the overview
+        page.goto(base + "/artifacts", timeout=60_000)
+        page.get_by_text("evaluation", exact=True).first.click(timeout=60_000)
+        page.get_by_text("test", exact=True).first.click(timeout=30_000)
+        page.get_by_text("confusion_matrix.png").first.click(timeout=30_000)
+        # the figure's preview: an image as wide as the confusion matrix drawn by the report
+        page.wait_for_function("Array.from(document.images).some(i => i.complete && i.naturalWidth > 300)",
+                               timeout=30_000)
+        shot = ROOT / "docs" / "images" / "mlflow_run.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 20_000
+    finally:
+        _stop(server)
+
+
+def test_tensorboard_images_tab_shows_the_figures(trained, browser, tmp_path):
+    run_dir, _ = trained
+    port = _free_port()
+    server = _serve([sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir / "tensorboard"), "--host",
+                     "127.0.0.1", "--port", str(port)], port, "/data/logdir", tmp_path / "tensorboard.log")
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/?darkMode=false#images", timeout=60_000)
+        page.get_by_text("evaluation/test/confusion_matrix").first.wait_for(timeout=60_000)
+        page.get_by_text("training/learning_curves").first.wait_for(timeout=30_000)
+        shot = ROOT / "docs" / "images" / "tensorboard_images.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 20_000
+    finally:
+        _stop(server)
