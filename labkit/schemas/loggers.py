@@ -42,7 +42,7 @@ class MLFlowLogger:
     tags: Optional[Dict[str, Any]] = None  # extra tags of the MLflow run
     connect_timeout_s: Optional[float] = 5.0  # a remote server is checked first (null: no check)
     save_dir: Optional[str] = "./mlruns"  # (Lightning's file store, when tracking_uri is null)
-    log_model: Any = False  # Lightning's checkpoint upload: false, true, all
+    log_model: Any = True  # the best model at the end of training as an MLflow model; all: every checkpoint too
     prefix: str = ""  # prefix of every metric name
     run_id: Optional[str] = None  # continue this MLflow run
 
@@ -63,7 +63,7 @@ class WandbLogger:
     id: Optional[str] = None  # the W&B run id (same as version)
     anonymous: Optional[bool] = None  # anonymous logging
     project: Optional[str] = None  # the W&B project
-    log_model: Any = False  # upload checkpoints as artifacts: false, true, all
+    log_model: Any = True  # the best checkpoint as a W&B model artifact; all: every checkpoint too; false: none
     prefix: str = ""  # prefix of every metric name
     checkpoint_name: Optional[str] = None  # the checkpoint artifact's name
     entity: Optional[str] = None  # the W&B team or user
