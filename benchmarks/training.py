@@ -289,7 +289,7 @@ def run_labkit(args, device: torch.device) -> dict:
         "+callbacks.bench_timer._target_=benchmarks.training.EpochTimer",
         f"+callbacks.bench_timer.gpu_util={str(device.type == 'cuda').lower()}",
         f"+callbacks.bench_timer.sync_debug={str(args.sync_debug).lower()}",
-    ] + ([f"+data.channels_last={str(args.channels_last).lower()}"] if args.channels_last is not None else []) \
+    ] + ([f"data.channels_last={str(args.channels_last).lower()}"] if args.channels_last is not None else []) \
         + list(args.override or [])
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -86,7 +86,7 @@ def test_a_classifier_trains_on_padded_erased_mixed_batches(cfg_factory):
     the loss is taken against soft labels, train/acc against the dominant label, and it learns."""
     from labkit.run.lifecycle import execute
 
-    cfg = cfg_factory("data.augment=true", "+data.pad=2", "+data.erasing=0.5", "task.mixup_alpha=0.2",
+    cfg = cfg_factory("data.augment=true", "data.pad=2", "data.erasing=0.5", "task.mixup_alpha=0.2",
                       "task.cutmix_alpha=1.0", "trainer.max_epochs=2", "logger=none", "data.batch_size=64")
     metrics = execute(cfg)
     assert metrics["status"] == "ok" and 0 <= metrics["train/acc"] <= 1
@@ -136,8 +136,8 @@ def test_training_batches_are_augmented_and_evaluation_batches_are_not(cfg_facto
 
     monkeypatch.setattr(memory.InMemoryImageDataModule, "transform", transform)
     monkeypatch.setattr(A, "random_crop", crop)
-    cfg = cfg_factory("data.augment=true", "+data.pad=2", "+data.erasing=0.5", "trainer.max_epochs=1",
-                      "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", "logger=none",
+    cfg = cfg_factory("data.augment=true", "data.pad=2", "data.erasing=0.5", "trainer.max_epochs=1",
+                      "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "logger=none",
                       "trainer.num_sanity_val_steps=0")
     assert execute(cfg)["status"] == "ok"
     assert seen.count(True) == 3                 # the three training batches, augmented

@@ -75,7 +75,7 @@ IN_PROCESS = [
     T("task.optimizer.lr=0", phrase="task.optimizer.lr=0.0 is invalid: it must be a number > 0"),
     T("task.optimizer.momentum=1.5", phrase="task.optimizer.momentum=1.5 is invalid: it must be a number in [0, 1]"),
     T("task.optimizer.weight_decay=-0.1", phrase="task.optimizer.weight_decay=-0.1 is invalid"),
-    T("task/optimizer=adam", "+task.optimizer.betas=[0.9,1.5]", phrase="task.optimizer.betas[1]=1.5 is invalid"),
+    T("task/optimizer=adam", "task.optimizer.betas=[0.9,1.5]", phrase="task.optimizer.betas[1]=1.5 is invalid"),
     T("task.label_smoothing=1.0", phrase="task.label_smoothing=1.0 is invalid: it must be a number in [0, 1)"),
     T("task.mixup_alpha=-0.2", phrase="task.mixup_alpha=-0.2 is invalid"),
     T("task.cutmix_alpha=abc", phrase="task.cutmix_alpha='abc' is invalid"),

@@ -17,7 +17,7 @@ from labkit.run.plan import make, source_checkpoint
 from labkit.tasks import ClassificationTask
 from labkit.tasks.finetuning import BackboneFinetuning, find_head, head_parameter_names
 
-SHORT = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "logger=none", "test=false"]
+SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none", "test=false"]
 
 
 @pytest.fixture(scope="module")
