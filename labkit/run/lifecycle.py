@@ -54,9 +54,7 @@ def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None, disc
 
 
 def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
-    """Train, test the best checkpoint and record the run; returns what ``metrics.json`` holds. Everything that can
-    refuse the run (the model on the data, the data's files, the loggers and their tracking servers) is built before
-    the run directory is claimed."""
+    """Train, test the best checkpoint and record the run (returns metrics.json); all that can refuse it is built first."""
     if plan.nothing_to_do:
         log.warning("%s", plan.nothing_to_do)
         return read_json(plan.run_dir / directory.METRICS_FILE)
@@ -72,8 +70,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
             trainer, loggers = attach(plan, task, clock, loggers)
             records.start(plan, trainer, data, loggers)
             kept = protect_recorded_best(plan, trainer)
-            figures = fit(plan, trainer, task, data)
-            figures |= test(plan, trainer, task, data)
+            figures = fit(plan, trainer, task, data) | test(plan, trainer, task, data)  # (fit first, then test)
             figures = records.metrics(plan, trainer, task, figures, init_report, clock)
             records.report(loggers, plan, figures)
             to_loggers(loggers, plan, trainer, task, data)
@@ -85,7 +82,6 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
                 raise stopped from None  # one paragraph, not Lightning's bare SystemExit (exit status 0)
             raise
         records.drop_superseded(kept, trainer, run_dir)
-    log.info("run directory: %s", run_dir)
     return figures
 
 

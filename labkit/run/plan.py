@@ -21,27 +21,12 @@ from labkit.core import checks
 from labkit.core.errors import ConfigError
 from labkit.core.files import read_json
 from labkit.run import directory, startup
+from labkit.run.startup import RESUME_DRIVING, RESUME_FIXED, covers, resume_key_allowed  # noqa: F401
 from labkit.run.validate import check_required, validate
 
 log = logging.getLogger("labkit")
 
-# ----- what a resume may change -------------------------------------------------------------------------------------
-# Keys a resume may change: how long and how the run is driven, never what is being trained.
-RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
-                  "data.keep_on_device", "data.data_dir", "logger", "callbacks", "paths", "test", "expected",
-                  "measured", "tune_lr", "optimized_metric")
-# ... except these, which change the optimization itself or which checkpoint counts as the best
-RESUME_FIXED = ("trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
-                "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode")
 NOT_RECORDED = ("resume",)  # keys of the command line that are not part of a run's settings
-
-
-def _covers(prefixes, key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
-def resume_key_allowed(key: str) -> bool:
-    return _covers(RESUME_DRIVING, key) and not _covers(RESUME_FIXED, key)
 
 
 def override_keys(overrides: Sequence[str]) -> list[str]:
@@ -183,14 +168,14 @@ def _reproduction(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig
                           f"python train.py resume={run_dir}")
     startup.check_config_unedited(run_dir, f"reproduce={cfg.reproduce}")
     saved = directory.load_config(run_dir)
-    change = _first_change(cfg, saved, overrides, lambda k: k == "reproduce" or _covers(REPRODUCE_DRIVING, k))
+    change = _first_change(cfg, saved, overrides, lambda k: k == "reproduce" or covers(REPRODUCE_DRIVING, k))
     if change is not None:  # repeating the original's own value is fine
         key = change[0]
         raise ConfigError(f"reproduce={cfg.reproduce} cannot change '{key}': a reproduction runs the original's own "
                           f"settings (it may change only {', '.join(REPRODUCE_DRIVING)}). To try other settings, start "
                           f"a new run: python train.py init_from={run_dir} {key}=...")
     for key in override_keys(overrides):
-        if _covers(REPRODUCE_DRIVING, key) and not _covers(("paths",), key):
+        if covers(REPRODUCE_DRIVING, key) and not covers(("paths",), key):
             _apply(saved, cfg, key)
     with open_dict(saved):
         saved.paths = OmegaConf.to_container(cfg.paths, resolve=False)  # where it runs: this command line's

@@ -135,6 +135,7 @@ def finish(run_dir: Path, figures: dict[str, Any]) -> None:
     provenance.finish(run_dir, "ok")
     figures[startup.DIGEST_KEY] = startup.digest(Path(run_dir) / directory.CONFIG_FILE)  # what it trained with
     files.write_json(Path(run_dir) / directory.METRICS_FILE, figures)
+    log.info("run directory: %s", run_dir)
 
 
 def recorded_best(run_dir: Path) -> Path | None:

@@ -30,6 +30,24 @@ LOGGER_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb", "CometLogge
                    "NeptuneLogger": "neptune"}
 
 
+# ----- what a resume may change -------------------------------------------------------------------------------------
+# Keys a resume may change: how long and how the run is driven, never what is being trained.
+RESUME_DRIVING = ("trainer", "data.num_workers", "data.eval_batch_size", "data.pin_memory", "data.persistent_workers",
+                  "data.keep_on_device", "data.data_dir", "logger", "callbacks", "paths", "test", "expected",
+                  "measured", "tune_lr", "optimized_metric")
+# ... except these, which change the optimization itself or which checkpoint counts as the best
+RESUME_FIXED = ("trainer.accumulate_grad_batches", "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",
+                "callbacks.model_checkpoint.monitor", "callbacks.model_checkpoint.mode")
+
+
+def covers(prefixes, key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def resume_key_allowed(key: str) -> bool:
+    return covers(RESUME_DRIVING, key) and not covers(RESUME_FIXED, key)
+
+
 class MissingPackageError(LabkitError, ImportError):
     """An optional package a setting needs is not installed."""
 
@@ -95,8 +113,6 @@ def recorded_status(run_dir: Path) -> str | None:
 def _experiment_keys(a, b) -> list[str]:
     """The dotted keys whose values differ between two configs, where a resume may not change them (what is
     trained: model, data, task, optimizer, seed...)."""
-    from labkit.run.plan import resume_key_allowed
-
     return [k for k in differing_keys(a, b) if not resume_key_allowed(k) and not k.startswith(
         ("overrides", "resume", "resume_history", "reproduce", "hydra", "expected", "measured",
                                           "requires"))]
