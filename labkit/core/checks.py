@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import math
 import os
 from pathlib import Path
@@ -183,14 +184,24 @@ def writable_folder(name: str, path: Any) -> Path:
 
 
 # ----- argument checks declared by classes ------------------------------------------------------------------
-def locate(target: str):
-    """The class or function a ``_target_`` names (ConfigError when it cannot be imported)."""
-    from hydra._internal.utils import _locate  # without hydra.utils' error logging
+class _Silent(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
+
+def locate(target: str):
+    """The class or function a ``_target_`` names, found as Hydra's ``instantiate`` finds it (ConfigError when it
+    cannot be imported)."""
+    from hydra.utils import get_object
+
+    hydra_log, silent = logging.getLogger("hydra.utils"), _Silent()
+    hydra_log.addFilter(silent)  # get_object logs the error before raising it: labkit says it in one paragraph
     try:
-        return _locate(target)
+        return get_object(target)
     except Exception as e:
         raise ConfigError(f"_target_ '{target}' cannot be imported: {e}") from None
+    finally:
+        hydra_log.removeFilter(silent)
 
 
 def target_arguments(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
