@@ -12,7 +12,8 @@ from conftest import ROOT
 
 
 def test_imports_only_point_down_the_layers():
-    """pyproject.toml's [tool.importlinter] contract: cli -> tracking -> run -> evaluation -> tasks -> models|data -> core."""
+    """pyproject.toml's [tool.importlinter] contract: cli -> tracking -> run -> evaluation -> tasks -> models|data -> core
+    -> adapters."""
     r = subprocess.run([shutil.which("lint-imports") or "lint-imports", "--no-cache"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -67,7 +68,8 @@ def test_the_package_root_holds_only_its_front_door():
     roots = sorted(p.stem for p in (ROOT / "labkit").glob("*.py"))
     assert roots == ["__init__", "_compat"]
     folders = sorted(p.name for p in (ROOT / "labkit").iterdir() if (p / "__init__.py").is_file())
-    assert folders == ["cli", "core", "data", "evaluation", "models", "run", "schemas", "tasks", "tracking"]
+    assert folders == ["adapters", "cli", "core", "data", "evaluation", "models", "run", "schemas", "tasks",
+                       "tracking"]
 
 
 def test_ruff_is_clean():

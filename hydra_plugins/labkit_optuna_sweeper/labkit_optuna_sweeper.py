@@ -278,6 +278,8 @@ class LabkitOptunaSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
+        from labkit.adapters.hydra import failed_job_exception
+        from labkit.adapters.optuna import stored_user_attrs
         from labkit.core.files import read_json
         from labkit.tracking import search
 
@@ -288,9 +290,9 @@ class LabkitOptunaSweeper(Sweeper):
         except (OSError, ValueError):
             metrics = {}
         status = metrics.get("status")
-        value = ret._return_value if ret.status == JobStatus.COMPLETED else None
+        value = ret.return_value if ret.status == JobStatus.COMPLETED else None
         finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        reported_pruned = study._storage.get_trial(trial._trial_id).user_attrs.get(search.PRUNED_ATTR)
+        reported_pruned = stored_user_attrs(study, trial).get(search.PRUNED_ATTR)  # the job's reporter wrote it
         trial.set_user_attr(search.RUN_DIR_ATTR, str(run_dir))
         if status == "ok" and finite:
             study.tell(trial, float(value))
@@ -305,7 +307,8 @@ class LabkitOptunaSweeper(Sweeper):
         if metrics.get("error"):
             why = str(metrics["error"])
         elif ret.status != JobStatus.COMPLETED:
-            why = f"{type(ret._return_value).__name__}: {ret._return_value}"
+            exc = failed_job_exception(ret)
+            why = f"{type(exc).__name__}: {exc}"
         elif status == "ok":
             why = f"it returned {value!r} for optimized_metric={self.metric}"
         else:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
+from labkit.adapters import hydra as hydra_internals
 from labkit.core import checks, files
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory as runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
@@ -110,22 +111,8 @@ def quiet_about_a_full_disk():
         logging.getLogger("labkit").removeFilter(quiet)
 
 
-def _hydra_file(e: BaseException) -> Path | None:
-    """The file Hydra was writing (its record of the job, ``<run dir>/.hydra/config.yaml``...) when ``e`` stopped it:
-    a full disk's error there does not name it."""
-    tb, found = e.__traceback__, None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_save_config":  # hydra.core.utils._save_config(cfg, filename, output_dir)
-            where, name = tb.tb_frame.f_locals.get("output_dir"), tb.tb_frame.f_locals.get("filename")
-            found = Path(str(where)) / str(name) if where is not None and name is not None else None
-        tb = tb.tb_next
-    return found
-
-
 def _report_as_hydra_does(e: Exception) -> NoReturn:
     """Hydra's own report of an error that is not labkit's to explain (its shortened traceback), exit status 1."""
-    from hydra._internal.utils import run_and_report
-
     os.environ.pop("HYDRA_FULL_ERROR", None)
     tb = e.__traceback__  # from Hydra's run_job on, as Hydra shortens it when it catches the error itself
     while tb is not None and tb.tb_frame.f_code.co_name != "run_job":
@@ -136,8 +123,7 @@ def _report_as_hydra_does(e: Exception) -> NoReturn:
     def again():
         raise e
 
-    run_and_report(again)
-    raise SystemExit(1)  # pragma: no cover (run_and_report exits)
+    hydra_internals.run_and_report(again)
 
 
 # set beside HYDRA_FULL_ERROR=1 while labkit (not the user) has set it, so that the processes a run starts (DDP ranks)
@@ -453,7 +439,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
                 if debug:
                     raise
                 if files.is_disk_full(e):
-                    fail(files.disk_full(e, None if e.filename else _hydra_file(e)))
+                    fail(files.disk_full(e, None if e.filename else hydra_internals.file_being_saved(e)))
                 _report_as_hydra_does(e)
     finally:
         sys.argv = saved_argv

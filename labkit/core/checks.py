@@ -7,17 +7,17 @@ and raises :class:`~labkit.core.errors.ConfigError` otherwise, always in the sam
 
 ``optional=True`` also accepts ``None``. Booleans are never numbers here (``True`` is not a batch size).
 
-A class declares the checks of its own constructor arguments once, in a static ``check_args(args)`` that reads a
-mapping of argument name -> value; its ``__init__`` calls it with ``locals()`` (before doing any work). labkit's own
-classes write those rules as functions of :mod:`labkit.core.rules` (no torch there) and make ``check_args`` that
-function, so the pre-flight (``labkit.run.validate.validate`` through :mod:`labkit.run.signatures`) runs the same
-checks of every class in a config node's ``_target_`` hierarchy without importing the class. :func:`check_target`
-does the same by importing it (what the pre-flight does for a target its table does not know).
+A class declares the checks of its own constructor arguments once, in its schema's static ``check(args)``
+(:mod:`labkit.schemas`, no torch there) that reads a mapping of argument name -> value; the class makes it its
+``check_args`` and its ``__init__`` calls it with ``locals()`` (before doing any work), and the pre-flight
+(``labkit.run.validate.validate`` through :mod:`labkit.run.signatures`) runs the same checks on the config without
+importing the class. :func:`check_target` does the same by importing it (for a target without a schema).
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import math
 import os
 from pathlib import Path
@@ -186,14 +186,24 @@ def writable_folder(name: str, path: Any) -> Path:
 
 
 # ----- argument checks declared by classes ------------------------------------------------------------------
-def locate(target: str):
-    """The class or function a ``_target_`` names (ConfigError when it cannot be imported)."""
-    from hydra._internal.utils import _locate  # without hydra.utils' error logging
+class _Silent(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
+
+def locate(target: str):
+    """The class or function a ``_target_`` names, found as Hydra's ``instantiate`` finds it (ConfigError when it
+    cannot be imported)."""
+    from hydra.utils import get_object
+
+    hydra_log, silent = logging.getLogger("hydra.utils"), _Silent()
+    hydra_log.addFilter(silent)  # get_object logs the error before raising it: labkit says it in one paragraph
     try:
-        return _locate(target)
+        return get_object(target)
     except Exception as e:
         raise ConfigError(f"_target_ '{target}' cannot be imported: {e}") from None
+    finally:
+        hydra_log.removeFilter(silent)
 
 
 def target_arguments(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,9 +44,9 @@ for _message, _category in _WARNINGS:
     warnings.filterwarnings("ignore", message=_message, category=_category)
 
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
-for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins",
-              "optuna.storages._in_memory", "optuna.storages._rdb.storage", "onnxscript", "onnx_ir",
-              "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
+# (optuna.storages: every storage's logger below it, each saying "A new study created in ... with name")
+for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins", "optuna.storages", "onnxscript",
+              "onnx_ir", "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # ----- plain output: files, pipes and schedulers' logs get no bars and no escape codes ------------------------------
@@ -158,10 +158,10 @@ for _name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.see
 
 # ----- the model summary without an all-zero FLOPs column ----------------------------------------------------
 def _summary_base():
+    from lightning_utilities.core.imports import RequirementCache
     from pytorch_lightning.callbacks import ModelSummary as _Plain
-    from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
-    if _RICH_AVAILABLE:
+    if RequirementCache("rich>=10.2.2"):  # what RichModelSummary requires
         from pytorch_lightning.callbacks import RichModelSummary
 
         return RichModelSummary
@@ -183,59 +183,57 @@ def _make_summary_class():
         def __init__(self, max_depth: int = 1, enabled: bool = True, **summarize_kwargs):
             super().__init__(max_depth=max_depth if enabled else 0, **summarize_kwargs)
 
-        def on_fit_start(self, trainer, pl_module) -> None:
-            if not self._max_depth:
-                return
-            summary = self._summary(trainer, pl_module)
-            data = summary._get_summary_data()
-            flops = getattr(summary, "total_flops", 0) or 0
-            if not flops:
-                data = [(name, col) for name, col in data if name != "FLOPs"]
-            if trainer.is_global_zero:
-                self._print(data, summary, flops)
-
-        def _print(self, data, summary, flops) -> None:
-            from pytorch_lightning.utilities.model_summary.model_summary import (
-                get_formatted_model_size,
-                get_human_readable_count,
-            )
-
-            modes = summary.total_training_modes
-            totals = [("Trainable params", get_human_readable_count(summary.trainable_parameters)),
-                      ("Non-trainable params",
-                       get_human_readable_count(summary.total_parameters - summary.trainable_parameters)),
-                      ("Total params", get_human_readable_count(summary.total_parameters)),
-                      ("Total estimated model params size (MB)", get_formatted_model_size(summary.model_size)),
-                      ("Modules in train mode", str(modes["train"])), ("Modules in eval mode", str(modes["eval"]))]
-            if flops:
-                totals.append(("Total FLOPs", get_human_readable_count(flops)))
-            try:
-                from rich import get_console
-                from rich.table import Table
-            except ImportError:
-                widths = [max(len(n), *(len(str(v)) for v in col)) for n, col in data]
-                lines = [" | ".join(n.ljust(w) for (n, _), w in zip(data, widths))]
-                lines.append("-" * (sum(widths) + 3 * len(widths)))
-                lines += [" | ".join(str(col[i]).ljust(w) for (_, col), w in zip(data, widths))
-                          for i in range(len(data[0][1]))]
-                lines += [f"{v:<10} {n}" for n, v in totals]
-                logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + "\n".join(lines))
-                return
-            table = Table(header_style=self._summarize_kwargs.get("header_style", "bold magenta"))
-            for name, _ in data:
-                table.add_column(name, justify="right" if name in ("Params", "FLOPs", "Params per Device")
-                                 else "left", style="dim" if name == " " else None, no_wrap=name == "Name")
-            for row in zip(*(col for _, col in data)):
-                table.add_row(*row)
-            console = get_console()
-            console.print(table)
-            grid = Table.grid(expand=True)
-            grid.add_column()
-            for n, v in totals:
-                grid.add_row(f"[bold]{n}[/]: {v}")
-            console.print(grid)
+        @staticmethod
+        def summarize(summary_data, total_parameters: int, trainable_parameters: int, model_size: float,
+                      total_training_modes: dict[str, int], total_flops: int = 0, **summarize_kwargs) -> None:
+            # Lightning's hook: called on the global-zero process with the summary's columns and totals
+            flops = total_flops or 0
+            data = summary_data if flops else [(name, col) for name, col in summary_data if name != "FLOPs"]
+            _print_summary(data, total_parameters, trainable_parameters, model_size, total_training_modes, flops,
+                           summarize_kwargs)
 
     return ModelSummary
+
+
+def _print_summary(data, total_parameters: int, trainable_parameters: int, model_size: float,
+                   modes: dict[str, int], flops: int, summarize_kwargs: dict) -> None:
+    from pytorch_lightning.utilities.model_summary.model_summary import (
+        get_formatted_model_size,
+        get_human_readable_count,
+    )
+
+    totals = [("Trainable params", get_human_readable_count(trainable_parameters)),
+              ("Non-trainable params", get_human_readable_count(total_parameters - trainable_parameters)),
+              ("Total params", get_human_readable_count(total_parameters)),
+              ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+              ("Modules in train mode", str(modes["train"])), ("Modules in eval mode", str(modes["eval"]))]
+    if flops:
+        totals.append(("Total FLOPs", get_human_readable_count(flops)))
+    try:
+        from rich import get_console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(n), *(len(str(v)) for v in col)) for n, col in data]
+        lines = [" | ".join(n.ljust(w) for (n, _), w in zip(data, widths))]
+        lines.append("-" * (sum(widths) + 3 * len(widths)))
+        lines += [" | ".join(str(col[i]).ljust(w) for (_, col), w in zip(data, widths))
+                  for i in range(len(data[0][1]))]
+        lines += [f"{v:<10} {n}" for n, v in totals]
+        logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + "\n".join(lines))
+        return
+    table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+    for name, _ in data:
+        table.add_column(name, justify="right" if name in ("Params", "FLOPs", "Params per Device")
+                         else "left", style="dim" if name == " " else None, no_wrap=name == "Name")
+    for row in zip(*(col for _, col in data)):
+        table.add_row(*row)
+    console = get_console()
+    console.print(table)
+    grid = Table.grid(expand=True)
+    grid.add_column()
+    for n, v in totals:
+        grid.add_row(f"[bold]{n}[/]: {v}")
+    console.print(grid)
 
 
 def interactive() -> bool:

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 from pathlib import Path
 
 import torch
 
+from labkit.adapters.numpy import pickled_core_global
+from labkit.adapters.torch import COMPILED_PREFIX
 from labkit.core.errors import LabkitError
 
 
@@ -57,12 +58,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in SAFE_GLOBALS and not (module in ("builtins", "__builtin__")
                                                         and name in _SAFE_BUILTINS):
             raise _Refused(module, name)
-        if module.startswith("numpy.core."):  # numpy >= 2 moved it; avoid the deprecated alias
-            try:
-                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core."):]), name)
-            except ImportError:
-                pass
-        return super().find_class(module, name)
+        found = pickled_core_global(module, name)  # numpy >= 2 moved numpy.core: not through the deprecated alias
+        return found if found is not None else super().find_class(module, name)
 
 
 def safe_unpickle(path: str | Path, what: str = "a pickle of plain data and numpy arrays", encoding: str = "latin1"):
@@ -155,4 +152,4 @@ def state_dict_of(obj: dict) -> dict[str, torch.Tensor]:
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if any(k.startswith("model.") for k in sd):
         sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    return {k.replace("_orig_mod.", ""): v for k, v in sd.items()}
+    return {k.replace(COMPILED_PREFIX, ""): v for k, v in sd.items()}

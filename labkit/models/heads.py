@@ -8,7 +8,8 @@ A model declares its head in one of two ways (checked in this order):
 
 A model that declares nothing gets the head labkit's own models follow by convention: ``output_layer``
 (MLP), else the last ``nn.Linear``/``nn.Conv2d`` of ``classifier`` (LeNet, MiniAlexNet), else the model's
-last ``nn.Linear``. Models compiled with ``task.compile=true`` are looked through (``_orig_mod``).
+last ``nn.Linear``. Models compiled with ``task.compile=true`` are looked through
+(:func:`labkit.adapters.torch.unwrap_compiled`).
 
 Who uses it: ``task.freeze=backbone`` trains only :func:`head_parameter_names` (:mod:`labkit.tasks.finetuning`);
 :func:`labkit.models.zoo.build` gives a torchvision network a new head with :func:`reset_head`;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from labkit.adapters.torch import unwrap_compiled
 from labkit.core.errors import ConfigError
 
 HEAD_ATTR = "labkit_head"
@@ -31,7 +33,7 @@ class HeadNotFoundError(ConfigError):
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The network itself when ``model`` is a ``torch.compile`` wrapper, else ``model``."""
-    return getattr(model, "_orig_mod", model)
+    return unwrap_compiled(model)
 
 
 def _declared(model: nn.Module) -> tuple[str, nn.Module] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from labkit.adapters.torch import unwrap_compiled
 from labkit.core.errors import IncompatibleError
 from labkit.core.safe_load import load_checkpoint, state_dict_of
 
@@ -37,7 +38,7 @@ def init_from(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     """
     ckpt = Path(path)
     source = state_dict_of(load_checkpoint(ckpt))
-    target = getattr(model, "_orig_mod", model)
+    target = unwrap_compiled(model)
     own = target.state_dict()
     kept, new, mismatched = [], [], []
     for name, tensor in own.items():

@@ -8,7 +8,7 @@
 - :class:`SignalsAsSigterm` makes SIGUSR1 (SLURM's ``--signal=USR1@<seconds>`` before a time limit) stop a run
   the way SIGTERM does (Lightning stops at the next step); the run core records it as preempted.
 - :class:`AtomicCheckpointIO` writes checkpoints to a temporary file and renames it, so a kill during a
-  save never leaves a truncated ``.ckpt`` behind.
+  save never leaves a truncated ``.ckpt`` behind; it deletes replaced checkpoints except those it is told to keep.
 """
 from __future__ import annotations
 
@@ -152,21 +152,8 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning keeps absolute paths in a checkpoint's callback state; when the directory has moved, stock
     ``ModelCheckpoint`` forgets the best score and keeps the old ``best_model_path``, so a resumed run would call
     its next epoch the best and test a file outside itself. Here every path under the checkpoint's old folder is
-    mapped onto the current one first.
-
-    ``keep``: files that are never deleted while training, although a better checkpoint replaces them (a resumed
-    run keeps the best checkpoint that the finished run's metrics.json names, until the resume has finished and
-    rewritten metrics.json: a resume killed half-way leaves a record whose checkpoint still exists)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.keep: set[str] = set()
-
-    def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        if os.path.realpath(filepath) in self.keep:
-            log.info("keeping %s (the finished run's best checkpoint) until this run has finished", filepath)
-            return
-        super()._remove_checkpoint(trainer, filepath)
+    mapped onto the current one first. (Checkpoints it replaces are deleted through :class:`AtomicCheckpointIO`, which
+    keeps those it is told to keep.)"""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -223,7 +210,22 @@ class RunClock(pl.Callback):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that serializes in memory, then writes a temporary file and renames it
     (:func:`labkit.core.files.atomic_write_bytes`): the checkpoint gets the permissions the umask gives, and the first
-    save into a folder removes the temporaries (``.<name>.<pid>-<host>-<random>.labkit-tmp``) of killed saves."""
+    save into a folder removes the temporaries (``.<name>.<pid>-<host>-<random>.labkit-tmp``) of killed saves.
+
+    ``keep``: checkpoint files that are never deleted while training, although a better checkpoint replaces them (a
+    resumed run keeps the best checkpoint that the finished run's metrics.json names, until the resume has finished
+    and rewritten metrics.json: a resume killed half-way leaves a record whose checkpoint still exists). Every
+    checkpoint Lightning deletes (``ModelCheckpoint`` replacing one) goes through :meth:`remove_checkpoint`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keep: set[str] = set()
+
+    def remove_checkpoint(self, path) -> None:
+        if os.path.realpath(path) in self.keep:
+            log.info("keeping %s (the finished run's best checkpoint) until this run has finished", path)
+            return
+        super().remove_checkpoint(path)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:

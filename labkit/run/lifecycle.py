@@ -19,7 +19,7 @@ from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import read_json
 from labkit.run import directory, pictures, records, tuning, validate
 from labkit.run import plan as planning
-from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunCheckpoint, RunClock, SignalsAsSigterm
+from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
 
 log = logging.getLogger("labkit")
@@ -189,10 +189,8 @@ def protect_recorded_best(plan: Plan, trainer: pl.Trainer) -> Path | None:
     """A resume keeps the checkpoint its finished run's metrics.json names until it has written its own record (a
     resume killed half-way leaves a record whose checkpoint exists); returns that file."""
     kept = records.recorded_best(plan.run_dir) if plan.resume is not None else None
-    if kept is not None:
-        for cb in trainer.checkpoint_callbacks:
-            if isinstance(cb, RunCheckpoint):
-                cb.keep.add(str(kept))
+    if kept is not None and isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+        trainer.strategy.checkpoint_io.keep.add(str(kept))  # ModelCheckpoint deletes the checkpoints it replaces there
     return kept
 
 

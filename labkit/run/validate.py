@@ -187,7 +187,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem found in a train config.
 
     Nothing is built, read or written, and for conf/'s own targets nothing heavy is imported: unknown keys, every
-    value a constructor would refuse (each class's ``check_args``, the functions of :mod:`labkit.core.rules`), the
+    value a constructor would refuse (each schema's rules, :mod:`labkit.schemas`, which the classes' ``check_args`` are), the
     trainer's counts and the callbacks' monitors."""
     check_missing(cfg)
     for group in ("model", "data", "task", "trainer"):

@@ -15,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from labkit.adapters.torch import set_last_lr
 
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
@@ -26,6 +27,9 @@ log = logging.getLogger("labkit")
 
 # optimizer param-group keys that are learning rates (scaled at the unfreeze); OneCycleLR keeps the last three
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+# every BatchNorm layer of torch.nn (the subclasses of its private base torch.nn.modules.batchnorm._BatchNorm)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d, nn.LazyBatchNorm2d,
+               nn.LazyBatchNorm3d)
 
 
 def _count(params) -> int:
@@ -46,7 +50,7 @@ class BackboneFinetuning(BaseFinetuning):
         self.unfreeze_lr_factor = float(unfreeze_lr_factor)
         self.train_bn = train_bn
         self.head = ""
-        self._frozen_bn: list[_BatchNorm] = []
+        self._frozen_bn: list[nn.Module] = []
         self._unfrozen = False
 
     @staticmethod
@@ -73,7 +77,7 @@ class BackboneFinetuning(BaseFinetuning):
             p.requires_grad = id(p) in head_ids
         head_modules = {id(m) for m in head.modules()}
         self._frozen_bn = [] if self.train_bn else [
-            m for m in net.modules() if isinstance(m, _BatchNorm) and id(m) not in head_modules]
+            m for m in net.modules() if isinstance(m, BATCH_NORMS) and id(m) not in head_modules]
         self._unfrozen = False
         total, trainable = _count(net.parameters()), _count(head.parameters())
         when = (f"until epoch {self.unfreeze_at_epoch}" if self.unfreeze_at_epoch is not None
@@ -128,8 +132,7 @@ class BackboneFinetuning(BaseFinetuning):
                 continue
             if hasattr(sched, "base_lrs"):
                 sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in groups]
-            if hasattr(sched, "_last_lr"):
-                sched._last_lr = [g["lr"] for g in groups]
+            set_last_lr(sched, [g["lr"] for g in groups])
             min_lrs = getattr(sched, "min_lrs", None)  # ReduceLROnPlateau: one per group
             if isinstance(min_lrs, list) and min_lrs and len(min_lrs) < len(groups):
                 sched.min_lrs = min_lrs + [min_lrs[0]] * (len(groups) - len(min_lrs))

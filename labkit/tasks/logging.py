@@ -12,9 +12,17 @@ import torch
 import torch.nn.functional as F
 
 
+def attached_trainer(module: pl.LightningModule) -> pl.Trainer | None:
+    """``module``'s Trainer, None when it is attached to none (``LightningModule.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
 def tensorboard_writers(module: pl.LightningModule) -> list:
     """The ``SummaryWriter`` of each TensorBoard logger of ``module``'s trainer (none without a trainer)."""
-    if module._trainer is None:
+    if not module.loggers:  # no trainer, or a trainer without loggers
         return []
     from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -29,7 +37,8 @@ class FirstBatch:
         self._kept: dict[str, torch.Tensor] | None = None
 
     def keep(self, module: pl.LightningModule, **tensors: torch.Tensor) -> None:
-        if module._trainer is not None and module.trainer.sanity_checking:
+        trainer = attached_trainer(module)
+        if trainer is not None and trainer.sanity_checking:
             return
         self._kept = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
                       for k, v in tensors.items()}

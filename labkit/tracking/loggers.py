@@ -23,7 +23,6 @@ the logger is finalized it says how many did not reach the server (:class:`_Serv
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
 import logging
 import os
@@ -46,6 +45,8 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import DummyExperiment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from labkit.adapters import lightning as lightning_internals
+from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
 from labkit.core.errors import ConfigError, LabkitError
 
@@ -258,6 +259,8 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         if run_dir:
             tags.setdefault("run_dir", str(Path(run_dir).resolve()))
             run_name = run_name or Path(run_dir).name
+        self._experiment_named = experiment_name
+        self._uploads_checkpoints = bool(kwargs.get("log_model", False))  # Lightning's MLFlowLogger: default False
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          artifact_location=artifact_location, tags=tags or None, **kwargs)
 
@@ -267,12 +270,13 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         there is no such run."""
         if run_id is None:
             run_dir = (self.tags or {}).get("run_dir")
-            exp = self._mlflow_client.get_experiment_by_name(self._experiment_name) if run_dir else None
-            found = self._mlflow_client.search_runs(
+            client = lightning_internals.mlflow_client(self)
+            exp = client.get_experiment_by_name(self._experiment_named) if run_dir else None
+            found = client.search_runs(
                 [exp.experiment_id], filter_string=f"tags.run_dir = {_quoted(run_dir)}",
                 order_by=["attributes.start_time DESC"], max_results=1) if exp is not None else []
             run_id = found[0].info.run_id if found else None
-        self._run_id = run_id
+        lightning_internals.mlflow_use_run(self, run_id)
         return run_id
 
     @staticmethod
@@ -326,7 +330,7 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         # an upload only with log_model (Lightning's MLFlowLogger sends nothing otherwise)
-        self._send("checkpoint uploads" if self._log_model else None, super().after_save_checkpoint,
+        self._send("checkpoint uploads" if self._uploads_checkpoints else None, super().after_save_checkpoint,
                    checkpoint_callback)
 
     def finalize(self, status: str = "success") -> None:
@@ -345,9 +349,7 @@ def _wandb_base_url(init: dict) -> str:
     if url:
         return str(url)
     try:  # wandb's own resolution: WANDB_BASE_URL, `wandb login --host`'s settings file; starts no process
-        from wandb.sdk import wandb_setup
-
-        return str(wandb_setup._setup(start_service=False).settings.base_url)
+        return wandb_internals.base_url()
     except Exception:
         return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
 
@@ -366,11 +368,12 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
         timeout = _check_timeout("logger.wandb.connect_timeout_s", connect_timeout_s)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or Path(save_dir).name, save_dir=save_dir, offline=offline, **kwargs)
-        if self._wandb_init.get("anonymous") is None:  # Lightning always passes it; wandb >= 0.19 warns it is unused
-            self._wandb_init.pop("anonymous", None)
-        mode = str(self._wandb_init.get("mode") or os.environ.get("WANDB_MODE") or "online").lower()
+        init = lightning_internals.wandb_init_kwargs(self)  # what wandb.init will get
+        if init.get("anonymous") is None:  # Lightning always passes it; wandb >= 0.19 warns it is unused
+            init.pop("anonymous", None)
+        mode = str(init.get("mode") or os.environ.get("WANDB_MODE") or "online").lower()
         online = not offline and mode not in ("offline", "disabled", "dryrun")
-        base_url = _wandb_base_url(self._wandb_init) if online else None
+        base_url = _wandb_base_url(init) if online else None
         self._tolerate("wandb", base_url)
         if base_url is not None and timeout is not None:
             self._check_server(base_url, timeout)
@@ -391,7 +394,8 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
 
     @property
     def experiment(self):
-        announce = self._experiment is None and rank_zero_only.rank == 0 and console.plain() and self._quiet_console()
+        announce = (lightning_internals.wandb_run_if_started(self) is None and rank_zero_only.rank == 0
+                    and console.plain() and self._quiet_console())
         if self._server is not None and self._failure is not None:
             return DummyExperiment()
         try:
@@ -411,9 +415,10 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
         if getattr(self, "_quieted", False):
             return False
         self._quieted = True
-        settings = self._wandb_init.get("settings")
+        init = lightning_internals.wandb_init_kwargs(self)
+        settings = init.get("settings")
         if settings is None:
-            self._wandb_init["settings"] = {"silent": True}
+            init["settings"] = {"silent": True}
         elif isinstance(settings, dict):
             settings.setdefault("silent", True)
         else:
@@ -422,7 +427,7 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
 
     def _announce(self, run: Any) -> None:
         files = getattr(run, "dir", None)
-        where = Path(files).parent if files else Path(self._save_dir or ".") / "wandb"
+        where = Path(files).parent if files else Path(self.save_dir or ".") / "wandb"
         if self._server is None:
             log.info("wandb: offline run saved in %s; upload it with: wandb sync %s", where, where)
         else:
@@ -492,8 +497,9 @@ def close(lg) -> None:
             lg._report_unsent()
         return
     lg.finalize("success")
-    if isinstance(lg, _PLWandbLogger) and lg._experiment is not None:
-        lg._experiment.finish()
+    run = lightning_internals.wandb_run_if_started(lg) if isinstance(lg, _PLWandbLogger) else None
+    if run is not None:
+        run.finish()
 
 
 def flatten(d: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
@@ -560,20 +566,10 @@ class RunSummary(pl.Callback):
         self._log(trainer, m)
 
 
-class _AppendingWriter(ExperimentWriter):
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
-
-
 class CSVLogger(_CSVLogger):
     """``pytorch_lightning.loggers.CSVLogger`` that continues ``metrics.csv`` on resume instead of deleting it."""
 
     @property
     @rank_zero_only
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return lightning_internals.appending_csv_experiment(self)

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import pytorch_lightning as pl
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from labkit.adapters.optuna import set_trial_user_attr
 from labkit.core import checks
 from labkit.core.errors import ConfigError, RunStopped
 
@@ -399,11 +400,13 @@ class TrialReporter(pl.Callback):
         if trainer.is_global_zero and self._trial is None:
             import optuna
 
-            study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.storage),
+            storage = open_storage(self.storage)
+            study = optuna.load_study(study_name=self.study_name, storage=storage,
                                       sampler=optuna.samplers.RandomSampler(),
                                       pruner=make_pruner(self.pruner, self.pruner_args))
-            trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
-            self._trial = optuna.trial.Trial(study, trial_id)
+            study_id = storage.get_study_id_from_name(self.study_name)  # the storage's public API (BaseStorage)
+            self._trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                                                   self.number))
             maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
             self._sign = 1.0 if (self.mode == "max") == maximize else -1.0
 
@@ -531,7 +534,7 @@ def release_abandoned(study, stale_after_s: float | None = STALE_AFTER_S, now: f
         if why is None:
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, ABANDONED_ATTR, why)
+            set_trial_user_attr(study, t, ABANDONED_ATTR, why)
             study.tell(t.number, state=TrialState.FAIL)
         except Exception:  # another worker released it first
             continue
@@ -549,15 +552,15 @@ class Heartbeat:
     ``with Heartbeat(study, trials, interval): launcher.launch(...)``"""
 
     def __init__(self, study, trials: Sequence, interval: float):
-        self.study, self.ids, self.interval = study, [t._trial_id for t in trials], float(interval)
+        self.study, self.trials, self.interval = study, list(trials), float(interval)  # the live trials study.ask() gave
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labkit-optuna-heartbeat", daemon=True)
 
     def beat(self) -> None:
         stamp = time.time()
-        for trial_id in self.ids:
+        for trial in self.trials:
             try:
-                self.study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, stamp)
+                trial.set_user_attr(HEARTBEAT_ATTR, stamp)
             except Exception:  # finished meanwhile, or the storage is briefly away: the next beat tries again
                 continue
 
