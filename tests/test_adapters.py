@@ -79,7 +79,9 @@ def test_lightning_mlflow_logger_logs_into_an_existing_run(tmp_path):
         assert isinstance(client, MlflowClient)
         experiment = client.create_experiment("e")
         run = client.create_run(experiment)
+        assert lightning.mlflow_run_id(logger) is None  # no run started by asking
         lightning.mlflow_use_run(logger, run.info.run_id)
+        assert lightning.mlflow_run_id(logger) == run.info.run_id
         assert logger.run_id == run.info.run_id  # the public property starts no run of its own
         logger.log_metrics({"m": 1.0}, step=0)
         assert [r.info.run_id for r in client.search_runs([experiment])] == [run.info.run_id]

@@ -175,7 +175,8 @@ def conv_ae_run(tmp_path_factory) -> Path:
 
 
 def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
-    assert {t for t in _image_tags(conv_ae_run) if not t.startswith(("training/", "evaluation/"))} == {"val/inputs", "val/reconstructions"}
+    seen = {t for t in _image_tags(conv_ae_run) if not t.startswith(("training/", "evaluation/"))}
+    assert seen == {"val/inputs", "val/reconstructions"}
     cfg = make_cfg([f"run={conv_ae_run}", "ood=uniform", "draws=3", "tsne_samples=150"], tmp_path, "evaluate")
     results = evaluate(cfg)
     out = conv_ae_run / "evaluation" / "test"

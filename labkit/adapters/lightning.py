@@ -65,6 +65,13 @@ def mlflow_client(logger: Any) -> Any:
     return logger._mlflow_client
 
 
+def mlflow_run_id(logger: Any) -> str | None:
+    """The id of the MLflow run a ``MLFlowLogger`` logs into, None while it has none yet, without starting one.
+
+    Why private: the logger keeps it in ``_run_id``; its public ``run_id`` property first creates (starts) the run."""
+    return logger._run_id
+
+
 def mlflow_use_run(logger: Any, run_id: str | None) -> None:
     """Make a ``MLFlowLogger`` that has not started its run yet log into the existing run ``run_id`` (None: a new run
     on first use).

@@ -188,7 +188,7 @@ def _mlflow_model(lg, net, x, name: str, uri: list[str]) -> None:
         signature = infer_signature(example, y.numpy() if isinstance(y, torch.Tensor) else None)
     before = mlflow.get_tracking_uri()
     run_id = lg.run_id  # the run is created on first use
-    mlflow.set_tracking_uri(lg._tracking_uri)
+    mlflow.set_tracking_uri(lg.tracking_uri)
     try:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(net, name=name, signature=signature, input_example=example,

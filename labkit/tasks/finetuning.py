@@ -17,7 +17,6 @@ from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
 
 from labkit.adapters.torch import set_last_lr
-
 from labkit.models.heads import HeadNotFoundError, find_head, head_parameter_names, unwrap  # noqa: F401
 
 # the rule of the three transfer-learning arguments lives with the tasks' other rules (light: the pre-flight runs it)

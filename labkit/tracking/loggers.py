@@ -228,6 +228,18 @@ def _remote(uri: str | None) -> bool:
     return bool(uri) and uri.split("://", 1)[0].lower() in ("http", "https")
 
 
+def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested parameters as one level, keys joined with ``/`` (as Lightning's loggers send them)."""
+    out: dict[str, Any] = {}
+    for key, value in dict(params or {}).items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict) or type(value).__name__ == "DictConfig":
+            out.update(_flat(value, name))
+        else:
+            out[name] = value
+    return out
+
+
 class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     """Lightning's MLFlowLogger. Extra: ``run_dir`` (tagged, and the run's name when ``run_name`` is null); a remote
     ``tracking_uri`` (http/https) is checked first (``connect_timeout_s``, null: no check), MLflow's HTTP retries and
@@ -260,6 +272,7 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
             tags.setdefault("run_dir", str(Path(run_dir).resolve()))
             run_name = run_name or Path(run_dir).name
         self._experiment_named = experiment_name
+        self.tracking_uri = tracking_uri  # (Lightning keeps it private; figures and models are sent to the same store)
         self._uploads_checkpoints = bool(kwargs.get("log_model", False))  # Lightning's MLFlowLogger: default False
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          artifact_location=artifact_location, tags=tags or None, **kwargs)
@@ -314,15 +327,14 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     def _new_params(self, params: Any) -> Any:
         """A continued run (a resume: ``run_id`` given) gets only the params it does not hold yet: MLflow refuses to
         change a logged param, and what a resume changed is in the run's config.yaml (``resume_history``)."""
-        if self._run_id is None or self._server is not None and self._failure is not None:
+        run_id = lightning_internals.mlflow_run_id(self)
+        if run_id is None or self._server is not None and self._failure is not None:
             return params
-        from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
-
         try:
-            held = self._mlflow_client.get_run(self._run_id).data.params
-        except Exception:  # the run cannot be read: Lightning's own call says why
+            held = lightning_internals.mlflow_client(self).get_run(run_id).data.params
+        except Exception:  # noqa: BLE001  (the run cannot be read: Lightning's own call says why)
             return params
-        flat = _flatten_dict(_convert_params(params))
+        flat = _flat(vars(params) if hasattr(params, "__dict__") and not isinstance(params, dict) else params)
         return {k: v for k, v in flat.items() if k[:250] not in held}
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
