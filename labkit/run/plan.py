@@ -142,9 +142,9 @@ def make(cfg: DictConfig, overrides: Sequence[str] = ()) -> Plan:
     validate(cfg)
     if resume is None:  # a new run (or a reproduction) never trains into a folder that holds another run's record
         startup.check_target_folder(cfg, raw)
-    startup.check_before_claim(cfg)  # machine, packages, dataset files: before the run's folder exists
     # a resume from a checkpoint holds those weights already: its init_from source is not read again (it may be gone)
     init_ckpt = _init_source(cfg.get("init_from")) if resume is None or resume.checkpoint is None else None
+    startup.check_before_claim(cfg)  # machine, packages, dataset files (imports torch): before the run's folder exists
     OmegaConf.set_readonly(cfg, True)
     return Plan(cfg, overrides, resume, init_ckpt, resume.run_dir if resume is not None else None, reproduces)
 
