@@ -1,21 +1,21 @@
-"""Command-line entry points: ``run(config_name, fn, check=...)`` is all a script (train.py, evaluate.py, later
-predict.py or export.py) needs.
+"""Command-line entry points: ``run(config_name, fn, check=...)`` is all a script (train.py, evaluate.py, predict.py,
+export.py) needs.
 
-Before Hydra creates anything (a run directory, ``.hydra/``, ``train.log``) the command line is checked in-process:
-the overrides are parsed, the config is composed from the script's ``conf/`` folder, a misspelt key gets the same
-"did you mean" with or without ``+``, a mandatory value that was not given is named, and the script's own
-``check(cfg)`` runs on the composed config (train.py: :func:`labkit.run.validate.check_train`). Sweeps with several
-values per override (``-m a=1,2``) skip this: Hydra composes each job, and each job checks itself.
+Hydra composes the command line's config once. Before it creates anything (a run directory, ``.hydra/``,
+``train.log``) the :class:`Preflight` callback (``hydra.callbacks.labkit_preflight`` in each script's config) names a
+mandatory value that was not given and runs the script's own ``check(cfg[, overrides])`` on that config (train.py:
+:func:`labkit.run.plan.make`, whose plan the job reads with :func:`checked`). A misspelt key gets a "did you mean"
+with or without ``+``. Sweeps with several values per override (``-m a=1,2``) skip this: each job checks itself.
 
 Errors a user can cause (labkit's own, missing or unreadable files, Hydra's composition errors, OmegaConf's
 errors from bad overrides) print one paragraph, ``error: ...``, and exit with status 1, before or during the job.
-``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the full traceback instead. ``help=True`` gives the script a
-``--help`` of its own: its docstring and its YAML's options with their comments.
+``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the full traceback instead. ``--help <group>[/<option>]`` prints an
+option's schema; ``help=True`` gives the script a ``--help`` of its own: its docstring and its YAML's options with
+their comments.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import logging
 import os
@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
+
+from hydra.experimental.callback import Callback
 
 from labkit.adapters import hydra as hydra_internals
 from labkit.core import checks, files
@@ -331,37 +333,75 @@ def _groups(conf_dir: Path) -> list[str]:
     return sorted(str(p.relative_to(conf_dir)) for p in Path(conf_dir).rglob("*") if p.is_dir())
 
 
+class _Pending:
+    """The pre-flight of the command being run (set by :func:`run` while Hydra runs): what :class:`Preflight` checks
+    with, and what it found (the script's checked result, e.g. train.py's plan)."""
+
+    def __init__(self, conf_dir: Path, config_name: str, check: Callable | None, command: str):
+        self.conf_dir, self.config_name, self.check, self.command = conf_dir, config_name, check, command
+        self.result: Any = None
+
+
+_PENDING: _Pending | None = None
+
+
+class _Stop(BaseException):
+    """How :class:`Preflight` stops Hydra before the job: ``error`` (a refusal), or ``finished`` (nothing to do).
+    A BaseException, because Hydra turns a callback's Exception into a warning and goes on."""
+
+    def __init__(self, error: BaseException | None = None, finished: "Finished | None" = None):
+        super().__init__(str(error or finished))
+        self.error, self.finished = error, finished
+
+
+class Preflight(Callback):
+    """A Hydra callback (``hydra.callbacks.labkit_preflight`` in conf/hydra/default.yaml and the other scripts'
+    configs): the pre-flight, on the one config Hydra composed, before Hydra creates the run directory, ``.hydra/``
+    or the log file (``on_run_start``). It names a missing mandatory value and runs the script's ``check(cfg[,
+    overrides])`` (train.py: the run's plan, made once); a sweep's jobs check themselves. Outside :func:`run` (no
+    pending pre-flight) it does nothing."""
+
+    def on_run_start(self, config, **kwargs: Any) -> None:
+        pending = _PENDING
+        if pending is None:
+            return
+        try:
+            self._check(pending, config)
+        except Exception as e:
+            raise _Stop(error=e) from e
+        if isinstance(pending.result, Finished):
+            raise _Stop(finished=pending.result)
+
+    @staticmethod
+    def _check(pending: _Pending, config) -> None:
+        from omegaconf import OmegaConf, open_dict
+
+        from labkit.run.validate import check_missing
+
+        cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        choices = dict(config.hydra.runtime.choices)
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        with open_dict(cfg):
+            del cfg["hydra"]
+        usage = _usage((Path(pending.conf_dir) / f"{pending.config_name}.yaml").read_text())
+        check_missing(cfg, f"{usage} (--help lists the options)" if usage else "", choices, pending.command)
+        if pending.check is None:
+            return
+        if len(inspect.signature(pending.check).parameters) > 1:
+            pending.result = pending.check(cfg, overrides)  # e.g. resume=...: which keys the command line changes
+        else:
+            pending.result = pending.check(cfg)
+
+
+def checked() -> Any:
+    """What the pre-flight's check returned for the command being run (train.py: its plan); None outside :func:`run`,
+    in a sweep's jobs (each plans itself) and before the check ran."""
+    return _PENDING.result if _PENDING is not None else None
+
+
 class Finished(str):
     """What a script's ``check`` returns when there is nothing to do (a finished run resumed without a larger
     limit): :func:`run` prints it and exits 0 without starting Hydra, so nothing is written."""
-
-
-def preflight(conf_dir: Path, config_name: str, overrides: Sequence[str], check: Callable | None = None,
-              command: str = "") -> Any:
-    """Parse and compose the command line's config, name what is missing, run ``check(cfg[, overrides])``; returns
-    what the check returned (train.py: the run's plan), or None for a sweep with several values per override."""
-    from hydra.errors import HydraException
-    from omegaconf import open_dict
-
-    from labkit.run.validate import check_missing
-
-    parsed = _parse(overrides)
-    if any(o.is_sweep_override() for o in parsed):
-        return None
-    try:
-        cfg = _compose(conf_dir, config_name, overrides)
-    except HydraException as e:
-        raise _explain(e, conf_dir, config_name, overrides) from e
-    choices = dict(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    usage = _usage((Path(conf_dir) / f"{config_name}.yaml").read_text())
-    check_missing(cfg, f"{usage} (--help lists the options)" if usage else "", choices, command)
-    if check is None:
-        return None
-    if len(inspect.signature(check).parameters) > 1:
-        return check(cfg, list(overrides))  # e.g. resume=...: which keys the command line changes
-    return check(cfg)
 
 
 # ----- the entry point -------------------------------------------------------------------------------------------
@@ -370,9 +410,9 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     """Run ``fn(cfg)`` as a Hydra app on ``<config_dir>/<config_name>.yaml`` (default: ``conf/`` beside the file
     that defines ``fn``), after the pre-flight; user errors print one paragraph and exit 1.
 
-    ``check``: the script's own checks of the composed config (before Hydra creates anything). What it returns is
-    handed to the job as ``fn(cfg, checked)`` when ``fn`` takes two arguments (train.py: the plan, made once); a
-    :class:`Finished` is printed instead and nothing runs.
+    ``check``: the script's own checks of the config Hydra composed, run by the :class:`Preflight` callback before
+    Hydra creates anything (the config is composed once). What it returns, the job reads with :func:`checked`
+    (train.py: the plan, made once); a :class:`Finished` is printed instead and nothing runs.
     ``help``: answer ``--help`` with the script's docstring and its own options instead of Hydra's listing.
     ``argv``: the command-line arguments (default ``sys.argv[1:]``; tests pass them).
     """
@@ -399,30 +439,18 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         os.environ.pop(_LABKIT_SET, None)
+    global _PENDING
     try:
+        overrides = [a for a in args if not a.startswith("-")]
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
-        checked = None
-        if not flags & _NO_PREFLIGHT:
-            try:
-                checked = preflight(conf_dir, config_name, [a for a in args if not a.startswith("-")], check,
-                                    f"python {script}")
-            except Exception as e:
-                if debug or not is_user_error(e):
-                    raise
-                fail(e)
-        if isinstance(checked, Finished):
-            print(checked, flush=True)
-            return None
-        takes_checked = len(inspect.signature(fn).parameters) > 1
-
-        @functools.wraps(fn)
-        def job(cfg):
-            try:
-                return fn(cfg, checked) if takes_checked else fn(cfg)
-            except Exception as e:
-                if debug or not is_user_error(e):
-                    raise
-                fail(e)
+        try:
+            if not flags & _NO_PREFLIGHT:  # (--cfg job, -cn <name>: their values are no overrides)
+                _parse(overrides)  # an override Hydra cannot read: one paragraph, before Hydra starts
+        except ConfigError as e:
+            if debug:
+                raise
+            fail(e)
+        _PENDING = _Pending(conf_dir, config_name, check, f"python {script}")
 
         from hydra.core.global_hydra import GlobalHydra
 
@@ -434,14 +462,30 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             os.environ["HYDRA_FULL_ERROR"] = os.environ[_LABKIT_SET] = "1"
         with quiet_about_a_full_disk():
             try:
-                return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(job)()
+                return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(fn)()
+            except _Stop as stop:  # the pre-flight refused the run, or found nothing to do: Hydra created nothing
+                if stop.finished is not None:
+                    print(stop.finished, flush=True)
+                    return None
+                e = stop.error
+                if debug or not is_user_error(e):
+                    raise e from None
+                fail(e)
             except Exception as e:
                 if debug:
                     raise
+                from hydra.errors import ConfigCompositionException, MissingConfigException
+
+                if isinstance(e, (ConfigCompositionException, MissingConfigException)):
+                    fail(_explain(e, conf_dir, config_name, overrides))  # composing the command line failed
                 if files.is_disk_full(e):
                     fail(files.disk_full(e, None if e.filename else hydra_internals.file_being_saved(e)))
+                if is_user_error(e):
+                    fail(e)  # the job refused it: one paragraph (its record is written already)
                 _report_as_hydra_does(e)
     finally:
+        _PENDING = None
+        runs.planned_run_dir = None
         sys.argv = saved_argv
         for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark)):
             if saved is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from labkit.cli.app import Finished, run
+from labkit.cli.app import Finished, checked, run
 from labkit.core import layout
 
 log = logging.getLogger("labkit")
@@ -12,27 +12,32 @@ log = logging.getLogger("labkit")
 def plan(cfg, overrides):
     """The pre-flight of a single run: its plan, made once (nothing written); a finished run resumed without a larger
     limit is :class:`Finished`, and Hydra never starts."""
+    from labkit.run import directory
     from labkit.run import plan as planning
 
     made = planning.make(cfg, overrides)
+    # hydra.run.dir takes the resumed run's folder from the plan instead of resolving resume= a second time
+    directory.planned_run_dir = made.resume.run_dir if made.resume is not None else None
     return Finished(made.nothing_to_do) if made.nothing_to_do else made
 
 
-def main(cfg, planned=None) -> float | None:
+def main(cfg) -> float | None:
     """One job: the pre-flight's plan at the directory Hydra made (a sweep job, which had no pre-flight, makes its
     own); failures are recorded by :func:`labkit.run.lifecycle.execute`."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from labkit.run.lifecycle import execute
+    from labkit.run.lifecycle import prepare, train
 
     hydra = HydraConfig.get()
     multirun = hydra.mode == RunMode.MULTIRUN
     # a sweep job plans itself from its own config: the pre-flight's plan knows nothing of the overrides a sweeper
     # gives each job (hparams_search=optuna's parameters, its trial reporter)
+    planned = checked()
     job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
     try:
-        metrics = execute(job, overrides=list(hydra.overrides.task), discard_refused=not multirun)
+        single = not multirun  # a refused single run leaves no folder; a sweep job keeps its record
+        metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
     except Exception as e:
         if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
             from labkit.core.errors import RunStopped

@@ -39,11 +39,18 @@ def _unset(value) -> bool:
     return value in (None, False, "", "None", "null", "false", "False")
 
 
+#: the run directory the pre-flight's plan chose for a resume (labkit.cli.app.Preflight sets it for the one command
+#: it checked): ``hydra.run.dir`` takes it instead of resolving ``resume`` a second time
+planned_run_dir: Path | None = None
+
+
 def _run_dir_resolver(resume, log_dir, default):
     """``hydra.run.dir``: the run being resumed (``true`` = the newest run, a run dir, or a checkpoint
     inside one), else a new directory. A bad ``resume`` raises here, before Hydra creates any file."""
     if _unset(resume):
         return default
+    if planned_run_dir is not None:  # resolved once, by the plan
+        return str(planned_run_dir)
     return str(resume_target(resume, log_dir)[0])
 
 

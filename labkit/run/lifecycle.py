@@ -27,9 +27,15 @@ log = logging.getLogger("labkit")
 
 def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None, discard_refused: bool = False) \
         -> dict[str, Any]:
-    """Plan (unless ``job`` is a plan already) and train; a job refused before it started is recorded by
-    :func:`labkit.run.records.refused`, one that fails later by :func:`labkit.run.records.failed`. A job that finds
-    its directory holding its own unfinished run (a requeued SLURM or submitit job) continues it.
+    """Plan (unless ``job`` is a plan already) and train: :func:`prepare`, then :func:`train`; a job refused before it
+    started is recorded by :func:`labkit.run.records.refused`, one that fails later by :func:`labkit.run.records.failed`.
+    A job that finds its directory holding its own unfinished run (a requeued SLURM or submitit job) continues it."""
+    return train(prepare(job, overrides, discard_refused), discard_refused)
+
+
+def prepare(job: Plan | DictConfig, overrides: Sequence[str] | None = None, discard_refused: bool = False) -> Plan:
+    """The plan :func:`train` runs: ``job``'s (made from its config when it is none yet), at its directory, continuing
+    the unfinished run it finds there (a requeued job); a refusal here is recorded (:func:`labkit.run.records.refused`).
 
     ``overrides``: the command line's (default: those ``labkit.api.compose`` recorded in the config).
     ``discard_refused``: a refused single run removes the folder Hydra made for it (holding only Hydra's own
@@ -50,7 +56,7 @@ def execute(job: Plan | DictConfig, overrides: Sequence[str] | None = None, disc
     except Exception as e:
         records.refused(cfg, e, overrides, discard=discard_refused)
         raise
-    return train(plan, discard_refused)
+    return plan
 
 
 def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
