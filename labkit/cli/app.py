@@ -380,7 +380,8 @@ class Preflight(Callback):
 
         cfg = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
         choices = dict(config.hydra.runtime.choices)
-        overrides = [str(o) for o in config.hydra.overrides.task]
+        # the command line as given: the job's overrides and Hydra's own (hydra.run.dir=...: the folder it will use)
+        overrides = [str(o) for o in (*config.hydra.overrides.hydra, *config.hydra.overrides.task)]
         with open_dict(cfg):
             del cfg["hydra"]
         usage = _usage((Path(pending.conf_dir) / f"{pending.config_name}.yaml").read_text())
@@ -455,7 +456,9 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
         from hydra.core.global_hydra import GlobalHydra
 
         GlobalHydra.instance().clear()  # hydra.main initializes it again
-        sys.argv = [saved_argv[0] if argv is None else script, *args]
+        # -m/--multirun anywhere on the line (Hydra's argparse wants its switches before the overrides)
+        modes = [a for a in args if a in ("-m", "--multirun")]
+        sys.argv = [saved_argv[0] if argv is None else script, *modes, *[a for a in args if a not in modes]]
         # Hydra's own steps around the job (writing .hydra/, a launcher) raise to here instead of printing a traceback,
         # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
         if not debug:
