@@ -172,11 +172,17 @@ def test_notes_presets_reuse_their_tuples_and_fast_presets_redraw(cfg_factory):
 
 @pytest.mark.parametrize("value", ["sometimes", "1"])
 def test_resample_tuples_must_be_a_boolean(cfg_factory, value):
+    """The schema's bool field refuses a word while composing; the constructor refuses any non-boolean it is given."""
+    from hydra.errors import ConfigCompositionException
+
     from labkit.core.errors import ConfigError
     from labkit.data.vision import DigitsDataModule
 
+    if value == "sometimes":
+        with pytest.raises(ConfigCompositionException, match="resample_tuples"):
+            cfg_factory("data=digits", f"data.resample_tuples={value}")
     with pytest.raises(ConfigError, match=f"data.resample_tuples=.*{value}.* must be true or false"):
-        DigitsDataModule(resample_tuples=cfg_factory("data=digits", f"data.resample_tuples={value}").data.resample_tuples)
+        DigitsDataModule(resample_tuples=value)
 
 
 # ----- models and tasks --------------------------------------------------------------------------

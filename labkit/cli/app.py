@@ -309,6 +309,8 @@ def _type_error(cause: BaseException | None, full_key: Any, overrides: Sequence[
     m = re.search(r"could not be converted to (\w+)", text)
     if m:
         must = _TYPE_WORDS.get(m.group(1), f"of type {m.group(1)}")
+    elif "is not a valid bool" in text:
+        must = "true or false"
     elif "is not a ListConfig, list or tuple" in text:
         must = "a list in brackets, e.g. [0.5] or [0.5, 0.5, 0.5]"
     elif "Non optional field cannot be assigned None" in text:
