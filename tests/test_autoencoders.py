@@ -172,6 +172,7 @@ def conv_ae_run(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
     assert _image_tags(conv_ae_run) == {"val/inputs", "val/reconstructions"}
     cfg = make_cfg([f"run={conv_ae_run}", "ood=uniform", "draws=3", "tsne_samples=150"], tmp_path, "evaluate")

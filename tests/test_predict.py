@@ -36,6 +36,7 @@ def _rows(out_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits_run, cfg_factory, tmp_path):
     saved, task, data, _ = load_run(digits_run)
     x_test, y_test = data.splits["test"].x, data.splits["test"].y
@@ -110,6 +111,7 @@ def test_glob_list_and_errors(digits_run, cfg_factory, tmp_path):
         predict(cfg_factory(f"run={digits_run}", f"inputs={tmp_path / 'a'}", "topk=0", name="predict", sub="t"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["siamese", "autoencoder"])
 def test_embedding_neighbours_and_autoencoder_reconstructions(kind, cfg_factory, tmp_path):
     over = ["model=embedding_net", "task=siamese"] if kind == "siamese" else ["model=conv_autoencoder",
@@ -136,6 +138,7 @@ def test_embedding_neighbours_and_autoencoder_reconstructions(kind, cfg_factory,
         assert 0.0 <= float(row["test_images_with_higher_error"]) <= 1.0
 
 
+@pytest.mark.slow
 def test_predict_script_help_and_usage(digits_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     h = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--help"], capture_output=True, text=True,

@@ -68,6 +68,7 @@ def test_one_model_trains_on_one_dataset(cfg_factory, data_root):
     assert metrics["status"] == "ok" and "test/acc" in metrics and metrics["params"] == 44426
 
 
+@pytest.mark.slow
 def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=12")
     metrics = execute(cfg)
@@ -94,6 +95,7 @@ def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     assert 0.0 <= report["top5_accuracy"] <= 1.0 and report["top5_accuracy"] >= report["accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(cfg_factory):
     a = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="a"))
     b = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="b"))
@@ -113,6 +115,7 @@ def _run(args, cwd, env_extra=None):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_multirun_writes_summary_with_one_row_per_job(tmp_path):
     r = _run(["-m", "model=lenet,mlp", "trainer=debug", "logger=none"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -125,6 +128,7 @@ def test_multirun_writes_summary_with_one_row_per_job(tmp_path):
     assert (sweeps[0] / "summary.md").exists() and "| job |" in r.stdout
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(tmp_path):
     r = _run(["-m", "model=lenet,minialexnet", "data.image_size=6", "trainer=debug", "logger=none"], tmp_path)
     assert r.returncode != 0
@@ -141,6 +145,7 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(tmp_path
     assert "1 of 2 sweep jobs failed" in r.stderr
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_second_get_distinct_dirs(tmp_path):
     procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), "trainer=debug", "logger=none"], cwd=tmp_path,
                               env=dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT)),
@@ -153,6 +158,7 @@ PRESETS = ["lenet_mnist", "lenet_v2_mnist", "lenet_color_cifar100", "minialexnet
            "minialexnet_v3_cifar100", "minialexnet_v4_cifar100", "minialexnet_v4_cifar10"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
     cfg = cfg_factory(f"experiment={preset}", "trainer.fast_dev_run=true", "logger=none", "callbacks=none",
@@ -165,6 +171,7 @@ def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
     assert execute(cfg)["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     r = _run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=lenet,mlp", "trainer=debug",
               "logger=none"], tmp_path)
@@ -174,6 +181,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert len(rows) == 3 and all(",ok," in row for row in rows[1:])
 
 
+@pytest.mark.slow
 def test_optuna_search_returns_the_metric_and_records_the_best(tmp_path):
     r = _run(["hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "logger=none",
               "trainer.enable_progress_bar=false"], tmp_path)
