@@ -88,6 +88,7 @@ def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits
         assert len({r["top1"], r["top2"], r["top3"]}) == 3 and r["top1"] in data.classes
 
 
+@pytest.mark.slow
 def test_glob_list_and_errors(digits_run, cfg_factory, tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("L", (13, 300), 0).save(tmp_path / "a" / "thin.png")
@@ -181,6 +182,7 @@ def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cf
     assert row["probability"] == pytest.approx(float(p.max()), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tall_photo_keeps_its_top_in_what_the_network_sees(digits_run, cfg_factory, tmp_path):
     """A 137x211 photo of a '7' (dark on white): fit=pad keeps its top bar, fit=crop (the datasets' way) cuts it."""
     from labkit.cli.predict import preprocess
