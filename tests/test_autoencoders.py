@@ -174,6 +174,7 @@ def conv_ae_run(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
     seen = {t for t in _image_tags(conv_ae_run) if not t.startswith(("training/", "evaluation/"))}
     assert seen == {"val/inputs", "val/reconstructions"}

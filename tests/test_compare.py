@@ -24,6 +24,7 @@ def _csv(path: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
+@pytest.mark.slow
 def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys):
     from labkit.cli.evaluate import evaluate
     from labkit.run.lifecycle import execute
@@ -77,6 +78,7 @@ def test_three_runs_from_different_days_and_tasks(tmp_path, cfg_factory, capsys)
     assert png.shape[1] > 1.7 * png.shape[0]
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_gets_its_summary_rebuilt_from_the_command_line(tmp_path):
     sweep = tmp_path / "logs" / "multirun" / "2026-11-29_12-00-00_dddddd"
     done = write_job(sweep, 0, ["model=lenet"], {"status": "ok", "test/acc": 0.875, "test/error": 12.5,
@@ -114,6 +116,7 @@ def test_paths_that_are_not_runs_are_refused_clearly(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow
 def test_a_classifier_an_autoencoder_and_a_triplet_run_fit_in_120_columns(tmp_path, cfg_factory, capsys):
     """Issue 21: grouped by task with each task's headline metrics, logger internals and settings a task does not use
     left out, at most 120 characters wide; what does not fit is listed under its table."""

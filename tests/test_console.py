@@ -36,6 +36,7 @@ def trained(tmp_path_factory):
     return tmp, run, r
 
 
+@pytest.mark.slow
 def test_train_console_is_quiet(trained):
     _, run, r = trained
     assert _noise(r.stderr) == [] and _noise(r.stdout) == []
@@ -43,6 +44,7 @@ def test_train_console_is_quiet(trained):
     assert "Params" in r.stdout and "LeNet" in r.stdout  # the model summary is still there, without FLOPs
 
 
+@pytest.mark.slow
 def test_evaluate_and_resume_consoles_are_quiet(trained):
     tmp, run, _ = trained
     r = _run("evaluate.py", [f"run={run}"], tmp)
@@ -53,6 +55,7 @@ def test_evaluate_and_resume_consoles_are_quiet(trained):
     assert _noise(r.stderr) == [] and _noise(r.stdout) == []
 
 
+@pytest.mark.slow
 def test_faiss_reports_are_quiet(cfg_factory, tmp_path):
     """An embedding run's evaluation loads faiss (whose loader logs AVX512/AVX2 attempts)."""
     from labkit.run.lifecycle import execute

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT
 
@@ -22,6 +23,7 @@ def _train(tmp_path, name, extra):
     return torch.load(ckpt, map_location="cpu", weights_only=True), r
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     single, _ = _train(tmp_path, "single", ["trainer.devices=1"])
     ddp, r = _train(tmp_path, "ddp", ["trainer=ddp", "trainer.devices=2", "trainer.strategy=ddp"])

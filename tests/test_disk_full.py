@@ -206,6 +206,7 @@ def test_staged_folders_on_a_full_disk(tmp_path, monkeypatch):
 
 
 # ----- a run --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_run_whose_checkpoint_finds_the_disk_full_stops_with_one_paragraph_and_resumes(tmp_path, monkeypatch, capsys):
     disk = FullDisk(room=2)  # epoch 0: epoch000.ckpt and last.ckpt; epoch 1's first checkpoint finds the disk full
     monkeypatch.setattr(files, "os", disk)
@@ -279,6 +280,7 @@ def test_a_log_folder_on_a_real_full_filesystem(small_disk, tmp_path, capsys):
     assert line.startswith("error: no space left on device: writing ") and str(disk / "logs" / "runs") in line, line
 
 
+@pytest.mark.slow
 def test_a_run_on_a_real_full_filesystem(small_disk, tmp_path, capsys):
     disk, size = small_disk
     code = _train(disk / "logs", tmp_path, "trainer.max_epochs=2")

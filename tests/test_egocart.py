@@ -178,6 +178,7 @@ def test_localization_errors_by_hand():
     assert e["within_2m"] == pytest.approx(3 / 4)
 
 
+@pytest.mark.slow
 def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate
     from labkit.run.lifecycle import execute
@@ -202,6 +203,7 @@ def test_egocart_triplet_preset_trains_and_localizes(cfg_factory, tmp_path):
     assert rep["baseline_rgb32_position_error_mean_m"] < 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*configure_optimizers.*returned .None.")
 def test_rgb_baseline_preset_runs_without_training(cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate

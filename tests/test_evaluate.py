@@ -11,6 +11,7 @@ from labkit.core.errors import ConfigError
 from labkit.run.lifecycle import execute
 
 
+@pytest.mark.slow
 def test_per_class_accuracy_is_printed_with_each_class_count(cfg_factory, capsys):
     cfg = cfg_factory("logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                       "trainer.limit_val_batches=1")
@@ -51,6 +52,7 @@ def test_named_classes_without_counts_still_print():
     assert re.search(r"0\s+cat\s+0\.5000", text) and re.search(r"1\s+dog\s+1\.0000", text)
 
 
+@pytest.mark.slow
 def test_an_ood_set_no_report_reads_is_refused_before_anything_is_written(cfg_factory):
     cfg = cfg_factory("logger=none", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
                       "trainer.limit_val_batches=1")

@@ -37,6 +37,7 @@ def _raw_test_pixels(run):
     return (x.float() / 255.0).numpy(), logits.numpy(), data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
 def test_export_folds_normalization_and_matches_pytorch(fmt, digits_run, cfg_factory):
     record = export(cfg_factory(f"run={digits_run}", f"format={fmt}", name="export", sub=fmt))
@@ -64,6 +65,7 @@ def test_export_folds_normalization_and_matches_pytorch(fmt, digits_run, cfg_fac
     np.testing.assert_allclose(out, logits, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_autoencoder_exports_pixels_to_pixels(cfg_factory):
     cfg = cfg_factory("model=conv_autoencoder", "task=autoencoder", *FAST, sub="ae")
     execute(cfg)
@@ -90,6 +92,7 @@ def test_clear_errors(digits_run, cfg_factory, monkeypatch):
         export(cfg_factory(f"run={digits_run}", "format=onnx", name="export", sub="noextra"))
 
 
+@pytest.mark.slow
 def test_export_script(digits_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, str(ROOT / "export.py"), f"run={digits_run}", "format=torchscript",
@@ -104,6 +107,7 @@ def test_export_script(digits_run, tmp_path):
     assert u.returncode != 0 and "Usage: python export.py run=" in u.stderr and "Traceback" not in u.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
 def test_the_printed_snippet_loads_the_model_without_any_warning(fmt, digits_run, cfg_factory, capsys, tmp_path):
     """Issue 21: the TorchScript snippet triggered `torch.jit.load is deprecated`; every snippet runs with warnings as

@@ -31,6 +31,7 @@ def _weights(run_dir):
     return sd
 
 
+@pytest.mark.slow
 def test_resume_after_three_sigkills_is_bit_identical(tmp_path):
     ref = subprocess.run([sys.executable, str(ROOT / "train.py"), *ARGS], cwd=tmp_path, env=_env(tmp_path / "ref"),
                          capture_output=True, text=True, timeout=600)
@@ -87,6 +88,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_gives_clear_error(tmp_path, cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=1", "logger=none")
     m = execute(cfg)
@@ -126,6 +128,7 @@ def test_nan_loss_stops_cleanly_naming_the_step(cfg_factory):
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_without_checkpoint_starts_it_in_place(tmp_path, cfg_factory):
     cfg = cfg_factory("trainer=debug", "logger=none")
     run = Path(cfg.paths.output_dir)
@@ -136,6 +139,7 @@ def test_resume_of_a_run_without_checkpoint_starts_it_in_place(tmp_path, cfg_fac
     assert m["status"] == "ok" and (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_curves_continue_after_resume(tmp_path, cfg_factory):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -9,6 +9,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import fidelity  # noqa: E402
 
 
+@pytest.mark.slow
 def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
     data = tmp_path / "data"
     write_mnist(data, n_train=200, n_test=100)
@@ -73,6 +74,7 @@ FAST = ["lenet_v2_mnist_fast", "siamese_mnist_fast", "triplet_mnist_fast", "spar
         "minialexnet_v4_cifar10_fast"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", FAST)
 def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     """Each fast preset composes and trains on tiny files; its one-cycle schedule takes total_steps from the

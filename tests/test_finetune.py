@@ -28,6 +28,7 @@ def lenet_run(tmp_path_factory):
     return tmp / "run"
 
 
+@pytest.mark.slow
 def test_init_from_run_keeps_matching_layers_and_renews_the_head(lenet_run, caplog):
     source = state_dict_of(load_checkpoint(next((lenet_run / "checkpoints").glob("*.ckpt"))))
     torch.manual_seed(1)
@@ -134,6 +135,7 @@ class Snapshots(pl.Callback):
         self._snap(trainer, pl_module)
 
 
+@pytest.mark.slow
 def test_frozen_backbone_then_unfreeze(cfg_factory, caplog):
     cfg = cfg_factory("model=minialexnet_v4", "data=digits", "task.freeze=backbone", "task.unfreeze_at_epoch=1",
                       "task.unfreeze_lr_factor=0.1", "task/scheduler=cosine", "trainer.max_epochs=2",
@@ -169,6 +171,7 @@ def test_frozen_backbone_then_unfreeze(cfg_factory, caplog):
     assert f"{n_all:,} of {n_all:,} parameters trainable" in text
 
 
+@pytest.mark.slow
 def test_freeze_through_train_with_default_callbacks(cfg_factory):
     cfg = cfg_factory("model=lenet", "data=digits", "task.freeze=backbone", "task.unfreeze_at_epoch=1",
                       "task/scheduler=step", "trainer.max_epochs=2", *SHORT[:3], "logger=csv")
@@ -181,6 +184,7 @@ def test_freeze_through_train_with_default_callbacks(cfg_factory):
     assert m["trainable_params"] == 84 * 10 + 10  # only LeNet's last layer
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_training(cfg_factory):
     cfg = cfg_factory("model=lenet", "data=digits", "callbacks=early_stopping", "callbacks.early_stopping.patience=1",
                       "callbacks.early_stopping.min_delta=100", "trainer.max_epochs=20", "data.eval_batch_size=64",

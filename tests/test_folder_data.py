@@ -198,6 +198,7 @@ def test_image_folder_split_fractions_and_stale_split(tmp_path):
         ImageFolderDataModule(root=str(root), num_classes=3, split=[0.5, 0.2, 0.3], **small()).setup()
 
 
+@pytest.mark.slow
 def test_train_end_to_end_on_an_image_folder(tmp_path, cfg_factory):
     from labkit.run.lifecycle import execute
 

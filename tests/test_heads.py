@@ -119,6 +119,7 @@ def test_a_model_without_a_head():
         cb.freeze_before_training(holder)
 
 
+@pytest.mark.slow
 def test_remove_head_keeps_the_features():
     net = zoo.mobilenet_v2(num_classes=5, image_size=32)
     remove_head(net)

@@ -103,6 +103,7 @@ def test_resume_continues_the_history_without_duplicate_epochs(tmp_path):
     assert png.stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_training_writes_history_curves_and_one_log_line_per_epoch(cfg_factory, caplog):
     cfg = cfg_factory("trainer.max_epochs=3", "logger=none", "data.batch_size=128")
     with caplog.at_level(logging.INFO, logger="labkit"):
@@ -136,6 +137,7 @@ def test_learning_curves_show_the_loss_and_every_metric_the_task_logged(tmp_path
     assert plot_learning_curves([{"epoch": 0}], "val/loss", tmp_path / "none.png") is None
 
 
+@pytest.mark.slow
 def test_a_triplet_runs_learning_curves_show_its_triplet_accuracy(cfg_factory, tmp_path):
     """Issue 21: a triplet run monitors val/loss; its curves showed only the loss, not triplet_acc."""
     import matplotlib.image

@@ -58,6 +58,7 @@ def finished(tmp_path) -> Path:
 
 
 # ----- seams --------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["logger=csv", "logger=many", "callbacks=early_stopping"])
 def test_resume_with_a_config_group_override_finishes_and_records_no_failure(finished, tmp_path, group):
     """README's own example: resume=<run> trainer.max_epochs=N logger=many (a group choice, not a key=value)."""
@@ -82,6 +83,7 @@ def test_resume_with_a_config_group_override_finishes_and_records_no_failure(fin
             assert [r["epoch"] for r in csv.DictReader(f) if r.get("val/loss")] == ["1"]
 
 
+@pytest.mark.slow
 def test_metrics_carry_the_wall_time_of_every_session_and_compare_shows_the_total(finished, tmp_path):
     from labkit.tracking.compare import compare
 
@@ -108,6 +110,7 @@ def test_a_killed_session_counts_up_to_its_last_checkpoint(tmp_path):
     assert clock.state_dict()["wall_time_s"] >= 100.0
 
 
+@pytest.mark.slow
 def test_a_sweep_job_refused_by_its_own_config_is_failed_with_its_error_in_the_summary(tmp_path):
     code = _train(tmp_path, "-m", "task.optimizer.lr=0.01,-1", "trainer.max_epochs=1", "logger=none")
     assert code != 0  # one job failed
@@ -126,6 +129,7 @@ def test_an_autoencoder_under_the_classification_task_is_told_to_use_an_autoenco
         execute(cfg_factory("model=conv_autoencoder", "logger=none"))
 
 
+@pytest.mark.slow
 def test_resume_true_takes_the_newest_run_with_a_checkpoint_and_says_which_it_skipped(finished, tmp_path):
     # a newer run that never saved a checkpoint (here: zero epochs; in life, one killed or failed in its first epoch)
     assert _train(tmp_path, "trainer.max_epochs=0", "logger=none") == 0
@@ -139,6 +143,7 @@ def test_resume_true_takes_the_newest_run_with_a_checkpoint_and_says_which_it_sk
 
 
 # ----- a plan made once ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_each_checkpoint_on_the_command_line_is_read_once_to_check_and_once_to_use(finished, tmp_path, monkeypatch):
     import labkit.core.safe_load as safe_load
     import labkit.models.init as init
@@ -192,6 +197,7 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"PYTHONPATH": str(ROOT)}
 
 
+@pytest.mark.slow
 def test_a_second_resume_of_a_running_run_is_refused_and_a_killed_holder_is_taken_over(finished, tmp_path):
     lock = finished / directory.LOCK_FILE
     train_py = [sys.executable, str(ROOT / "train.py")]
@@ -248,6 +254,7 @@ def test_a_run_stopped_on_purpose_is_recorded_with_its_own_status(tmp_path):
     assert entry["status"] == "pruned" and entry["stopped_at_epoch"] == 3 and "hopeless" in entry["error"]
 
 
+@pytest.mark.slow
 def test_retrieval_figures_reach_tensorboards_hparams_and_mlflow(cfg_factory, tmp_path, monkeypatch):
     """A triplet run's headline figures are computed after trainer.test: they still reach every logger."""
     from conftest import tensorboard_hparams

@@ -11,6 +11,7 @@ from labkit.run.lifecycle import execute
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
 
+@pytest.mark.slow
 def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -37,6 +38,7 @@ def test_mlflow_gets_params_metrics_and_final_figures(cfg_factory, tmp_path, mon
     assert len(history) == 2  # one per epoch
 
 
+@pytest.mark.slow
 def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -114,6 +116,7 @@ def _scalars(folder: Path, tag: str) -> list[float]:
     return values
 
 
+@pytest.mark.slow
 def test_evaluate_sends_its_headline_figures_to_the_runs_loggers(cfg_factory, tmp_path, monkeypatch, caplog):
     """An autoencoder's few-shot figures (codes vs pixels), computed by evaluate.py after training, reach the same
     TensorBoard folder (scalars and the HParams tab, beside the run's test figures), CSV file and MLflow run; a

@@ -229,6 +229,7 @@ def _score(task, data) -> dict:
     return retrieval_metrics(gallery, g_y, queries, q_y)
 
 
+@pytest.mark.slow
 def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
     import pytorch_lightning as pl
 
@@ -251,6 +252,7 @@ def test_siamese_training_on_digits_improves_retrieval(cfg_factory):
     assert after["map_at_r"] > before["map_at_r"] + 0.1
 
 
+@pytest.mark.slow
 def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
     from labkit.run.lifecycle import execute
 
@@ -260,6 +262,7 @@ def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
     assert metrics["status"] == "ok" and "test/loss" in metrics and "test/triplet_acc" in metrics
 
 
+@pytest.mark.slow
 def test_triplet_with_miner_and_norm_penalty(cfg_factory):
     from labkit.run.lifecycle import execute
 
@@ -268,6 +271,7 @@ def test_triplet_with_miner_and_norm_penalty(cfg_factory):
     assert metrics["status"] == "ok" and np.isfinite(metrics["test/loss"])
 
 
+@pytest.mark.slow
 def test_projector_gets_the_first_validation_batch(cfg_factory):
     from labkit.run.lifecycle import execute
 
@@ -319,6 +323,7 @@ def test_penultimate_features_of_a_classifier():
     assert pen.layer_name == "classifier.4" and pen(torch.zeros(3, 1, 28, 28)).shape == (3, 84)
 
 
+@pytest.mark.slow
 def test_retrieval_report_on_a_classification_run(cfg_factory):
     from labkit.cli.evaluate import evaluate
     from labkit.run.lifecycle import execute
@@ -337,6 +342,7 @@ def test_retrieval_report_on_a_classification_run(cfg_factory):
     assert {"classification", "retrieval"} <= set(saved)
 
 
+@pytest.mark.slow
 def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
     from labkit.cli.evaluate import evaluate
     from labkit.run.lifecycle import execute
@@ -348,6 +354,7 @@ def test_siamese_run_evaluates_retrieval_by_default(cfg_factory):
     assert results["retrieval"]["embedding_dim"] == 128 and "SiameseTask.embed" in results["retrieval"]["embedding"]
 
 
+@pytest.mark.slow
 def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
     from labkit.cli.evaluate import load_task
     from labkit.run.lifecycle import build, execute
@@ -364,6 +371,7 @@ def test_embedding_classifier_starts_from_a_siamese_run(cfg_factory):
     assert clf.model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_metric_runs_record_retrieval_figures_that_evaluate_reproduces(cfg_factory):
     from labkit.cli.evaluate import evaluate
     from labkit.run.lifecycle import execute

@@ -69,6 +69,7 @@ def trained(tmp_path_factory):
     return tmp, run, text
 
 
+@pytest.mark.slow
 def test_train_with_wandb_logs_plain_lines(trained):
     _, run, text = trained
     assert _epoch_lines_stand_alone(text) == [(0, 1, 2), (1, 2, 2)]
@@ -81,6 +82,7 @@ def test_train_with_wandb_logs_plain_lines(trained):
     assert list(run.glob("wandb/offline-run-*"))  # W&B still wrote its offline run
 
 
+@pytest.mark.slow
 def test_evaluate_and_a_sweep_log_plain_lines(trained):
     tmp, run, _ = trained
     text = _run(tmp, "evaluate", "evaluate.py", f"run={run}")

@@ -36,6 +36,7 @@ def _rows(out_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits_run, cfg_factory, tmp_path, capsys):
     saved, task, data, _ = load_run(digits_run)
     x_test, y_test = data.splits["test"].x, data.splits["test"].y
@@ -89,6 +90,7 @@ def test_classifier_predicts_user_images_through_the_runs_eval_transforms(digits
         assert len({r["top1"], r["top2"], r["top3"]}) == 3 and r["top1"] in data.classes
 
 
+@pytest.mark.slow
 def test_glob_list_and_errors(digits_run, cfg_factory, tmp_path):
     (tmp_path / "a").mkdir()
     Image.new("L", (13, 300), 0).save(tmp_path / "a" / "thin.png")
@@ -112,6 +114,7 @@ def test_glob_list_and_errors(digits_run, cfg_factory, tmp_path):
         predict(cfg_factory(f"run={digits_run}", f"inputs={tmp_path / 'a'}", "topk=0", name="predict", sub="t"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["siamese", "autoencoder"])
 def test_embedding_neighbours_and_autoencoder_reconstructions(kind, cfg_factory, tmp_path):
     over = ["model=embedding_net", "task=siamese"] if kind == "siamese" else ["model=conv_autoencoder",
@@ -138,6 +141,7 @@ def test_embedding_neighbours_and_autoencoder_reconstructions(kind, cfg_factory,
         assert 0.0 <= float(row["test_images_with_higher_error"]) <= 1.0
 
 
+@pytest.mark.slow
 def test_predict_script_help_and_usage(digits_run, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     h = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--help"], capture_output=True, text=True,
@@ -180,6 +184,7 @@ def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cf
     assert row["probability"] == pytest.approx(float(p.max()), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tall_photo_keeps_its_top_in_what_the_network_sees(digits_run, cfg_factory, tmp_path):
     """A 137x211 photo of a '7' (dark on white): fit=pad keeps its top bar, fit=crop (the datasets' way) cuts it."""
     from labkit.cli.predict import preprocess

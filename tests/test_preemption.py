@@ -47,6 +47,7 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_then_the_requeued_job_finishes_like_an_uninterrupted_run(tmp_path):
     ref = _train(tmp_path, tmp_path / "reference")
     assert ref.wait(timeout=600) == 0, ref.stdout.read()[-3000:]
@@ -72,6 +73,7 @@ def test_sigterm_mid_epoch_then_the_requeued_job_finishes_like_an_uninterrupted_
     assert mb["wall_time_s"] > mb["session_wall_time_s"]  # the first session counts too
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
 def test_sigusr1_before_a_time_limit_preempts_like_sigterm(tmp_path):
     code, out = _stop_mid_epoch(tmp_path, tmp_path / "job", signal.SIGUSR1)

@@ -49,6 +49,7 @@ def test_a_dirty_checkout_records_its_commit_and_its_diff(tmp_path):
     assert "commit" not in outside  # not a checkout: nothing claimed
 
 
+@pytest.mark.slow
 def test_every_run_records_its_provenance(tmp_path):
     assert _train(tmp_path, "trainer.max_epochs=1") == 0
     record = files.read_json(_newest(tmp_path) / "provenance.json")
@@ -104,6 +105,7 @@ def test_a_large_folder_is_sampled_and_says_so(tmp_path, monkeypatch):
     assert Fingerprints(None).fingerprint(tmp_path / "imgs")["sha256"] != before["sha256"]
 
 
+@pytest.mark.slow
 def test_compare_flags_runs_that_read_different_data(tmp_path):
     from labkit.tracking.compare import compare
 
@@ -123,6 +125,7 @@ def test_compare_flags_runs_that_read_different_data(tmp_path):
         (tmp_path / "cmp" / "comparison.md").read_text()
 
 
+@pytest.mark.slow
 def test_reproduce_reports_identical_figures_then_a_mismatch_after_the_config_is_edited(tmp_path, capsys):
     assert _train(tmp_path, "trainer.max_epochs=2") == 0
     original = _newest(tmp_path)
@@ -147,6 +150,7 @@ def test_reproduce_reports_identical_figures_then_a_mismatch_after_the_config_is
 
 @pytest.mark.parametrize("extra, phrase", [(("model=lenet_v2",), "cannot change 'model'"),
                                            (("trainer.max_epochs=5",), "cannot change 'trainer.max_epochs'")])
+@pytest.mark.slow
 def test_reproduce_refuses_other_settings(tmp_path, capsys, extra, phrase):
     assert _train(tmp_path, "trainer.max_epochs=1") == 0
     original = _newest(tmp_path)

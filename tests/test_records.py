@@ -39,6 +39,7 @@ def one_epoch_run(cfg_factory):
     return Path(cfg.paths.output_dir), metrics
 
 
+@pytest.mark.slow
 def test_resume_applies_new_trainer_limits_and_records_them(one_epoch_run, cfg_factory, caplog):
     run, first = one_epoch_run
     with caplog.at_level("INFO", logger="labkit"):
@@ -63,6 +64,7 @@ def test_resume_applies_new_trainer_limits_and_records_them(one_epoch_run, cfg_f
 @pytest.mark.parametrize("override, key", [("model=lenet_v2", "model"), ("task.optimizer.lr=0.5", "task.optimizer.lr"),
                                            ("seed=3", "seed"), ("data.batch_size=16", "data.batch_size"),
                                            ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches")])
+@pytest.mark.slow
 def test_resume_refuses_to_change_the_experiment_and_writes_nothing(one_epoch_run, cfg_factory, override, key):
     run, _ = one_epoch_run
     before = _listing(run)
@@ -72,6 +74,7 @@ def test_resume_refuses_to_change_the_experiment_and_writes_nothing(one_epoch_ru
     assert _listing(run) == before
 
 
+@pytest.mark.slow
 def test_a_failed_resume_keeps_the_finished_runs_results(one_epoch_run, cfg_factory):
     run, first = one_epoch_run
     metrics_before = (run / "metrics.json").read_text()
@@ -90,6 +93,7 @@ def test_a_failed_resume_keeps_the_finished_runs_results(one_epoch_run, cfg_fact
     assert len(attempts) == 1 and attempts[0]["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_moved_run_evaluates_and_resumes_itself(one_epoch_run, cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate
 
@@ -109,6 +113,7 @@ def test_a_moved_run_evaluates_and_resumes_itself(one_epoch_run, cfg_factory, tm
     assert all(str(moved.resolve()) in json.dumps(v, default=str) for k, v in state.items() if "Checkpoint" in k)
 
 
+@pytest.mark.slow
 def test_a_copied_run_without_checkpoints_never_uses_the_original(one_epoch_run, cfg_factory, tmp_path):
     from labkit.cli.evaluate import evaluate
 
@@ -120,6 +125,7 @@ def test_a_copied_run_without_checkpoints_never_uses_the_original(one_epoch_run,
     assert not (copy / "evaluation").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_run_moved_elsewhere_resumes_in_its_new_place(cfg_factory, tmp_path):
     cfg = cfg_factory("trainer.max_epochs=2", *FAST, sub="killed")
     execute(cfg, overrides=[])
@@ -134,6 +140,7 @@ def test_a_killed_run_moved_elsewhere_resumes_in_its_new_place(cfg_factory, tmp_
     assert (moved / metrics["best_checkpoint"]).is_file()
 
 
+@pytest.mark.slow
 def test_run_names_and_refusals_before_any_file(tmp_path):
     """Through the real entry point: names say what ran; a refused resume writes nothing anywhere."""
     env = dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT))
@@ -184,6 +191,7 @@ def test_labkits_own_measurement_is_printed_apart_from_the_notes_figure(cfg_fact
             f"this run: {metrics['test/acc']:.4f}") in caplog.text
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_without_a_larger_limit_says_so(one_epoch_run, cfg_factory, caplog):
     run, _ = one_epoch_run
     before = _listing(run)
@@ -207,6 +215,7 @@ def test_init_from_a_file_that_is_not_a_checkpoint_is_refused_before_anything_is
     assert not Path(cfg.paths.output_dir).exists()
 
 
+@pytest.mark.slow
 def test_a_run_started_from_another_resumes_after_its_source_is_gone(one_epoch_run, cfg_factory, tmp_path):
     source, _ = one_epoch_run
     moved = tmp_path / "source-elsewhere"
@@ -219,6 +228,7 @@ def test_a_run_started_from_another_resumes_after_its_source_is_gone(one_epoch_r
     assert metrics["epochs"] == 2 and metrics["init_from"] == str(moved)
 
 
+@pytest.mark.slow
 def test_a_resume_killed_after_a_new_best_keeps_the_recorded_best_checkpoint(cfg_factory, monkeypatch):
     """metrics.json names the finished run's best checkpoint: a resume that writes a better one and is killed before
     it has rewritten metrics.json must not have deleted it; a resume that finishes removes it."""

@@ -163,6 +163,7 @@ def _cli(args, tmp_path, **env):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_entry_point_refuses_a_hostile_cifar_batch_in_one_paragraph(tmp_path):
     d = write_cifar(tmp_path / "data", 10)
     marker = tmp_path / "pwned"
@@ -175,6 +176,7 @@ def test_entry_point_refuses_a_hostile_cifar_batch_in_one_paragraph(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_entry_point_names_a_truncated_idx_file_without_traceback(tmp_path):
     bad = _corrupt(write_mnist(tmp_path / "data"), "truncated")
     r = _cli(["data=mnist", "trainer.max_epochs=1"], tmp_path)
@@ -229,6 +231,7 @@ def _temporaries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if files.is_temporary(p))
 
 
+@pytest.mark.slow
 def test_checkpoint_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_path):
     ckdir = tmp_path / "run" / "checkpoints"
     ckdir.mkdir(parents=True)

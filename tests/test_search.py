@@ -56,6 +56,7 @@ def _csv(path: Path) -> list[dict]:
 
 
 # ----- several processes, one study --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_processes_on_one_study_run_its_trials_once_each(tmp_path):
     from optuna.trial import TrialState
 
@@ -87,6 +88,7 @@ def test_two_processes_on_one_study_run_its_trials_once_each(tmp_path):
 
 
 # ----- a killed search continues ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_killed_search_continues_to_n_trials_with_the_same_command(tmp_path):
     from optuna.trial import TrialState
 
@@ -119,6 +121,7 @@ def test_a_killed_search_continues_to_n_trials_with_the_same_command(tmp_path):
 
 
 # ----- pruning ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_path):
     from optuna.trial import TrialState
 
@@ -152,6 +155,7 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_pa
     ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0 is invalid: it must be a positive integer"),
     ("hydra.sweeper.stale_after_s=0", "hydra.sweeper.stale_after_s=0.0 is invalid: it must be a number > 0"),
 ])
+@pytest.mark.slow
 def test_bad_search_input_is_one_paragraph_before_any_trial(tmp_path, override, expected):
     (tmp_path / "a_file").write_text("")
     r = _train([*FAST, override.format(tmp=tmp_path)], tmp_path, timeout=120)

@@ -102,6 +102,7 @@ def _train(args, cwd: Path):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_siamese_vs_triplet_sweep_shows_losses_and_retrieval_figures(tmp_path, cfg_factory):
     from labkit.cli.evaluate import evaluate
 

@@ -147,6 +147,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.server.stop()
 
 
+@pytest.mark.slow
 def test_a_server_that_goes_away_mid_run_costs_one_warning_and_nothing_else(cfg_factory, caplog, mlflow_env):
     server = FakeMlflow(last=1)
     cfg = cfg_factory("logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={server.uri}", *FAST)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, write_cifar, write_mnist
+from hydra.utils import instantiate
 
 from labkit.cli.evaluate import evaluate
 from labkit.run.lifecycle import execute
@@ -29,13 +30,45 @@ def data_root(tmp_path_factory):
 
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_model_runs_on_every_dataset(model, data, cfg_factory, data_root):
+def test_every_model_fits_every_data_geometry(model, data, cfg_factory):
+    """The model x data matrix as forward-shape checks (milliseconds each): the model's YAML, composed with the data's
+    geometry and instantiated by Hydra, maps a zero batch of that geometry to one logit per class, in training mode
+    (batch norm, dropout) and in evaluation mode, and its loss reaches every parameter. Real trainings of a covering
+    subset: test_models_train_on_the_datasets below."""
+    cfg = cfg_factory(f"model={model}", f"data={data}")
+    net = instantiate(cfg.model)
+    assert isinstance(net, torch.nn.Module) and type(net).__name__.lower() == model.replace("_", "")
+    x = torch.zeros(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    logits = net.train()(x)
+    assert logits.shape == (2, cfg.data.num_classes)
+    torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long)).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, cfg.data.num_classes)
+
+
+# every model and every dataset trained once (one batch of train, val and test): 8 of the 40 pairs
+TRAINED = [(model, DATA[i % len(DATA)]) for i, model in enumerate(MODELS)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,data", TRAINED)
+def test_models_train_on_the_datasets(model, data, cfg_factory, data_root):
     cfg = cfg_factory(f"model={model}", f"data={data}", "trainer=debug", "logger=none", "callbacks=none",
                       f"paths.data_dir={data_root}", "data.batch_size=8", "data.val_size=10")
     metrics = execute(cfg)
     assert metrics["status"] == "ok" and "test/acc" in metrics and metrics["params"] > 0
 
 
+def test_one_model_trains_on_one_dataset(cfg_factory, data_root):
+    """The fast tier's one real (one-batch) training through execute: LeNet on the MNIST files."""
+    cfg = cfg_factory("model=lenet", "data=mnist", "trainer=debug", "logger=none", "callbacks=none",
+                      f"paths.data_dir={data_root}", "data.batch_size=8", "data.val_size=10")
+    metrics = execute(cfg)
+    assert metrics["status"] == "ok" and "test/acc" in metrics and metrics["params"] == 44426
+
+
+@pytest.mark.slow
 def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     cfg = cfg_factory("trainer.max_epochs=12")
     metrics = execute(cfg)
@@ -62,6 +95,7 @@ def test_digits_learns_above_90_percent_and_run_dir_is_complete(cfg_factory):
     assert 0.0 <= report["top5_accuracy"] <= 1.0 and report["top5_accuracy"] >= report["accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_result(cfg_factory):
     a = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="a"))
     b = execute(cfg_factory("trainer.max_epochs=1", "logger=none", sub="b"))
@@ -81,6 +115,7 @@ def _run(args, cwd, env_extra=None):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_multirun_writes_summary_with_one_row_per_job(tmp_path):
     r = _run(["-m", "model=lenet,mlp", "trainer=debug", "logger=none"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -93,6 +128,7 @@ def test_multirun_writes_summary_with_one_row_per_job(tmp_path):
     assert (sweeps[0] / "summary.md").exists() and "| job |" in r.stdout
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(tmp_path):
     r = _run(["-m", "model=lenet,minialexnet", "data.image_size=6", "trainer=debug", "logger=none"], tmp_path)
     assert r.returncode != 0
@@ -109,6 +145,7 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(tmp_path
     assert "1 of 2 sweep jobs failed" in r.stderr
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_second_get_distinct_dirs(tmp_path):
     procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), "trainer=debug", "logger=none"], cwd=tmp_path,
                               env=dict(os.environ, LABKIT_LOG_DIR=str(tmp_path / "logs"), PYTHONPATH=str(ROOT)),
@@ -121,6 +158,7 @@ PRESETS = ["lenet_mnist", "lenet_v2_mnist", "lenet_color_cifar100", "minialexnet
            "minialexnet_v3_cifar100", "minialexnet_v4_cifar100", "minialexnet_v4_cifar10"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
     cfg = cfg_factory(f"experiment={preset}", "trainer.fast_dev_run=true", "logger=none", "callbacks=none",
@@ -133,6 +171,7 @@ def test_notes_presets_compose_and_run(preset, cfg_factory, data_root):
     assert execute(cfg)["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     r = _run(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=lenet,mlp", "trainer=debug",
               "logger=none"], tmp_path)
@@ -142,6 +181,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert len(rows) == 3 and all(",ok," in row for row in rows[1:])
 
 
+@pytest.mark.slow
 def test_optuna_search_returns_the_metric_and_records_the_best(tmp_path):
     r = _run(["hparams_search=optuna", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "logger=none",
               "trainer.enable_progress_bar=false"], tmp_path)

@@ -12,6 +12,7 @@ from labkit.run.lifecycle import execute
 FAST = ["trainer.max_epochs=1", "trainer.limit_val_batches=1", "logger=none", "tune_lr=true", "tune_lr_steps=30"]
 
 
+@pytest.mark.slow
 def test_lr_finder_plots_suggests_and_applies(cfg_factory):
     cfg = cfg_factory(*FAST, "task.optimizer.lr=0.0001")
     metrics = execute(cfg)
@@ -30,6 +31,7 @@ def test_lr_finder_plots_suggests_and_applies(cfg_factory):
     assert metrics["global_step"] == 21  # the sweep's steps were undone: training ran its own epoch
 
 
+@pytest.mark.slow
 def test_lr_finder_only_suggests_when_told(cfg_factory):
     cfg = cfg_factory(*FAST, "tune_lr_apply=false", "task.optimizer.lr=0.05")
     metrics = execute(cfg)

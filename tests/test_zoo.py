@@ -29,7 +29,11 @@ FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("arch", list(FAMILIES))
+# the four largest networks take seconds each on the CPU: the full run builds them, the fast tier the other four
+HEAVY = ("googlenet", "vgg16", "resnet34", "resnet50")
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a for a in FAMILIES])
 def test_adapted_model_shape_and_kept_weights(arch):
     size, head, head_type = FAMILIES[arch]
     torch.manual_seed(0)
