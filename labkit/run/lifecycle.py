@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import read_json
-from labkit.run import directory, pictures, records, tuning, validate
+from labkit.run import directory, pictures, ranks, records, tuning, validate
 from labkit.run import plan as planning
 from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunCheckpoint, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
@@ -67,7 +67,14 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     except Exception as e:
         records.refused(plan.cfg, e, plan.overrides, discard=discard_refused)
         raise
-    with directory.claim(plan.run_dir) as run_dir:
+    me = ranks.current(plan.cfg.trainer)
+    if not me.is_zero:  # any other rank, on any node: rank 0's directory, none of the run's records
+        with directory.claim(plan.run_dir, me) as run_dir:
+            trainer, loggers = attach(plan, task, clock, loggers)
+            figures = fit(plan, trainer, task, data)
+            figures |= test(plan, trainer, task, data)
+        return figures
+    with directory.claim(plan.run_dir, me) as run_dir:
         try:
             trainer, loggers = attach(plan, task, clock, loggers)
             records.start(plan, trainer, data, loggers)
@@ -204,7 +211,7 @@ def fit(plan: Plan, trainer: pl.Trainer, task, data) -> dict[str, float]:
     """The learning-rate finder when asked (``tune_lr=true``, recorded in config.yaml), then ``trainer.fit`` from
     the resume's checkpoint or from scratch; returns the last train/val figures."""
     lr = tuning.maybe_tune_lr(plan.cfg, trainer, task, data, plan.run_dir)
-    if lr is not None:
+    if lr is not None and trainer.is_global_zero:
         records.tuned_lr(plan.run_dir, lr)
     ckpt = plan.resume.checkpoint if plan.resume is not None else None
     trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
