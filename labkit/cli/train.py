@@ -32,7 +32,8 @@ def main(cfg, planned=None) -> float | None:
     # gives each job (hparams_search=optuna's parameters, its trial reporter)
     job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
     try:
-        metrics = execute(job, overrides=list(hydra.overrides.task), discard_refused=not multirun)
+        with _device_set(cfg, hydra, multirun):
+            metrics = execute(job, overrides=list(hydra.overrides.task), discard_refused=not multirun)
     except Exception as e:
         if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
             from labkit.core.errors import RunStopped
@@ -61,6 +62,17 @@ def main(cfg, planned=None) -> float | None:
             raise KeyError(f"optimized_metric={metric!r} is not among this run's metrics: {sorted(metrics)}")
         return float(metrics[metric])
     return None
+
+
+def _device_set(cfg, hydra, multirun: bool):
+    """A sweep job that runs beside others on one machine trains on its own GPUs (:func:`labkit.run.devices.lease`)."""
+    import contextlib
+
+    if not multirun:
+        return contextlib.nullcontext()
+    from labkit.run import devices
+
+    return devices.lease(cfg, hydra, int(hydra.job.num), hydra.sweep.dir)
 
 
 def cli(argv=None):
