@@ -119,7 +119,8 @@ def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted 
         return None
     kind, how = (Preempted, "a scheduler's SIGTERM/SIGUSR1") if isinstance(e, SIGTERMException) else \
         (Interrupted, type(e).__name__)
-    kept = ("its checkpoints stay, and it continues from its last complete epoch" if directory.has_checkpoint(run_dir)
+    kept = ("its checkpoints stay, and it continues from its last checkpoint (the step it stopped at, when it could "
+            "save one)" if directory.has_checkpoint(run_dir)
             else "it had saved no checkpoint yet, so it trains again from the start")
     return kind(f"the run was stopped by {how} during epoch {epoch}; {kept} with: python train.py resume={run_dir}",
                 epoch=epoch)
