@@ -69,11 +69,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
         raise
     me = ranks.current(plan.cfg.trainer)
     if not me.is_zero:  # any other rank, on any node: rank 0's directory, none of the run's records
-        with directory.claim(plan.run_dir, me) as run_dir:
-            trainer, loggers = attach(plan, task, clock, loggers)
-            figures = fit(plan, trainer, task, data)
-            figures |= test(plan, trainer, task, data)
-        return figures
+        return train_beside_rank_zero(plan, me, data, task, clock, loggers)
     with directory.claim(plan.run_dir, me) as run_dir:
         try:
             trainer, loggers = attach(plan, task, clock, loggers)
@@ -93,6 +89,16 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
             raise
         records.drop_superseded(kept, trainer, run_dir)
     log.info("run directory: %s", run_dir)
+    return figures
+
+
+def train_beside_rank_zero(plan: Plan, me: ranks.Ranks, data, task, clock: RunClock, loggers) -> dict[str, Any]:
+    """A DDP rank other than global rank 0: trains in rank 0's run directory (once rank 0 has claimed it, or one
+    paragraph when it does not show up) and records nothing of the run."""
+    with directory.claim(plan.run_dir, me):
+        trainer, loggers = attach(plan, task, clock, loggers)
+        figures = fit(plan, trainer, task, data)
+        figures |= test(plan, trainer, task, data)
     return figures
 
 
