@@ -37,7 +37,8 @@ def main(cfg) -> float | None:
     job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
     try:
         single = not multirun  # a refused single run leaves no folder; a sweep job keeps its record
-        metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
+        with _device_set(cfg, hydra, multirun):
+            metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
     except Exception as e:
         if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
             from labkit.core.errors import RunStopped
@@ -66,6 +67,17 @@ def main(cfg) -> float | None:
             raise KeyError(f"optimized_metric={metric!r} is not among this run's metrics: {sorted(metrics)}")
         return float(metrics[metric])
     return None
+
+
+def _device_set(cfg, hydra, multirun: bool):
+    """A sweep job that runs beside others on one machine trains on its own GPUs (:func:`labkit.run.devices.lease`)."""
+    import contextlib
+
+    if not multirun:
+        return contextlib.nullcontext()
+    from labkit.run import devices
+
+    return devices.lease(cfg, hydra, int(hydra.job.num), hydra.sweep.dir)
 
 
 def cli(argv=None):

@@ -61,9 +61,23 @@ class LabDataModule(pl.LightningDataModule):
         self.resample_tuples = resample_tuples
         # class names, label i is classes[i]; modules that know the names (CIFAR, image folders) replace them
         self.classes: list[str] = [str(i) for i in range(num_classes)]
+        self._resume_at: tuple[int, int] | None = None  # resume_training_at
 
     # the rules of this class's own arguments (run by __init__ and, on the config, by the pre-flight)
     check_args = staticmethod(schema.LabData.check)
+
+    def resume_training_at(self, epoch: int, batches: int) -> None:
+        """The next training loader starts epoch ``epoch`` at its batch ``batches``: a run resumed from a mid-epoch
+        checkpoint skips the batches it trained on before it stopped (told by ``labkit.run.callbacks.EpochSeed`` when
+        the checkpoint is read, before Lightning asks for the loader). Loaders whose sampler cannot (a plain shuffling
+        ``DataLoader``) start the epoch again, and Lightning warns that the resume is not exact."""
+        self._resume_at = (int(epoch), int(batches))
+
+    def _resume(self, sampler) -> None:
+        """Hand a pending :meth:`resume_training_at` to a training loader's seeded sampler (once)."""
+        if self._resume_at is not None:
+            sampler.resume_at(*self._resume_at)
+            self._resume_at = None
 
     def check_available(self) -> None:
         """Raise :class:`labkit.core.errors.DatasetNotFoundError` (the expected files named) when the dataset is not

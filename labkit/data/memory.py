@@ -175,12 +175,17 @@ class InMemoryImageDataModule(LabDataModule):
         if self.sampling != "single" and not evaluation:
             # metric learning: PairBatch or TripletBatch batches (labkit.data.batches), drawn again each training
             # epoch from (seed, epoch) unless resample_tuples is false; fixed draws for val/test (labkit.data.sampling)
-            return tuple_loader(ds, self.similarity(split), self.sampling,
-                                self.batch_size if train else self.eval_batch_size, self.seed, train,
-                                num_workers=workers, pin_memory=on_host and torch.cuda.is_available(),
-                                num_replicas=world, rank=rank, resample=self.resample_tuples)
+            loader = tuple_loader(ds, self.similarity(split), self.sampling,
+                                  self.batch_size if train else self.eval_batch_size, self.seed, train,
+                                  num_workers=workers, pin_memory=on_host and torch.cuda.is_available(),
+                                  num_replicas=world, rank=rank, resample=self.resample_tuples)
+            if train:
+                self._resume(loader.sampler)
+            return loader
         bs = self.batch_size if train else self.eval_batch_size
         sampler = EpochBatchSampler(len(ds), bs, shuffle=train, seed=self.seed, num_replicas=world, rank=rank)
+        if train:
+            self._resume(sampler)  # a mid-epoch checkpoint's resume: the batches it trained on are skipped
         # an own generator: creating the iterator must not consume the global RNG (bit-identical resume)
         return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator().manual_seed(self.seed),
                           num_workers=workers, persistent_workers=workers > 0,

@@ -37,7 +37,22 @@ MODES = ("pairs", "triplets")
 
 
 # ----- single samples ---------------------------------------------------------------------------
-class EpochBatchSampler(DistributedSampler):
+class _Resumable:
+    """A seeded sampler that can start one epoch part-way: a run resumed from a mid-epoch checkpoint skips the batches
+    of that epoch it trained on before it stopped (the order is the same: it depends only on seed and epoch)."""
+
+    _start: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next pass over epoch ``epoch`` starts at its batch ``batches`` (once; later passes are whole)."""
+        self._start = (int(epoch), int(batches))
+
+    def _first(self) -> int:
+        start, self._start = self._start, None
+        return start[1] if start is not None and start[0] == self.epoch else 0
+
+
+class EpochBatchSampler(_Resumable, DistributedSampler):
     """Shuffled (or sequential) index batches; the permutation of epoch ``e`` is drawn from ``seed`` and ``e``.
 
     Lightning calls :meth:`set_epoch` at the start of every training epoch. Because no generator state
@@ -68,7 +83,7 @@ class EpochBatchSampler(DistributedSampler):
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        for i in range(len(self)):
+        for i in range(self._first(), len(self)):
             batch = order[i * self.batch_size:(i + 1) * self.batch_size]
             if self.num_replicas > 1:
                 batch = torch.from_numpy(np.array_split(batch.numpy(), self.num_replicas)[self.rank])
@@ -213,7 +228,7 @@ def draw(sim, mode: str, seed: int, epoch: int = 0) -> np.ndarray:
     return sample_pairs(sim, rng) if mode == "pairs" else sample_triplets(sim, rng)
 
 
-class TupleBatchSampler(DistributedSampler):
+class TupleBatchSampler(_Resumable, DistributedSampler):
     """Yields ``(B, 3)`` int64 index rows. With ``resample`` the tuples of epoch ``e`` are drawn from
     ``(seed, e)`` (Lightning calls :meth:`set_epoch` at the start of every training epoch, so a resumed run draws
     what the uninterrupted one would have); without, one fixed draw (epoch 0). ``shuffle`` permutes the rows,
@@ -247,7 +262,7 @@ class TupleBatchSampler(DistributedSampler):
         rows = self.tuples()
         if self.shuffle:
             rows = rows[np.random.default_rng([int(self.seed), self.epoch, 1]).permutation(len(rows))]
-        for k in range(len(self)):
+        for k in range(self._first(), len(self)):
             batch = rows[k * self.batch_size:(k + 1) * self.batch_size]
             yield np.array_split(batch, self.num_replicas)[self.rank] if self.num_replicas > 1 else batch
 

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import os
@@ -30,6 +31,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from labkit.core.errors import LabkitError, RunStopped
 from labkit.core.files import atomic_write_bytes
+from labkit.data.base import LabDataModule
 
 log = logging.getLogger("labkit")
 
@@ -53,7 +55,7 @@ class Interrupted(RunStopped):
 
 class SignalsAsSigterm(pl.Callback):
     """While fitting, SIGUSR1 is treated as SIGTERM: Lightning then stops at the next training step (all DDP ranks
-    together) without writing a checkpoint, so ``checkpoints/last.ckpt`` is the last complete epoch. Left alone when
+    together); the last checkpoint's ``save_on_stop`` (:class:`RunCheckpoint`) writes that step. Left alone when
     something else already handles SIGUSR1 (Lightning's own SLURM auto-requeue, a launcher)."""
 
     def __init__(self):
@@ -83,6 +85,47 @@ class EpochSeed(pl.Callback):
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
+
+    # a mid-epoch checkpoint: the generators where the run stopped, and the batches of the epoch it trained on
+    def state_dict(self) -> dict[str, Any]:
+        version, mt, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {"python": [version, list(mt), gauss], "torch": torch.get_rng_state(),
+                "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return  # a checkpoint written before labkit saved the generators
+        version, mt, gauss = state_dict["python"]
+        random.setstate((version, tuple(mt), gauss))
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state_dict["torch"])
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Resuming a checkpoint written inside an epoch: the data module's next training loader starts that epoch
+        at the first batch not trained on yet (:func:`mid_epoch_position`)."""
+        position = mid_epoch_position(checkpoint)
+        data = trainer.datamodule
+        if position is not None and data is not None and trainer.state.fn == "fit":
+            if isinstance(data, LabDataModule):
+                data.resume_training_at(*position)
+            log.info("resuming inside epoch %d, after its batch %d", position[0], position[1])
+
+
+def mid_epoch_position(checkpoint: dict) -> tuple[int, int] | None:
+    """(epoch, training batches of it done) of a checkpoint written inside an epoch (every N steps, or where a SIGTERM
+    stopped the run); None for one written at the end of an epoch. Read from Lightning's loop progress: the epoch
+    started but not processed, and the batches whose training step ran."""
+    try:
+        fit = checkpoint["loops"]["fit_loop"]
+        epochs = fit["epoch_progress"]["total"]
+        batches = int(fit["epoch_loop.batch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return None
+    if epochs["processed"] != epochs["started"] - 1 or batches <= 0:
+        return None
+    return int(epochs["processed"]), batches
 
 
 class FiniteLossGuard(pl.Callback):
@@ -153,7 +196,50 @@ class RunCheckpoint(ModelCheckpoint):
     ``ModelCheckpoint`` forgets the best score and keeps the old ``best_model_path``, so a resumed run would call
     its next epoch the best and test a file outside itself. Here every path under the checkpoint's old folder is
     mapped onto the current one first. (Checkpoints it replaces are deleted through :class:`AtomicCheckpointIO`, which
-    keeps those it is told to keep.)"""
+    keeps those it is told to keep.)
+
+    ``every_n_train_steps`` / ``every_minutes`` (last.ckpt, no monitor): also written inside epochs; ``save_on_stop``:
+    written at the step where a scheduler's SIGTERM/SIGUSR1 stops the run."""
+
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, every_minutes: float | None = None,
+                 save_on_stop: bool = False, **kwargs: Any):
+        if kwargs.get("monitor") is not None:  # a best-by-metric checkpoint: Lightning's own step/time triggers
+            if every_minutes:
+                kwargs["train_time_interval"] = datetime.timedelta(minutes=float(every_minutes))
+            super().__init__(*args, every_n_train_steps=every_n_train_steps, **kwargs)
+            self.mid_epoch_steps, self.every_minutes = None, None
+        else:  # last.ckpt: also written inside epochs, and still after every epoch
+            super().__init__(*args, **kwargs)
+            self.mid_epoch_steps = int(every_n_train_steps) if every_n_train_steps else None
+            self.every_minutes = float(every_minutes) if every_minutes else None
+        self.save_on_stop = bool(save_on_stop)
+        self._last_mid_save = time.monotonic()
+
+    def _save_here(self, trainer) -> None:
+        """Write this callback's file (``last.ckpt``) now, at the current step (atomically: AtomicCheckpointIO)."""
+        if trainer.global_step == self._last_global_step_saved or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_mid_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        due = bool(self.mid_epoch_steps) and trainer.global_step % self.mid_epoch_steps == 0
+        if self.every_minutes:
+            elapsed = torch.tensor(time.monotonic() - self._last_mid_save >= 60 * self.every_minutes)
+            due |= bool(trainer.strategy.broadcast(elapsed))  # rank 0's clock decides for every rank
+        if due:
+            self._save_here(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A scheduler's SIGTERM/SIGUSR1 (Lightning stops at the end of the step): ``save_on_stop`` writes the
+        checkpoint of that step, so that the requeued job or a resume continues from it."""
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if self.save_on_stop and isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            self._save_here(trainer)
+            log.info("saved %s at step %d, where the run stopped", Path(self.best_model_path or "").name,
+                     trainer.global_step)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from labkit.core.errors import LabkitError
+from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import atomic_write_text, read_json
+from labkit.run import ranks
 
 try:
     import fcntl
@@ -374,16 +375,54 @@ class RunLockedError(LabkitError):
     """Another process is writing this run directory."""
 
 
-def _rank() -> int:
-    """This process's global rank as Lightning reads it from the launcher's environment (0 outside DDP)."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
-        value = os.environ.get(key)
-        if value not in (None, ""):
-            try:
-                return int(value)
-            except ValueError:
-                continue
-    return 0
+RANK_WAIT_ENV = "LABKIT_RANK_WAIT_S"  # how long a non-zero rank waits for rank 0's claim (seconds)
+RANK_WAIT_S = 600.0
+
+
+def _rank_wait() -> float:
+    try:
+        return float(os.environ.get(RANK_WAIT_ENV, RANK_WAIT_S))
+    except ValueError:
+        return RANK_WAIT_S
+
+
+def _claimed(path: Path) -> bool:
+    """Rank 0 holds the run: its lock file names a holder (emptied when released) or is locked."""
+    if _holder(path):
+        return True
+    if fcntl is None or not path.is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def wait_for_rank_zero(run_dir, me: ranks.Ranks, timeout: float | None = None, poll: float = 0.5) -> Path:
+    """A non-zero rank uses global rank 0's run directory: wait (at most ``timeout`` s, ``LABKIT_RANK_WAIT_S``,
+    default 600) until rank 0 has claimed ``run_dir``; when it does not show up, one paragraph instead of a hang in
+    the process group's rendezvous."""
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    timeout = _rank_wait() if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while not _claimed(path):
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"this process is {me.describe()} and uses the run directory that global rank 0 claims, but after "
+                f"{timeout:.0f} s {run_dir} has not been claimed ({LOCK_FILE} names no holder). Either every node "
+                f"writes its own folder (give all of them the same hydra.run.dir=<folder> on a filesystem they "
+                f"share, e.g. hydra.run.dir=/shared/logs/runs/<name>), or rank 0 stopped before it claimed the run "
+                f"(see its log), or it is slower to start than {timeout:.0f} s (raise {RANK_WAIT_ENV}=<seconds>)")
+        time.sleep(poll)
+    return run_dir
 
 
 def _holder(path: Path) -> dict:
@@ -412,7 +451,7 @@ def check_unclaimed(run_dir) -> None:
     """Refuse, before anything is written, a run directory another live process holds (a no-op under DDP's
     other ranks and where the platform has no flock)."""
     path = Path(run_dir) / LOCK_FILE
-    if fcntl is None or _rank() != 0 or not path.is_file():
+    if fcntl is None or not ranks.current().is_zero or not path.is_file():
         return
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -424,11 +463,17 @@ def check_unclaimed(run_dir) -> None:
 
 
 @contextlib.contextmanager
-def claim(run_dir):
+def claim(run_dir, me: ranks.Ranks | None = None):
     """Hold the run directory for this process until the block ends; a second writer is refused at once
-    (:class:`RunLockedError` naming the holder). A lock whose process died is taken over, with a note."""
+    (:class:`RunLockedError` naming the holder). A lock whose process died is taken over, with a note. Only global
+    rank 0 (``me``, default: :func:`labkit.run.ranks.current`) claims; any other rank, on any node, waits for rank
+    0's claim of the same folder (:func:`wait_for_rank_zero`) and writes none of the run's records."""
     run_dir = Path(run_dir)
-    if fcntl is None or _rank() != 0:
+    me = ranks.current() if me is None else me
+    if not me.is_zero:
+        yield wait_for_rank_zero(run_dir, me)
+        return
+    if fcntl is None:
         yield run_dir
         return
     run_dir.mkdir(parents=True, exist_ok=True)

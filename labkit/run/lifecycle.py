@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import read_json
-from labkit.run import directory, pictures, records, tuning, validate
+from labkit.run import directory, pictures, ranks, records, tuning, validate
 from labkit.run import plan as planning
 from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
@@ -71,7 +71,10 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     except Exception as e:
         records.refused(plan.cfg, e, plan.overrides, discard=discard_refused)
         raise
-    with directory.claim(plan.run_dir) as run_dir:
+    me = ranks.current(plan.cfg.trainer)
+    if not me.is_zero:  # any other rank, on any node: rank 0's directory, none of the run's records
+        return train_beside_rank_zero(plan, me, data, task, clock, loggers)
+    with directory.claim(plan.run_dir, me) as run_dir:
         try:
             trainer, loggers = attach(plan, task, clock, loggers)
             records.start(plan, trainer, data, loggers)
@@ -88,6 +91,16 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
                 raise stopped from None  # one paragraph, not Lightning's bare SystemExit (exit status 0)
             raise
         records.drop_superseded(kept, trainer, run_dir)
+    return figures
+
+
+def train_beside_rank_zero(plan: Plan, me: ranks.Ranks, data, task, clock: RunClock, loggers) -> dict[str, Any]:
+    """A DDP rank other than global rank 0: trains in rank 0's run directory (once rank 0 has claimed it, or one
+    paragraph when it does not show up) and records nothing of the run."""
+    with directory.claim(plan.run_dir, me):
+        trainer, loggers = attach(plan, task, clock, loggers)
+        figures = fit(plan, trainer, task, data)
+        figures |= test(plan, trainer, task, data)
     return figures
 
 
@@ -114,7 +127,8 @@ def stopped_by(e: BaseException, epoch: int | None, run_dir: Path) -> Preempted 
         return None
     kind, how = (Preempted, "a scheduler's SIGTERM/SIGUSR1") if isinstance(e, SIGTERMException) else \
         (Interrupted, type(e).__name__)
-    kept = ("its checkpoints stay, and it continues from its last complete epoch" if directory.has_checkpoint(run_dir)
+    kept = ("its checkpoints stay, and it continues from its last checkpoint (the step it stopped at, when it could "
+            "save one)" if directory.has_checkpoint(run_dir)
             else "it had saved no checkpoint yet, so it trains again from the start")
     return kind(f"the run was stopped by {how} during epoch {epoch}; {kept} with: python train.py resume={run_dir}",
                 epoch=epoch)
@@ -204,7 +218,7 @@ def fit(plan: Plan, trainer: pl.Trainer, task, data) -> dict[str, float]:
     """The learning-rate finder when asked (``tune_lr=true``, recorded in config.yaml), then ``trainer.fit`` from
     the resume's checkpoint or from scratch; returns the last train/val figures."""
     lr = tuning.maybe_tune_lr(plan.cfg, trainer, task, data, plan.run_dir)
-    if lr is not None:
+    if lr is not None and trainer.is_global_zero:
         records.tuned_lr(plan.run_dir, lr)
     ckpt = plan.resume.checkpoint if plan.resume is not None else None
     trainer.fit(task, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core import files
 from labkit.core.errors import RunStopped
-from labkit.run import directory, provenance, startup
+from labkit.run import directory, provenance, ranks, startup
 from labkit.run.plan import Plan, override_keys, plain
 
 log = logging.getLogger("labkit")
@@ -196,8 +196,8 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], disca
     says so in metrics.json (the sweep summary shows it as failed, with the error); nothing else is written, and a
     run that was to be resumed stays exactly as it was. ``discard``: a single run's folder that holds only what Hydra
     wrote for this job is removed instead, so a refused start leaves no run folder."""
-    if cfg.get("resume") not in (None, False):
-        return
+    if cfg.get("resume") not in (None, False) or not ranks.current(cfg.get("trainer")).is_zero:
+        return  # a resume stays as it was; DDP's other ranks write nothing of the run
     try:
         out = Path(str(cfg.paths.output_dir))
     except Exception:  # no directory could be named: nothing to record

@@ -19,7 +19,9 @@ class RunCheckpoint:
     save_weights_only: bool = False  # weights only (no optimizer state: cannot resume)
     mode: Optional[str] = "min"  # min or max (null: the task's)
     auto_insert_metric_name: bool = True  # put the metric's name in the file name
-    every_n_train_steps: Optional[int] = None  # also save every N training steps
+    every_n_train_steps: Optional[int] = None  # also save every N training steps (last.ckpt: inside epochs too)
+    every_minutes: Optional[float] = None  # also save every N minutes of training (last.ckpt: inside epochs too)
+    save_on_stop: bool = False  # save at the step where a SIGTERM/SIGUSR1 stops the run (resume continues there)
     train_time_interval: Any = None  # also save every interval of wall time
     every_n_epochs: Optional[int] = None  # save every N epochs
     save_on_train_epoch_end: Optional[bool] = None  # save at the end of the training epoch instead of validation
