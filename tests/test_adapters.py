@@ -43,6 +43,42 @@ def _params(fn) -> list[str]:
 
 
 # ----- lightning ------------------------------------------------------------------------------------------------------
+def test_lightning_checkpoint_saved_at_the_current_step(tmp_path):
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from labkit.adapters import lightning
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    wrote = []
+
+    class SaveAtStep2(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                wrote.append(lightning.save_unmonitored_checkpoint_now(checkpoint, trainer))
+                wrote.append(lightning.save_unmonitored_checkpoint_now(checkpoint, trainer))  # same step: no
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", save_top_k=1)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+    with private_api("pytorch-lightning", "lightning.py", "ModelCheckpoint._save_none_monitor_checkpoint"):
+        trainer = pl.Trainer(max_steps=3, callbacks=[checkpoint, SaveAtStep2()], logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+        trainer.fit(Tiny(), data)
+        assert wrote == [True, False]
+        assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] >= 2
+
+
 def test_lightning_csv_logger_continues_its_metrics_file(tmp_path):
     from pytorch_lightning.loggers import CSVLogger
     from pytorch_lightning.loggers.csv_logs import ExperimentWriter

@@ -96,3 +96,18 @@ def wandb_run_if_started(logger: Any) -> Any | None:
 
     Why private: the logger keeps it in ``_experiment``; its public ``experiment`` starts a run when there is none."""
     return logger._experiment
+
+
+# ----- ModelCheckpoint: a save at the current step -----------------------------------------------------------------------
+def save_unmonitored_checkpoint_now(callback: Any, trainer: Any) -> bool:
+    """Write a ``ModelCheckpoint`` without a monitor (``last.ckpt``) at the trainer's current step, unless that step
+    was saved already; True when it wrote.
+
+    Why private: ModelCheckpoint has no public "save now"; its own ``every_n_train_steps`` excludes its per-epoch save,
+    and labkit's last.ckpt needs both (mid-epoch saves and one after every epoch). These are the very methods
+    ModelCheckpoint's own step trigger calls."""
+    if trainer.global_step == callback._last_global_step_saved:
+        return False
+    callback._save_none_monitor_checkpoint(trainer, callback._monitor_candidates(trainer))
+    return True
+

@@ -158,14 +158,15 @@ for _name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.see
 
 # ----- the model summary without an all-zero FLOPs column ----------------------------------------------------
 def _summary_base():
-    from lightning_utilities.core.imports import RequirementCache
     from pytorch_lightning.callbacks import ModelSummary as _Plain
 
-    if RequirementCache("rich>=10.2.2"):  # what RichModelSummary requires
+    try:  # RichModelSummary needs rich (Lightning refuses to build it without)
         from pytorch_lightning.callbacks import RichModelSummary
 
-        return RichModelSummary
-    return _Plain
+        RichModelSummary()
+    except ModuleNotFoundError:
+        return _Plain
+    return RichModelSummary
 
 
 def _make_summary_class():

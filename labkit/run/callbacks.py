@@ -29,6 +29,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from labkit.adapters import lightning as lightning_internals
 from labkit.core.errors import LabkitError, RunStopped
 from labkit.core.files import atomic_write_bytes
 from labkit.data.base import LabDataModule
@@ -217,10 +218,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     def _save_here(self, trainer) -> None:
         """Write this callback's file (``last.ckpt``) now, at the current step (atomically: AtomicCheckpointIO)."""
-        if trainer.global_step == self._last_global_step_saved or trainer.sanity_checking or trainer.fast_dev_run:
+        if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        self._save_none_monitor_checkpoint(trainer, self._monitor_candidates(trainer))
-        self._last_mid_save = time.monotonic()
+        if lightning_internals.save_unmonitored_checkpoint_now(self, trainer):
+            self._last_mid_save = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
