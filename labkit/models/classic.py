@@ -14,7 +14,6 @@ from torch import nn
 from labkit.core.errors import ConfigError
 from labkit.models.shape import feature_shape
 
-
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 INITS = ("torch", "glorot_uniform")
 
