@@ -66,3 +66,19 @@ def test_anomaly_report_l2_by_default_and_normalized_on_request(ae_run, cfg_fact
     with pytest.raises(ConfigError, match="anomaly_score='mahalanobis' is invalid"):
         evaluate(cfg_factory(f"run={ae_run}", "ood=fashion_mnist", "reports=[anomaly]",
                              "anomaly_score=mahalanobis", name="evaluate"))
+
+
+def test_the_normalized_scores_detector_is_fitted_on_their_logarithm():
+    """Separable populations, the OOD one spread over orders of magnitude: on the raw values its largest scores set
+    the standardization and the regularized fit leaves the threshold deep inside the OOD population (41% of it
+    missed); on the logarithm the threshold comes close to the gap (3% missed)."""
+    from labkit.evaluation.anomaly import fit_detector
+
+    rng = np.random.default_rng(1)
+    inside = rng.uniform(1.0, 2.0, 400)
+    outside = np.exp(rng.uniform(np.log(3.0), np.log(3000.0), 200))
+    predict, threshold = fit_detector(inside, outside, log_scale=True)
+    assert 2.0 <= threshold <= 5.0
+    assert (predict(inside) == 0).all() and (predict(outside) == 1).mean() >= 0.95
+    raw_predict, raw_threshold = fit_detector(inside, outside)
+    assert raw_threshold > 10 * threshold and (raw_predict(outside) == 1).mean() < 0.7

@@ -15,7 +15,8 @@ Scores (``anomaly_score=``, what the detector and the headline AUROC use; the AU
 * ``normalized``: the same norm after dividing each pixel's residual by that pixel's spread (standard deviation) on
   the *in-distribution training split*: an error where the autoencoder is always accurate (the background around a
   digit) counts more than one where it always struggles (the strokes). Only in-distribution images set the scale:
-  no OOD image is needed to compute it.
+  no OOD image is needed to compute it. Its values span orders of magnitude, so the logistic regression is fitted on
+  its logarithm (a monotonic change: the AUROC is the same).
 """
 from __future__ import annotations
 
@@ -168,19 +169,26 @@ def boxplot(errors: dict[str, np.ndarray], threshold: float | None, path: Path, 
     return save_figure(fig, path)
 
 
-def fit_detector(in_err: np.ndarray, ood_err: np.ndarray):
-    """Logistic regression on the (standardized) error, OOD = 1; returns (model, threshold in error units)."""
+def fit_detector(in_err: np.ndarray, ood_err: np.ndarray, log_scale: bool = False):
+    """Logistic regression on the (standardized) error, OOD = 1; returns (model, threshold in error units).
+    ``log_scale``: fit on the logarithm of the error (for scores spanning orders of magnitude, whose largest values
+    would otherwise set the standardization and pull the threshold away from the gap between the populations)."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.concatenate([in_err, ood_err])
+    def feature(e: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(e, 1e-12)) if log_scale else e
+
+    x = feature(np.concatenate([in_err, ood_err]))
     mu, sd = float(x.mean()), float(x.std()) or 1.0
     y = np.concatenate([np.zeros(len(in_err)), np.ones(len(ood_err))])
     lr = LogisticRegression(class_weight="balanced").fit(((x - mu) / sd)[:, None], y)
     w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     threshold = mu + sd * (-b / w) if w != 0 else float("nan")
+    if log_scale:
+        threshold = float(np.exp(threshold))
 
     def predict(e: np.ndarray) -> np.ndarray:
-        return lr.predict(((e - mu) / sd)[:, None]).astype(int)
+        return lr.predict(((feature(e) - mu) / sd)[:, None]).astype(int)
 
     return predict, threshold
 
@@ -222,7 +230,7 @@ def anomaly_report(task, data, cfg, out_dir: Path) -> dict:
         raise ConfigError(f"anomaly report: empty split (in {len(in_fit)}/{len(in_eval)}, ood {len(ood_fit)}/"
                           f"{len(ood_eval)} images in {fit_split}/{split})")
 
-    predict, threshold = fit_detector(in_fit, ood_fit)
+    predict, threshold = fit_detector(in_fit, ood_fit, log_scale=score == "normalized")
     in_ok = float((predict(in_eval) == 0).mean())
     ood_ok = float((predict(ood_eval) == 1).mean())
     labels = np.concatenate([np.zeros(len(in_eval)), np.ones(len(ood_eval))])
