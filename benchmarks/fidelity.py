@@ -20,7 +20,12 @@ Rows (metric; PASS when labkit is within 1 point of the notes' loop):
 * ``sparse_ae``: note 003's 100-shot 1-NN accuracy on the codes (5 draws of 100 labelled training images; pixels
   alongside);
 * ``siamese``, ``triplet``: precision@1 of the test images against the training images (note 002), with raw-pixel
-  1-NN on the same gallery alongside.
+  1-NN on the same gallery alongside;
+* ``mlp_fashion``, ``lenet_alt_fashion``: test accuracy on Fashion-MNIST (note 004, a Keras notebook): the notes' loop
+  is a PyTorch transcription of ``model.fit(X_train, y_train, epochs=30, validation_data=(X_valid, y_valid),
+  callbacks=[EarlyStopping(patience=10)])`` with ``optimizer="adam"``: pixels / 255, Glorot-uniform weights and zero
+  biases, Adam at Keras' defaults (lr 0.001, eps 1e-7), batch 32, early stopping on the validation loss (patience 10,
+  the last model kept, as Keras does without ``restore_best_weights``); its validation data is labkit's hold-out.
 
 Both sides are tested on the model of their last epoch, as the notes do (labkit's run is evaluated with
 ``evaluate.py ckpt=last``; its best checkpoint by the validation metric, what ``train.py`` reports, is printed
@@ -88,6 +93,8 @@ ROWS = {r.name: r for r in [
     Row("sparse_ae", "003", "sparse_conv_ae_mnist", "sparse_ae", 150, "100-shot 1-NN on codes"),
     Row("siamese", "002", "siamese_mnist", "siamese", 50, "precision@1"),
     Row("triplet", "002", "triplet_mnist", "triplet", 50, "precision@1"),
+    Row("mlp_fashion", "004", "mlp_fashion_mnist", "keras", 30, "test accuracy"),
+    Row("lenet_alt_fashion", "004", "lenet_fashion_mnist", "keras", 30, "test accuracy"),
 ]}
 
 
@@ -167,20 +174,49 @@ class SparseConvAutoencoder(nn.Module):
         return code, self.decoder(code)
 
 
+def keras_mlp() -> nn.Module:
+    """Note 004's ``mlp_model``: Flatten, Dense(300, relu), Dense(100, relu), Dense(10, softmax) (softmax in the loss)."""
+    return glorot(nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                                nn.Linear(100, 10)))
+
+
+def keras_lenet_alt() -> nn.Module:
+    """Note 004's ``lenet_alt``: Conv2D(6, 5, relu, same), AvgPool2D(2, 2), Conv2D(16, 5, relu), AvgPool2D(2, 2),
+    Flatten, Dense(120, sigmoid), Dense(84, sigmoid), Dense(10, softmax) (softmax in the loss)."""
+    return glorot(nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2, 2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.AvgPool2d(2, 2), nn.Flatten(),
+        nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10)))
+
+
+def glorot(model: nn.Module) -> nn.Module:
+    """Keras' default initialization: Glorot-uniform kernels, zero biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 # ----- the notes' datasets -------------------------------------------------------------------------
-def mnist_datasets(data_dir: Path, scratch: Path):
-    """torchvision's MNIST (train, test) with the notes' ToTensor + Normalize, over the files of ``data_dir``."""
+def mnist_datasets(data_dir: Path, scratch: Path, folder: str = "MNIST"):
+    """torchvision's MNIST (train, test) with the notes' ToTensor + Normalize, over the files of ``data_dir``;
+    ``folder="FashionMNIST"``: torchvision's FashionMNIST with ToTensor only (note 004's ``X / 255.``)."""
     from torchvision import datasets, transforms
 
-    raw = scratch / "MNIST" / "raw"
+    raw = scratch / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in MNIST_FILES:
-        src = data_dir / "MNIST" / "raw" / name
+        src = data_dir / folder / "raw" / name
         if src.exists():
             shutil.copyfile(src, raw / name)
         else:  # what torchvision's download does with the .gz files
             with gzip.open(src.with_name(name + ".gz"), "rb") as f, open(raw / name, "wb") as g:
                 shutil.copyfileobj(f, g)
+    if folder == "FashionMNIST":
+        tf = transforms.ToTensor()
+        return (datasets.FashionMNIST(root=str(scratch), train=True, download=False, transform=tf),
+                datasets.FashionMNIST(root=str(scratch), train=False, download=False, transform=tf))
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*MNIST_NORM)])
     return (datasets.MNIST(root=str(scratch), train=True, download=False, transform=tf),
             datasets.MNIST(root=str(scratch), train=False, download=False, transform=tf))
@@ -281,6 +317,37 @@ def test_accuracy(model, test_loader) -> float:
     return right / total
 
 
+def train_keras(model, train_loader, val_loader, epochs: int, patience: int = 10):
+    """Note 004's ``model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")`` then ``model.fit(...,
+    epochs=30, validation_data=..., callbacks=[EarlyStopping(patience=10)])``: Adam at Keras' defaults, the
+    validation loss after every epoch, stop after ``patience`` epochs without a lower one (min_delta 0); the model of
+    the last epoch is kept (no ``restore_best_weights``). Returns (model, epochs run)."""
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-7)
+    best, wait = float("inf"), 0
+    for epoch in range(epochs):
+        model.train()
+        for x, y in train_loader:
+            loss = criterion(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            total = n = 0.0
+            for x, y in val_loader:
+                total += float(criterion(model(x), y)) * len(y)
+                n += len(y)
+        val_loss = total / n
+        if val_loss < best:
+            best, wait = val_loss, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return model, epoch + 1
+    return model, epochs
+
+
 def contrastive_loss(phi_i, phi_j, l_ij, m: float = 2.0):
     """Note 002's ContrastiveLoss."""
     d = F.pairwise_distance(phi_i, phi_j)
@@ -338,11 +405,18 @@ def precision_at_1(gallery, g_y, queries, q_y) -> float:
     return retrieval_metrics(gallery, g_y, queries, q_y)["precision_at_1"]
 
 
-def run_notes(row: Row, data_dir: Path, epochs: int, keep: np.ndarray, seed: int, scratch: Path) -> dict:
+def run_notes(row: Row, data_dir: Path, epochs: int, keep: np.ndarray, seed: int, scratch: Path,
+              held_out: np.ndarray | None = None) -> dict:
     from torch.utils.data import Subset
 
     torch.manual_seed(seed)
     np.random.seed(seed)
+    if row.kind == "keras":
+        train, test = mnist_datasets(data_dir, scratch, "FashionMNIST")
+        model = keras_mlp() if row.name == "mlp_fashion" else keras_lenet_alt()
+        model, ran = train_keras(model, loader(Subset(train, keep), True, 32), loader(Subset(train, held_out), False),
+                                 epochs)
+        return {"value": test_accuracy(model, loader(test, False)), "epochs_run": ran}
     if row.kind == "cifar":
         train, test = cifar10_datasets(data_dir)
         model = train_classifier(MiniAlexNetV4(3, 10), loader(Subset(train, keep), True), epochs)
@@ -403,7 +477,8 @@ def run_labkit(row: Row, data_dir: Path, epochs: int, val_size: float, seed: int
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     metrics = execute(cfg)
-    report = {"classify": "classification", "cifar": "classification", "sparse_ae": "representation"}.get(
+    report = {"classify": "classification", "cifar": "classification", "keras": "classification",
+              "sparse_ae": "representation"}.get(
         row.kind, "retrieval")
     res = evaluate(compose("evaluate", [f"run={out}", "ckpt=last", f"reports=[{report}]", "tsne_samples=0"]))[report]
     if report == "classification":  # train.py tested the best checkpoint: its own figure (evaluate.py's too)
@@ -416,31 +491,33 @@ def run_labkit(row: Row, data_dir: Path, epochs: int, val_size: float, seed: int
             "pixels": res["fewshot_accuracy_pixels_mean"]}
 
 
-def training_splits(row: Row, data_dir: Path, val_size: float, seeds: list[int]) -> dict[int, np.ndarray]:
-    """Indices of the training file that labkit trains on with each seed (its own hold-out): the notes' loop uses
-    them. Reads the row's files once."""
+def training_splits(row: Row, data_dir: Path, val_size: float, seeds: list[int]
+                    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Indices of the training file that labkit trains on with each seed and of its hold-out (validation) split:
+    the notes' loop uses them. Reads the row's files once."""
     from hydra.utils import instantiate
 
-    from labkit.data.tensor import holdout
+    from labkit.data.memory import holdout
 
     cfg = compose("train", [f"experiment={row.preset}", f"paths.data_dir={data_dir}", f"data.val_size={val_size}"])
     data = instantiate(cfg.data)
     y = data.load()[0].y.numpy()
-    return {seed: holdout(y, data.val_size, seed)[0] for seed in seeds}
+    return {seed: holdout(y, data.val_size, seed) for seed in seeds}
 
 
 # ----- --quick: a small copy of the files, in their genuine formats -------------------------------------
 def subset_copy(data_dir: Path, dest: Path, n_train: int, n_test: int) -> Path:
     from labkit.data.vision import _read_idx, write_idx
 
-    mnist = data_dir / "MNIST" / "raw"
-    if mnist.exists():
-        (dest / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
-        for name in MNIST_FILES:
-            src = mnist / name if (mnist / name).exists() else mnist / (name + ".gz")
-            if src.exists():
-                n = n_train if name.startswith("train") else n_test
-                write_idx(dest / "MNIST" / "raw" / name, _read_idx(src)[:n])
+    for folder in ("MNIST", "FashionMNIST"):
+        mnist = data_dir / folder / "raw"
+        if mnist.exists():
+            (dest / folder / "raw").mkdir(parents=True, exist_ok=True)
+            for name in MNIST_FILES:
+                src = mnist / name if (mnist / name).exists() else mnist / (name + ".gz")
+                if src.exists():
+                    n = n_train if name.startswith("train") else n_test
+                    write_idx(dest / folder / "raw" / name, _read_idx(src)[:n])
     cifar = data_dir / "cifar-10-batches-py"
     if cifar.exists():
         out = dest / "cifar-10-batches-py"
@@ -489,7 +566,8 @@ def aggregate(per_seed: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", required=True, type=Path, help="folder with MNIST/raw and cifar-10-batches-py")
+    p.add_argument("--data-dir", required=True, type=Path,
+                   help="folder with MNIST/raw, FashionMNIST/raw and cifar-10-batches-py")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     p.add_argument("--epochs", type=int, default=None, help="epochs of every row (default: the notes' own)")
     p.add_argument("--val-size", type=float, default=0.1, help="labkit's validation hold-out (fraction)")
@@ -534,15 +612,16 @@ def main(argv=None) -> int:
             epochs = 1 if args.quick and args.epochs is None else (args.epochs or row.epochs)
             per_seed = []
             for seed in seeds:
-                keep = splits[name][seed]
+                keep, held_out = splits[name][seed]
                 t0 = time.perf_counter()
-                notes = run_notes(row, data_dir, epochs, keep, seed, tmp / "scratch" / f"{name}-{seed}")
+                notes = run_notes(row, data_dir, epochs, keep, seed, tmp / "scratch" / f"{name}-{seed}", held_out)
                 t1 = time.perf_counter()
                 lab = run_labkit(row, data_dir, epochs, args.val_size, seed, tmp / name)
                 t2 = time.perf_counter()
                 per_seed.append({"seed": seed, "notes": notes["value"], "labkit": lab["value"],
                                  "labkit_best": lab["best"], "difference": lab["value"] - notes["value"],
                                  "pixels": notes.get("pixels", lab.get("pixels")), "train_images": int(len(keep)),
+                                 "notes_epochs_run": notes.get("epochs_run", epochs),
                                  "notes_seconds": t1 - t0, "labkit_seconds": t2 - t1})
                 print(f"[fidelity] {name} seed {seed}: notes {notes['value']:.4f}  labkit {lab['value']:.4f} "
                       f"(best checkpoint {lab['best']:.4f})  diff {lab['value'] - notes['value']:+.4f}", flush=True)

@@ -13,6 +13,7 @@ from benchmarks import fidelity  # noqa: E402
 def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
     data = tmp_path / "data"
     write_mnist(data, n_train=200, n_test=100)
+    write_mnist(data, folder="FashionMNIST", n_train=150, n_test=60, seed=7)
     write_cifar(data, 10, n_train=100, n_test=50)
     out = tmp_path / "fidelity.json"
     rc = fidelity.main(["--data-dir", str(data), "--quick", "--threads", "1", "--json", str(out), "--seeds", "0,1"])
@@ -32,6 +33,9 @@ def test_quick_fidelity_runs_every_row_side_by_side(tmp_path, capsys):
     by = {r["row"]: r for r in rows}
     # the notes' loop trains on labkit's training split: 90% of the files' training images
     assert by["lenet"]["train_images"] == 180 and by["minialexnet_v4"]["train_images"] == 90
+    # note 004's Keras loop: labkit's training split of the Fashion files, its hold-out as validation_data
+    assert by["mlp_fashion"]["train_images"] == by["lenet_alt_fashion"]["train_images"] == 135
+    assert all(s["notes_epochs_run"] == 1 for s in by["lenet_alt_fashion"]["per_seed"])
     for name in ("sparse_ae", "siamese", "triplet"):
         assert 0.0 < by[name]["pixels"] <= 1.0  # the raw-pixel baseline on the same gallery
     table = capsys.readouterr().out
@@ -100,3 +104,18 @@ def test_fast_presets_train_with_their_one_cycle_schedule(preset, tmp_path):
     sched = ckpt["lr_schedulers"][0]
     assert sched["total_steps"] == 2 * steps_per_epoch and sched["last_epoch"] == 2 * steps_per_epoch
     assert ckpt["optimizer_states"][0]["param_groups"][0]["max_lr"] == cfg.task.scheduler.max_lr
+
+
+def test_keras_loop_stops_after_patience_epochs_without_a_lower_validation_loss():
+    """Note 004's EarlyStopping(patience=10), transcribed: no training batch, so the validation loss never falls
+    after the first epoch, and the loop stops after 1 + patience epochs with the last model kept."""
+    import torch
+
+    model = fidelity.glorot(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+    val = [(torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 0, 1, 0, 1]))]
+    kept, ran = fidelity.train_keras(model, [], val, epochs=30, patience=3)
+    assert kept is model and ran == 4
+    assert fidelity.train_keras(model, [], val, epochs=2, patience=3)[1] == 2
+    assert torch.count_nonzero(model[1].bias) == 0  # Keras' zero biases (no step was taken)
+    assert sum(p.numel() for p in fidelity.keras_lenet_alt().parameters()) == 61_706
+    assert sum(p.numel() for p in fidelity.keras_mlp().parameters()) == 266_610

@@ -8,6 +8,15 @@ Protocol: a logistic regression on the error (the note's detector) is fitted on 
 of both populations (the training split when evaluating ``split=val``), then evaluated on ``split``
 of both: the percentage of in-distribution and of OOD images it classifies correctly. AUROC uses the
 error itself as the OOD score on the evaluated split. A box plot of both populations is saved.
+
+Scores (``anomaly_score=``, what the detector and the headline AUROC use; the AUROC of every score is reported):
+
+* ``l2`` (default, the notes'): ``||x - x_hat||`` over the normalized pixels;
+* ``normalized``: the same norm after dividing each pixel's residual by that pixel's spread (standard deviation) on
+  the *in-distribution training split*: an error where the autoencoder is always accurate (the background around a
+  digit) counts more than one where it always struggles (the strokes). Only in-distribution images set the scale:
+  no OOD image is needed to compute it. Its values span orders of magnitude, so the logistic regression is fitted on
+  its logarithm (a monotonic change: the AUROC is the same).
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CONF_DATA = layout.CONF_DIR / "data"
 SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+SCORES = ("l2", "normalized")
 
 
 class UniformNoise:
@@ -110,13 +120,38 @@ def ood_source(name: str, data, seed: int = 0):
 
 def reconstruction_errors(task, source, split: str, desc: str) -> np.ndarray:
     """Per-image L2 norm of ``x - model(x)`` over the normalized pixels, (N,)."""
+    return np.linalg.norm(residuals(task, source, split, desc), axis=1)
+
+
+def residuals(task, source, split: str, desc: str) -> np.ndarray:
+    """Per-image ``x - model(x)`` over the normalized pixels, flattened: (N, C*H*W), float64."""
     model = task.model
-    err, _ = extract(lambda x: (x - model(x)).flatten(1).norm(dim=1, keepdim=True), source, split,
-                     module=model, desc=desc)
-    return err[:, 0].astype(np.float64)
+    res, _ = extract(lambda x: (x - model(x)).flatten(1), source, split, module=model, desc=desc)
+    return res.astype(np.float64)
 
 
-def boxplot(errors: dict[str, np.ndarray], threshold: float | None, path: Path, title: str) -> Path:
+class PixelScale:
+    """Each pixel's residual spread on the in-distribution training split (what ``anomaly_score=normalized``
+    divides by); a floor of 1% of the mean spread keeps pixels that are always reconstructed exactly finite."""
+
+    def __init__(self, train_residuals: np.ndarray):
+        sd = train_residuals.std(axis=0)
+        self.sd = np.maximum(sd, 0.01 * float(sd.mean()) or 1e-12)
+
+    def __call__(self, res: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(res / self.sd, axis=1)
+
+
+def scores_of(res: np.ndarray, scale: PixelScale | None) -> dict[str, np.ndarray]:
+    """Every score of residuals ``res`` (N, D): ``l2`` and, with the in-distribution pixel scale, ``normalized``."""
+    out = {"l2": np.linalg.norm(res, axis=1)}
+    if scale is not None:
+        out["normalized"] = scale(res)
+    return out
+
+
+def boxplot(errors: dict[str, np.ndarray], threshold: float | None, path: Path, title: str,
+            ylabel: str = "reconstruction error (L2 norm, normalized pixels)") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,25 +163,32 @@ def boxplot(errors: dict[str, np.ndarray], threshold: float | None, path: Path, 
     if threshold is not None and np.isfinite(threshold):
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"logistic-regression threshold {threshold:.2f}")
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylabel("reconstruction error (L2 norm, normalized pixels)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-def fit_detector(in_err: np.ndarray, ood_err: np.ndarray):
-    """Logistic regression on the (standardized) error, OOD = 1; returns (model, threshold in error units)."""
+def fit_detector(in_err: np.ndarray, ood_err: np.ndarray, log_scale: bool = False):
+    """Logistic regression on the (standardized) error, OOD = 1; returns (model, threshold in error units).
+    ``log_scale``: fit on the logarithm of the error (for scores spanning orders of magnitude, whose largest values
+    would otherwise set the standardization and pull the threshold away from the gap between the populations)."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.concatenate([in_err, ood_err])
+    def feature(e: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(e, 1e-12)) if log_scale else e
+
+    x = feature(np.concatenate([in_err, ood_err]))
     mu, sd = float(x.mean()), float(x.std()) or 1.0
     y = np.concatenate([np.zeros(len(in_err)), np.ones(len(ood_err))])
     lr = LogisticRegression(class_weight="balanced").fit(((x - mu) / sd)[:, None], y)
     w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     threshold = mu + sd * (-b / w) if w != 0 else float("nan")
+    if log_scale:
+        threshold = float(np.exp(threshold))
 
     def predict(e: np.ndarray) -> np.ndarray:
-        return lr.predict(((e - mu) / sd)[:, None]).astype(int)
+        return lr.predict(((feature(e) - mu) / sd)[:, None]).astype(int)
 
     return predict, threshold
 
@@ -160,9 +202,18 @@ def anomaly_report(task, data, cfg, out_dir: Path) -> dict:
         raise IncompatibleError(f"report 'anomaly' needs an autoencoder (a task that reconstructs, e.g. "
                                 f"task=autoencoder), not {type(task).__name__} on {type(task.model).__name__}")
     seed = cfg.get("seed", 0) or 0
-    in_eval = reconstruction_errors(task, data, split, f"errors {data.name} {split}")
-    report = {"split": split, "in_distribution": data.name, "samples_in": int(len(in_eval)),
-              "mean_l2_in": float(in_eval.mean()), "median_l2_in": float(np.median(in_eval))}
+    score = str(cfg.get("anomaly_score") or "l2")
+    if score not in SCORES:
+        raise ConfigError(f"anomaly_score={score!r} is invalid: choose one of {', '.join(SCORES)} (l2: the notes' "
+                          f"reconstruction L2; normalized: each pixel's error over its spread on {data.name} train)")
+    fit_split = "train" if split == "val" else "val"
+    scale = None
+    if score == "normalized":
+        scale = PixelScale(residuals(task, data, "train", f"residuals {data.name} train"))
+    in_all = scores_of(residuals(task, data, split, f"errors {data.name} {split}"), scale)
+    in_eval = in_all[score]
+    report = {"split": split, "in_distribution": data.name, "samples_in": int(len(in_eval)), "score": score,
+              "mean_l2_in": float(in_all["l2"].mean()), "median_l2_in": float(np.median(in_all["l2"]))}
     name = cfg.get("ood")
     if not name:
         report["ood"] = None
@@ -170,29 +221,33 @@ def anomaly_report(task, data, cfg, out_dir: Path) -> dict:
         log.warning("anomaly report: %s", report["note"])
         return report
     name = str(name)
-    fit_split = "train" if split == "val" else "val"
     ood = Normalized(ood_source(name, data, seed), data)
-    ood_eval = reconstruction_errors(task, ood, split, f"errors {name} {split}")
-    in_fit = reconstruction_errors(task, data, fit_split, f"errors {data.name} {fit_split}")
-    ood_fit = reconstruction_errors(task, ood, fit_split, f"errors {name} {fit_split}")
+    ood_all = scores_of(residuals(task, ood, split, f"errors {name} {split}"), scale)
+    ood_eval = ood_all[score]
+    in_fit = scores_of(residuals(task, data, fit_split, f"errors {data.name} {fit_split}"), scale)[score]
+    ood_fit = scores_of(residuals(task, ood, fit_split, f"errors {name} {fit_split}"), scale)[score]
     if not len(ood_eval) or not len(in_fit) or not len(ood_fit):
         raise ConfigError(f"anomaly report: empty split (in {len(in_fit)}/{len(in_eval)}, ood {len(ood_fit)}/"
                           f"{len(ood_eval)} images in {fit_split}/{split})")
 
-    predict, threshold = fit_detector(in_fit, ood_fit)
+    predict, threshold = fit_detector(in_fit, ood_fit, log_scale=score == "normalized")
     in_ok = float((predict(in_eval) == 0).mean())
     ood_ok = float((predict(ood_eval) == 1).mean())
-    scores = np.concatenate([in_eval, ood_eval])
     labels = np.concatenate([np.zeros(len(in_eval)), np.ones(len(ood_eval))])
-    auroc = float(roc_auc_score(labels, scores))
+    aurocs = {k: float(roc_auc_score(labels, np.concatenate([in_all[k], ood_all[k]]))) for k in in_all}
+    auroc = aurocs[score]
+    what = "reconstruction error" if score == "l2" else "per-pixel normalized reconstruction error"
     png = boxplot({f"{data.name} ({split})": in_eval, f"{name} ({split})": ood_eval}, threshold,
                   out_dir / "anomaly_boxplot.png",
-                  f"reconstruction error: {data.name} vs {name} (AUROC {auroc:.4f})")
+                  f"{what}: {data.name} vs {name} (AUROC {auroc:.4f})",
+                  "reconstruction error (L2 norm, normalized pixels)" if score == "l2" else
+                  f"reconstruction error (L2 norm, pixels over their spread on {data.name} train)")
     report.update({
         "ood": name, "fit_split": fit_split, "samples_ood": int(len(ood_eval)),
         "samples_fit_in": int(len(in_fit)), "samples_fit_ood": int(len(ood_fit)),
-        "mean_l2_ood": float(ood_eval.mean()), "median_l2_ood": float(np.median(ood_eval)),
-        "auroc": auroc, "threshold_l2": float(threshold),
+        "mean_l2_ood": float(ood_all["l2"].mean()), "median_l2_ood": float(np.median(ood_all["l2"])),
+        "auroc": auroc, **{f"auroc_{k}": v for k, v in aurocs.items()},
+        ("threshold_l2" if score == "l2" else f"threshold_{score}"): float(threshold),
         "in_distribution_correct_percent": 100.0 * in_ok, "ood_correct_percent": 100.0 * ood_ok,
         "balanced_accuracy_percent": 50.0 * (in_ok + ood_ok),
         "boxplot_png": str(png),

@@ -2,6 +2,7 @@
 (``in_channels``, ``image_size``, ``num_classes``) come from the data config by interpolation in the YAMLs."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional
 
@@ -29,16 +30,37 @@ class Geometry:
                 checks.positive_int(f"model.{key}", a[key], optional=True)
 
 
+_ACTIVATIONS = ("tanh", "relu", "sigmoid", "gelu")
+_INITS = ("torch", "glorot_uniform")
+
+
+def _choice(key: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise checks.invalid(f"model.{key}", value, f"one of {', '.join(options)}")
+
+
 @schema("labkit.models.MLP", "model")
 class MLP(Geometry):
-    """784-512-10 perceptron with tanh (note 003)."""
+    """Multilayer perceptron: 784-512-10 with tanh by default (note 003); [300, 100] with relu is note 004's."""
 
-    hidden_units: int = 512  # units of the hidden layer
+    hidden_units: Any = 512  # units of the hidden layer, or a list of hidden layer sizes, e.g. [300, 100]
+    activation: str = "tanh"  # activation of every hidden layer: tanh, relu, sigmoid or gelu
+    init: str = "torch"  # weight initialization: torch (PyTorch's default) or glorot_uniform (Keras', zero biases)
 
     @staticmethod
     def check(a: Mapping[str, Any]) -> None:
-        """hidden_units a positive integer."""
-        checks.positive_int("model.hidden_units", a["hidden_units"])
+        """hidden_units a positive integer or a non-empty list of them; activation and init among the choices."""
+        units = a["hidden_units"]
+        if isinstance(units, Sequence) and not isinstance(units, str):
+            if not len(units):
+                raise checks.invalid("model.hidden_units", list(units), "a positive integer or a non-empty list of "
+                                     "them", "e.g. [300, 100]")
+            for i, v in enumerate(units):
+                checks.positive_int(f"model.hidden_units[{i}]", v)
+        else:
+            checks.positive_int("model.hidden_units", units)
+        _choice("activation", a["activation"], _ACTIVATIONS)
+        _choice("init", a["init"], _INITS)
 
 
 @schema("labkit.models.LeNet", "model")
@@ -49,6 +71,20 @@ class LeNet(Geometry):
 @schema("labkit.models.LeNetV2", "model")
 class LeNetV2(Geometry):
     """LeNet with max pooling + ReLU (note 001)."""
+
+
+@schema("labkit.models.LeNetAlt", "model")
+class LeNetAlt(Geometry):
+    """Note 004's LeNet variant: conv 6@5x5 same + ReLU, avg pool, conv 16@5x5 + ReLU, avg pool, dense 120-84."""
+
+    head_activation: str = "sigmoid"  # activation of the dense 120 and 84 layers (the notes' sigmoid; relu: all-ReLU)
+    init: str = "torch"  # weight initialization: torch (PyTorch's default) or glorot_uniform (Keras', zero biases)
+
+    @staticmethod
+    def check(a: Mapping[str, Any]) -> None:
+        """head_activation and init among the choices."""
+        _choice("head_activation", a["head_activation"], _ACTIVATIONS)
+        _choice("init", a["init"], _INITS)
 
 
 @schema("labkit.models.LeNetColor", "model")
