@@ -59,6 +59,17 @@ def prepare(job: Plan | DictConfig, overrides: Sequence[str] | None = None, disc
     return plan
 
 
+def recorded_failure(plan: Plan, e: BaseException, epoch: int, run_dir: Path) -> BaseException:
+    """Record a session that failed or was stopped on purpose (:func:`labkit.run.records.failed`); returns what to
+    raise: a scheduler's stop as its one paragraph (not Lightning's bare SystemExit, exit status 0), else ``e``."""
+    stopped = stopped_by(e, epoch, run_dir)
+    records.failed(plan, stopped or e)
+    if isinstance(stopped, Preempted):
+        stopped.__suppress_context__ = True
+        return stopped
+    return e
+
+
 def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     """Train, test the best checkpoint and record the run (returns metrics.json); all that can refuse it is built first."""
     if plan.nothing_to_do:
@@ -71,8 +82,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     except Exception as e:
         records.refused(plan.cfg, e, plan.overrides, discard=discard_refused)
         raise
-    me = ranks.current(plan.cfg.trainer)
-    if not me.is_zero:  # any other rank, on any node: rank 0's directory, none of the run's records
+    if not (me := ranks.current(plan.cfg.trainer)).is_zero:  # another rank, on any node: rank 0's folder, no records
         return train_beside_rank_zero(plan, me, data, task, clock, loggers)
     with directory.claim(plan.run_dir, me) as run_dir:
         try:
@@ -85,11 +95,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
             to_loggers(loggers, plan, trainer, task, data)
             records.finish(run_dir, figures)
         except BaseException as e:  # failed, or stopped on purpose (a scheduler's SIGTERM, Ctrl-C)
-            stopped = stopped_by(e, clock.epoch, run_dir)
-            records.failed(plan, stopped or e)
-            if isinstance(stopped, Preempted):
-                raise stopped from None  # one paragraph, not Lightning's bare SystemExit (exit status 0)
-            raise
+            raise recorded_failure(plan, e, clock.epoch, run_dir)  # noqa: B904  (e itself, its own cause kept)
         records.drop_superseded(kept, trainer, run_dir)
     return figures
 
