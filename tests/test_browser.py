@@ -1,7 +1,8 @@
 """Issue 34: what a run sends to MLflow and TensorBoard, seen in a real browser (headless Chromium driven by Playwright).
 
 Slow and needs Debian's ``chromium`` and ``pip install playwright`` (the system browser: no ``playwright install``);
-without them the tests say so and are skipped, except under CI=true (.ci/run installs both), where they fail. Servers bind 127.0.0.1 on a free port and are stopped at the end.
+without them the tests say so and are skipped, except under CI=true (.ci/run installs both), where they fail.
+Servers bind 127.0.0.1 on a free port and are stopped at the end.
 The MLflow run page's screenshot is saved as docs/images/mlflow_run.png (shown in README's logger section).
 """
 from __future__ import annotations
