@@ -78,6 +78,8 @@ def test_too_small_input_and_bad_arguments():
 def test_model_configs(cfg_factory):
     for arch in FAMILIES:
         node = OmegaConf.load(CONF / "model" / f"{arch}.yaml")
+        assert list(node.defaults) == [f"/schema/model/{arch}@_here_", "_self_"]  # typed by its schema
+        del node["defaults"]  # (Hydra's, not an argument)
         assert node._target_ == f"labkit.models.zoo.{arch}" and node.pretrained is False
         assert OmegaConf.to_container(node)["num_classes"] == "${data.num_classes}"
         check_keys(node, "model")  # every key is an argument of the builder
