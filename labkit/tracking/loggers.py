@@ -228,18 +228,6 @@ def _remote(uri: str | None) -> bool:
     return bool(uri) and uri.split("://", 1)[0].lower() in ("http", "https")
 
 
-def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested parameters as one level, keys joined with ``/`` (as Lightning's loggers send them)."""
-    out: dict[str, Any] = {}
-    for key, value in dict(params or {}).items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, dict) or type(value).__name__ == "DictConfig":
-            out.update(_flat(value, name))
-        else:
-            out[name] = value
-    return out
-
-
 class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     """Lightning's MLFlowLogger. Extra: ``run_dir`` (tagged, and the run's name when ``run_name`` is null); a remote
     ``tracking_uri`` (http/https) is checked first (``connect_timeout_s``, null: no check), MLflow's HTTP retries and
@@ -334,7 +322,12 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
             held = lightning_internals.mlflow_client(self).get_run(run_id).data.params
         except Exception:  # noqa: BLE001  (the run cannot be read: Lightning's own call says why)
             return params
-        flat = _flat(vars(params) if hasattr(params, "__dict__") and not isinstance(params, dict) else params)
+        from omegaconf import OmegaConf
+
+        plain = vars(params) if hasattr(params, "__dict__") and not isinstance(params, dict) else params
+        if OmegaConf.is_config(plain):
+            plain = OmegaConf.to_container(plain, resolve=True)
+        flat = flatten(dict(plain or {}))  # (only the keys are compared)
         return {k: v for k, v in flat.items() if k[:250] not in held}
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
