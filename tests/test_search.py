@@ -196,6 +196,39 @@ def test_a_trial_of_another_machine_is_released_when_its_heartbeat_stops(tmp_pat
     assert study.trials[unstamped.number].state == TrialState.RUNNING
 
 
+def test_a_sweeper_killed_right_after_asking_leaves_a_trial_that_the_next_worker_releases(tmp_path, monkeypatch):
+    """CI once saw a kill land between ``study.ask()`` and the worker's ``set_user_attr``: the trial stayed running,
+    without an owner, and counted towards n_trials for ever. The trial is now born carrying its worker."""
+    from optuna.trial import TrialState
+
+    from hydra_plugins.labkit_optuna_sweeper.labkit_optuna_sweeper import LabkitOptunaSweeper
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs: the killed sweeper
+    dead = {"host": search.socket.gethostname(), "pid": gone.pid, "start": None}
+    monkeypatch.setattr(search, "worker_identity", lambda: dead)
+    study = _local_study(tmp_path)
+
+    class Killed(BaseException):
+        pass
+
+    asked = study.ask
+
+    def ask_then_die(*a, **k):
+        asked(*a, **k)
+        raise Killed  # SIGKILL right after the trial turned running: nothing after ask() ran
+
+    monkeypatch.setattr(study, "ask", ask_then_die)
+    sweeper = object.__new__(LabkitOptunaSweeper)
+    sweeper.__dict__.update(stale_after_s=900.0, n_trials=2, batch=1, dists={}, sampler_cfg=None, seed=0)
+    with pytest.raises(Killed):
+        sweeper._ask(study)
+    (orphan,) = study.get_trials(states=(TrialState.RUNNING,))
+    assert orphan.user_attrs[search.WORKER_ATTR] == dead
+    assert search.release_abandoned(study) == [orphan.number]  # the next worker finds the process gone
+    assert search.tally(study)["total"] == 0
+
+
 def test_the_heartbeat_stamps_a_batch_while_it_runs_and_skips_a_trial_told_meanwhile(tmp_path):
     study = _local_study(tmp_path)
     running, told = study.ask(), study.ask()

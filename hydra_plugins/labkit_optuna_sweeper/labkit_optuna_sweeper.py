@@ -239,9 +239,14 @@ class LabkitOptunaSweeper(Sweeper):
         trials = []
         for _ in range(min(self.batch, missing)):
             study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
+            # the trial is born carrying its worker (a kill between ask() and a later set_user_attr left a running trial
+            # that nobody could release): enqueued waiting with the attributes, then taken by ask() in one step; a
+            # waiting trial left by a kill is taken by the next ask(), here or in another worker, and does not count
+            study.enqueue_trial({}, user_attrs={search.WORKER_ATTR: worker, search.HEARTBEAT_ATTR: time.time()})
             trial = study.ask()
-            trial.set_user_attr(search.WORKER_ATTR, worker)  # at once: a trial of a killed worker is found again
-            trial.set_user_attr(search.HEARTBEAT_ATTR, time.time())  # (and, from another machine, by its silence)
+            if trial.user_attrs.get(search.WORKER_ATTR) != worker:  # another worker's enqueued trial came first
+                trial.set_user_attr(search.WORKER_ATTR, worker)
+                trial.set_user_attr(search.HEARTBEAT_ATTR, time.time())
             trials.append(trial)
         counted = sorted(t.number for t in study.get_trials(deepcopy=False) if search.counts(t))
         allowed = set(counted[: self.n_trials])
