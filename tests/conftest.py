@@ -149,3 +149,18 @@ def tensorboard_hparams(folder) -> dict:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long test (a real browser against real servers: tests/test_browser.py)")
+
+
+def sampled(cases, keep, unpack: bool = False) -> list:
+    """Parametrize values of which only those at the indices ``keep`` run in the fast tier (``-m "not slow"``); the
+    others are marked slow, so the full suite still runs every case. For tables of many similar cases; ``unpack``:
+    each case is a tuple of several argument names' values."""
+    keep, out = set(keep), []
+    for i, case in enumerate(cases):
+        if i in keep:
+            out.append(case)
+        elif isinstance(case, type(pytest.param(None))):
+            out.append(pytest.param(*case.values, marks=[*case.marks, pytest.mark.slow], id=case.id))
+        else:
+            out.append(pytest.param(*(case if unpack else (case,)), marks=pytest.mark.slow))
+    return out

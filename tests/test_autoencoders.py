@@ -210,6 +210,7 @@ def test_evaluate_writes_every_artifact(conv_ae_run, tmp_path):
     assert results["anomaly"]["auroc"] == ano["auroc"]
 
 
+@pytest.mark.slow
 def test_encoder_classifier_from_scratch_and_pretrained(conv_ae_run, cfg_factory):
     from labkit.core.safe_load import load_checkpoint, state_dict_of
     from labkit.run.directory import find_checkpoint

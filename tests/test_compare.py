@@ -242,6 +242,7 @@ def _nine_runs(tmp_path: Path, cfg_factory) -> tuple[Path, list[str]]:
     return runs, names
 
 
+@pytest.mark.slow
 def test_nine_runs_show_the_swept_keys_first_within_120_columns(tmp_path, cfg_factory, capsys, monkeypatch):
     """Issue 34: the keys the runs differ in (lr, batch size, epochs) are the table's first columns, no callback
     `_target_`, no test/error beside test/acc, runs named relative to their folder, no printed line over 120."""

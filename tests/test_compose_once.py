@@ -66,6 +66,7 @@ def test_one_composition_and_five_frames_to_fit(tmp_path, counted):
     assert counted["frames"][-1].endswith(":cli") and counted["frames"][0].endswith(":fit")
 
 
+@pytest.mark.slow
 def test_a_resume_target_is_resolved_once(tmp_path, counted):
     cli(_args(tmp_path))
     counted["compose"] = counted["resume_target"] = 0

@@ -46,6 +46,7 @@ def test_init_from_run_keeps_matching_layers_and_renews_the_head(lenet_run, capl
     assert "kept 8 tensors" in caplog.text and "classifier.4" in caplog.text and "new" in caplog.text
 
 
+@pytest.mark.slow
 def test_init_from_through_the_run_config(lenet_run, tmp_path, cfg_factory):
     from labkit.run.lifecycle import build
 

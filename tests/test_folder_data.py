@@ -210,6 +210,7 @@ def test_train_end_to_end_on_an_image_folder(tmp_path, cfg_factory):
     assert metrics["status"] == "ok" and "test/acc" in metrics
 
 
+@pytest.mark.slow
 def test_train_end_to_end_on_caltech101(caltech, cfg_factory):
     from labkit.run.lifecycle import execute
 

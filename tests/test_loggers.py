@@ -52,6 +52,7 @@ def test_tracking_uri_is_overridable(cfg_factory, tmp_path):
     assert exp is not None and not (tmp_path / "logs" / "mlruns" / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_for_real(cfg_factory, tmp_path, monkeypatch):
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
@@ -187,6 +188,7 @@ def test_evaluate_sends_its_headline_figures_to_the_runs_loggers(cfg_factory, tm
     assert len(_scalars(tb, "final/representation/fewshot_accuracy_codes_mean")) == 3
 
 
+@pytest.mark.slow
 def test_every_figure_and_the_best_model_reach_tensorboard_mlflow_and_wandb(cfg_factory, tmp_path, monkeypatch):
     """Issue 34: after a tiny training and evaluate.py, the run's own MLflow run (a file store) holds the learning
     curves and the confusion matrix as artifacts (a folder per report and split) and the best model, which loads back

@@ -53,6 +53,7 @@ class _StopAt:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [None, 4])
 def test_sigterm_inside_an_epoch_then_resume_ends_with_the_uninterrupted_weights(cfg_factory, tmp_path, monkeypatch,
                                                                                  every):

@@ -160,6 +160,7 @@ def test_predict_script_help_and_usage(digits_run, tmp_path):
     assert "Traceback" not in ok.stderr and "Warning" not in ok.stderr
 
 
+@pytest.mark.slow
 def test_image_folder_run_names_its_classes_and_uses_its_torchvision_pipeline(cfg_factory, tmp_path):
     from test_folder_data import CLASSES, write_tree
 

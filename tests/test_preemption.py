@@ -81,6 +81,7 @@ def test_sigusr1_before_a_time_limit_preempts_like_sigterm(tmp_path):
     assert files.read_json(tmp_path / "job" / "metrics.json")["status"] == "preempted"
 
 
+@pytest.mark.slow
 def test_a_directory_holding_another_unfinished_experiment_is_refused(tmp_path, capsys):
     from labkit.cli.train import cli
 

@@ -162,6 +162,7 @@ def test_run_names_and_refusals_before_any_file(tmp_path):
     assert {p.name for p in (tmp_path / "logs" / "runs").iterdir()} == {run.name}
 
 
+@pytest.mark.slow
 def test_hparams_reach_tensorboard(cfg_factory):
     from conftest import tensorboard_hparams
 
@@ -173,6 +174,7 @@ def test_hparams_reach_tensorboard(cfg_factory):
     assert b"task.optimizer.lr" in blob and b"hparams/test/acc" in found["_hparams_/experiment"]
 
 
+@pytest.mark.slow
 def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplog):
     cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.9789, test/top9: 0.5}",
                       sub="exp")
@@ -182,6 +184,7 @@ def test_a_presets_expected_figure_is_printed_beside_the_runs(cfg_factory, caplo
     assert "test/top9: notes: 0.5, this run: not measured" in caplog.text
 
 
+@pytest.mark.slow
 def test_labkits_own_measurement_is_printed_apart_from_the_notes_figure(cfg_factory, caplog):
     cfg = cfg_factory("trainer.fast_dev_run=true", "logger=none", "expected={test/acc: 0.81}",
                       "measured={test/acc: 0.8123, where: 'cifar10-full test_batch, 30 epochs'}", sub="meas")

@@ -60,6 +60,7 @@ def test_resume_true_takes_the_newest_run_by_its_recorded_start_not_its_folder_n
 
 
 # ----- 1. a finished run's folder is never trained over ---------------------------------------------------------------
+@pytest.mark.slow
 def test_a_finished_runs_folder_is_refused_to_another_experiment_and_to_the_same_command(finished, tmp_path, capsys):
     before = _listing(finished)
     capsys.readouterr()
@@ -77,6 +78,7 @@ def test_a_finished_runs_folder_is_refused_to_another_experiment_and_to_the_same
     assert _runs(tmp_path) == [finished]
 
 
+@pytest.mark.slow
 def test_the_notebook_api_refuses_a_finished_runs_folder_too(finished, cfg_factory):
     from omegaconf import open_dict
 
@@ -125,6 +127,7 @@ def _no_mlflow(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
 
 
+@pytest.mark.slow
 def test_a_missing_logger_package_leaves_no_run_folder_and_no_resume_failure(finished, tmp_path, monkeypatch, capsys):
     _no_mlflow(monkeypatch)
     assert _train(tmp_path, "logger=mlflow", "trainer.max_epochs=1") == 1
@@ -149,6 +152,7 @@ def test_an_unreachable_tracking_server_leaves_no_run_folder(tmp_path, capsys):
 
 
 # ----- 2. evaluate.py on a run in training ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_evaluation_reads_a_consistent_checkpoint_while_the_best_is_replaced(finished, monkeypatch):
     """A thread plays the training run: as soon as evaluate.py has found the best checkpoint, it writes a new best and
     deletes the old one (as ModelCheckpoint does). The evaluation takes the new best instead of failing."""
@@ -180,6 +184,7 @@ def test_evaluation_reads_a_consistent_checkpoint_while_the_best_is_replaced(fin
     assert not list((finished / "checkpoints").glob(".*labkit-tmp"))  # the snapshot link is gone
 
 
+@pytest.mark.slow
 def test_a_snapshot_holds_the_file_while_training_deletes_it(finished):
     from labkit.cli.evaluate import load_task, snapshot
 
@@ -220,6 +225,7 @@ def test_two_evaluations_of_one_split_at_once_keep_each_others_staging(tmp_path)
 
 
 # ----- 3. an edited config.yaml -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_edited_config_is_named_by_reproduce_resume_and_evaluate(finished, tmp_path, capsys):
     from labkit.cli.evaluate import load_run
     from labkit.core.errors import ConfigError
@@ -247,6 +253,7 @@ def test_an_edited_config_is_named_by_reproduce_resume_and_evaluate(finished, tm
 
 
 # ----- 6. a resumed run continues its MLflow and W&B runs ---------------------------------------------------------------
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     pytest.importorskip("wandb")
@@ -269,6 +276,7 @@ def test_a_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path, monkeypatch
     assert len(ids) == 1, ids
 
 
+@pytest.mark.slow
 def test_resume_with_an_old_run_keeps_its_sessions_count(finished, tmp_path):
     assert _train(tmp_path, f"resume={finished}", "trainer.max_epochs=2", "logger=none") == 0
     metrics = files.read_json(finished / "metrics.json")
@@ -302,6 +310,7 @@ def test_the_nan_guard_names_a_kept_checkpoint_only_when_there_is_one(tmp_path):
     assert "last good checkpoint is kept" in FiniteLossGuard._kept(module)
 
 
+@pytest.mark.slow
 def test_a_second_identical_command_is_refused_without_saying_it_continues(tmp_path, caplog):
     """A requeued job's folder being trained by another process: refused before the 'continuing it' line."""
     import logging

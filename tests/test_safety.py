@@ -318,6 +318,7 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_results_get_the_permissions_of_the_umask(cfg_factory, tmp_path, umask):
     import matplotlib
     matplotlib.use("Agg")

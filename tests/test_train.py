@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, write_cifar, write_mnist
+from conftest import ROOT, sampled, write_cifar, write_mnist
 from hydra.utils import instantiate
 
 from labkit.cli.evaluate import evaluate
@@ -28,8 +28,13 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("data", DATA)
-@pytest.mark.parametrize("model", MODELS)
+GEOMETRIES = [(m, d) for m in MODELS for d in DATA]
+
+
+@pytest.mark.parametrize("model,data", sampled(GEOMETRIES, [i for i, (m, d) in enumerate(GEOMETRIES)  # each model and
+                                                            if MODELS.index(m) % len(DATA) == DATA.index(d)],  # data once
+                                        unpack=True),
+                         ids=lambda v: v if isinstance(v, str) else None)
 def test_every_model_fits_every_data_geometry(model, data, cfg_factory):
     """The model x data matrix as forward-shape checks (milliseconds each): the model's YAML, composed with the data's
     geometry and instantiated by Hydra, maps a zero batch of that geometry to one logit per class, in training mode
@@ -102,6 +107,7 @@ def test_same_seed_same_result(cfg_factory):
     assert a["test/acc"] == b["test/acc"] and a["test/loss"] == b["test/loss"]
 
 
+@pytest.mark.slow
 def test_null_seed_draws_and_records_one(cfg_factory):
     cfg = cfg_factory("seed=null", "trainer=debug", "logger=none")
     m = execute(cfg)
