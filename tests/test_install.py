@@ -12,7 +12,6 @@ import pytest
 from conftest import ROOT
 
 
-
 def _not_source(folder, names):
     """What a checkout holds beside its source: git's and builds' files, runs and datasets (at its top only)."""
     at_top = Path(folder) == ROOT
