@@ -5,19 +5,7 @@ Writes the network with its normalization folded in (feed 0-1 pixels) to ``<run>
 PyTorch on the run's test images and prints how to load it.
 A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-from labkit.cli.app import run
-
-
-def main(cfg) -> None:
-    from labkit.cli.export import export
-
-    export(cfg)
-
-
-def cli(argv=None):
-    """The command line (``argv``: the arguments, default ``sys.argv[1:]``)."""
-    return run("export", main, help=True, argv=argv)
-
+from labkit.cli.export import cli
 
 if __name__ == "__main__":
     cli()

@@ -4,6 +4,11 @@ Saved ``config.yaml`` files and checkpoints name classes by their import path (`
 labkit.callbacks.RunCheckpoint``), and notebooks import ``labkit.api``. When a module moves, its old name is added
 to :data:`MOVED` and keeps working: ``import labkit.callbacks`` returns the module that now lives at
 ``labkit.run.callbacks`` (the same module object, so classes compare equal and checkpoints reload).
+
+Importing labkit installs nothing: the import hook (:func:`install`) goes into ``sys.meta_path`` when an entry point
+starts (:func:`labkit.cli.app.run`, the :mod:`labkit.api` calls), or the first time an old name is asked for as an
+attribute (``labkit.callbacks.RunCheckpoint`` as Hydra's ``_target_`` lookup reads it: ``labkit.__getattr__``).
+``labkit.api``, the notebooks' front door, is a real module (labkit/api.py) and needs no hook.
 """
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ import sys
 
 # old module path -> where it lives now
 MOVED = {
-    "labkit.api": "labkit.cli.api",
     "labkit.callbacks": "labkit.run.callbacks",
     "labkit.checks": "labkit.core.checks",
     "labkit.compare": "labkit.tracking.compare",
@@ -51,6 +55,16 @@ def moved_attribute(module: str, name: str):
     return getattr(importlib.import_module(new), name)
 
 
+def moved_module(package: str, name: str):
+    """``package.name`` for a module that moved (see :data:`MOVED`): installs the import hook (:func:`install`) and
+    imports it; AttributeError for any other name (a package's ``__getattr__`` asks this)."""
+    old = f"{package}.{name}"
+    if old not in MOVED:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    install()
+    return importlib.import_module(old)
+
+
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Answers an import of an old path with the module at its new path (registered under both names)."""
 
@@ -67,6 +81,6 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Make the old paths importable (called once, by ``labkit/__init__.py``)."""
+    """Make the old paths importable (by the entry points, and on the first use of an old name; once)."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())

@@ -72,20 +72,18 @@ def test_filters_are_specific():
     """Only the named messages are filtered: other warnings of the same categories still show."""
     import logging
 
-    import labkit.core.console  # noqa: F401
+    import labkit.core.console
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        import importlib
-
-        importlib.reload(labkit.core.console)  # its filters on top of 'default'
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
-        warnings.warn("something else is deprecated", FutureWarning)
-        warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning)
-        warnings.warn("a real problem", UserWarning)
+        with labkit.core.console.settings():  # its filters on top of 'default', as an entry point applies them
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+            warnings.warn("something else is deprecated", FutureWarning)
+            warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning)
+            warnings.warn("a real problem", UserWarning)
+            assert logging.getLogger("faiss.loader").isEnabledFor(logging.ERROR)
+            assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
     assert [str(w.message) for w in caught] == ["something else is deprecated", "a real problem"]
-    assert logging.getLogger("faiss.loader").isEnabledFor(logging.ERROR)
-    assert not logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
     f = labkit.core.console._filter
     rec = logging.LogRecord("pytorch_lightning.utilities.rank_zero", logging.INFO, "", 0, "GPU available: True (cuda), "
                             "used: True", None, None)

@@ -7,9 +7,10 @@
     run = load_run(run.dir)                # any run directory or .ckpt: run.task, run.data, run.config
 
 ``compose`` gives the same config (and the same kind of run directory under ``paths.log_dir``) as
-``python train.py <overrides>``; ``train`` is :func:`labkit.run.lifecycle.train`; a :class:`Run` loads its task (in eval mode)
-and its data module (set up) the first time they are used, exactly as evaluate.py does.
-(``train`` lives here, not at ``labkit.run.lifecycle``: that name is the training module.)
+``python train.py <overrides>``; ``train`` runs :func:`labkit.run.lifecycle.execute` as train.py's job does; a
+:class:`Run` loads its task (in eval mode) and its data module (set up) the first time they are used, exactly as
+evaluate.py does. Each call applies labkit's console settings while it runs and puts the notebook's own back
+afterwards (:func:`labkit.core.console.settings`); importing this module changes nothing.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from labkit.core import layout
+from labkit import _compat
+from labkit.core import console, layout
 from labkit.run import directory as runs
 
 
@@ -83,7 +85,9 @@ class Run:
         if self._loaded is None:
             from labkit.cli.evaluate import load_run as _load_run
 
-            _, task, data, ckpt = _load_run(self.dir, self.ckpt, self.data_dir)
+            _compat.install()  # a saved config may name a module by its old path
+            with console.settings():
+                _, task, data, ckpt = _load_run(self.dir, self.ckpt, self.data_dir)
             self._loaded = (task.eval(), data, ckpt)
         return self._loaded
 
@@ -106,7 +110,8 @@ class Run:
 
         cfg = OmegaConf.create({"run": str(self.dir), "inputs": inputs, "ckpt": self.ckpt, "data_dir": self.data_dir,
                                 "topk": 3, "k": 5, "invert": "auto", "batch_size": None, "device": None, **options})
-        return predict(cfg)["rows"]
+        with console.settings():
+            return predict(cfg)["rows"]
 
 
 def train(cfg: DictConfig) -> Run:
@@ -114,7 +119,8 @@ def train(cfg: DictConfig) -> Run:
     from labkit.run.lifecycle import execute
 
     try:
-        execute(cfg)
+        with console.settings():  # labkit's console settings while it trains, the notebook's own afterwards
+            execute(cfg)
     finally:
         wandb = sys.modules.get("wandb")
         if wandb is not None and getattr(wandb, "run", None) is not None:

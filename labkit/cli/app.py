@@ -26,8 +26,9 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from hydra.experimental.callback import Callback
 
+from labkit import _compat
 from labkit.adapters import hydra as hydra_internals
-from labkit.core import checks, files
+from labkit.core import checks, console, files
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory as runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
 
@@ -409,16 +410,28 @@ class Finished(str):
 
 # ----- the entry point -------------------------------------------------------------------------------------------
 def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: bool = False,
-        config_dir: str | Path | None = None, argv: Sequence[str] | None = None) -> Any:
+        config_dir: str | Path | None = None, argv: Sequence[str] | None = None, doc: str | None = None) -> Any:
     """Run ``fn(cfg)`` as a Hydra app on ``<config_dir>/<config_name>.yaml`` (default: ``conf/`` beside the file
     that defines ``fn``), after the pre-flight; user errors print one paragraph and exit 1.
 
     ``check``: the script's own checks of the config Hydra composed, run by the :class:`Preflight` callback before
     Hydra creates anything (the config is composed once). What it returns, the job reads with :func:`checked`
     (train.py: the plan, made once); a :class:`Finished` is printed instead and nothing runs.
-    ``help``: answer ``--help`` with the script's docstring and its own options instead of Hydra's listing.
+    ``help``: answer ``--help`` with ``doc`` (default: the docstring of ``fn``'s module) and the config's own options
+    instead of Hydra's listing.
     ``argv``: the command-line arguments (default ``sys.argv[1:]``; tests pass them).
+
+    While it runs, labkit's console settings apply (:func:`labkit.core.console.settings`: its warning filters, quiet
+    set-up loggers, no colour codes in a log file), and old import paths that saved configs name resolve
+    (:func:`labkit._compat.install`); importing labkit sets none of this.
     """
+    _compat.install()
+    with console.settings():
+        return _run(config_name, fn, check, help=help, config_dir=config_dir, argv=argv, doc=doc)
+
+
+def _run(config_name: str, fn: Callable, check: Callable | None, *, help: bool, config_dir: str | Path | None,
+         argv: Sequence[str] | None, doc: str | None) -> Any:
     import hydra
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -434,7 +447,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             fail(e)
         return None
     if help and ("--help" in args or "-h" in args):
-        print(help_text(conf_dir, config_name, getattr(fn, "__globals__", {}).get("__doc__")))
+        print(help_text(conf_dir, config_name, doc if doc is not None else getattr(fn, "__globals__", {}).get("__doc__")))
         return None
     # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
     # the same process (tests)

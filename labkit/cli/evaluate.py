@@ -252,3 +252,26 @@ def per_class_table(accuracy: dict, counts: dict, where: str) -> list[str]:
         label = f"    {i:>{index_width}}" + (f"  {c[:width]:<{width}}" if named else "")
         out.append(f"{label}  {a:>8.4f}  {n if n is not None else '':>5}")
     return out
+
+
+# ----- the command: python evaluate.py, labkit-evaluate ---------------------------------------------------------------
+USAGE = """Evaluate a finished run: ``python evaluate.py run=logs/runs/<run dir> [split=val] [ckpt=last]``.
+
+Reloads the run's own config.yaml and checkpoint and writes reports (JSON, PNG) to ``<run>/evaluation/<split>``.
+A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
+"""
+
+
+def main(cfg) -> None:
+    """The Hydra job of ``python evaluate.py`` and ``labkit-evaluate``."""
+    evaluate(cfg)
+
+
+def cli(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv[1:]``): ``python evaluate.py`` in a checkout,
+    ``labkit-evaluate`` after ``pip install``."""
+    from labkit.cli.app import run
+    from labkit.core.layout import CONF_DIR
+    from labkit.run.validate import check_evaluate
+
+    return run("evaluate", main, check_evaluate, help=True, doc=USAGE, config_dir=CONF_DIR, argv=argv)

@@ -24,6 +24,13 @@ def plan(cfg, overrides):
 def main(cfg) -> float | None:
     """One job: the pre-flight's plan at the directory Hydra made (a sweep job, which had no pre-flight, makes its
     own); failures are recorded by :func:`labkit.run.lifecycle.execute`."""
+    from labkit.core import console
+
+    with console.settings():  # again: a sweep's job may run in a worker process that cli() never ran in
+        return _job(cfg)
+
+
+def _job(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 

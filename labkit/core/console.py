@@ -1,7 +1,9 @@
 """A quiet console: the dependencies' own noise is filtered at its source, by exact message or logger.
 
-Imported by the entry points (train.py, evaluate.py, predict.py, export.py) and by ``labkit`` itself. Every filter
-below names one known message (or one library's set-up logger); real warnings and errors still reach the console:
+Importing this module changes nothing: the entry points (train.py, evaluate.py, predict.py, export.py, their console
+scripts, and the :mod:`labkit.api` calls) apply the settings below for as long as they run (:func:`settings`) and put
+everything back afterwards. Every filter names one known message (or one library's set-up logger); real warnings and
+errors still reach the console:
 
 - torch's ``isinstance(treespec, LeafSpec)`` FutureWarning, raised from inside Lightning at the first training
   step, which split the progress bar;
@@ -27,6 +29,7 @@ scheduler such as SLURM, a pipe) or for a person at a terminal: labkit's bars, t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -39,15 +42,15 @@ _WARNINGS = [
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     # MLflow's SQLite store still uses SQLAlchemy's noload (logger=mlflow)
     (r"The ``noload`` loader strategy is deprecated", DeprecationWarning),
+    # rank_zero_warn goes through warnings.warn: Lightning's checkpoint-directory warning (a resumed or tested run
+    # writes into its own run directory by design)
+    (r"Checkpoint directory .* exists and is not empty", Warning),
 ]
-for _message, _category in _WARNINGS:
-    warnings.filterwarnings("ignore", message=_message, category=_category)
 
 # ----- library set-up INFO lines: those loggers only, at WARNING (their warnings and errors still show) ---------
 # (optuna.storages: every storage's logger below it, each saying "A new study created in ... with name")
-for _name in ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins", "optuna.storages", "onnxscript",
-              "onnx_ir", "mlflow.store.db.utils"):  # onnx*: the ONNX exporter's optimizer notes
-    logging.getLogger(_name).setLevel(logging.WARNING)
+_SET_UP_LOGGERS = ("faiss.loader", "alembic.runtime.migration", "alembic.runtime.plugins", "optuna.storages",
+                   "onnxscript", "onnx_ir", "mlflow.store.db.utils")  # onnx*: the ONNX exporter's optimizer notes
 
 # ----- plain output: files, pipes and schedulers' logs get no bars and no escape codes ------------------------------
 PLAIN_ENV = "LABKIT_PLAIN"
@@ -60,10 +63,6 @@ def _is_terminal(stream) -> bool:
         return stream is not None and stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
-
-
-def _stderr_is_terminal() -> bool:
-    return _is_terminal(sys.stderr)
 
 
 def _flag(value) -> bool | None:
@@ -112,10 +111,6 @@ def _no_colour() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-if plain():
-    _no_colour()
-
-
 class _DropMessages(logging.Filter):
     """Drop records whose message matches one of ``patterns`` (anchored at the start)."""
 
@@ -141,19 +136,55 @@ _LIGHTNING_NOISE = [
     r".*litlogger",                                        # Lightning's advertising tip
 ]
 _filter = _DropMessages(_LIGHTNING_NOISE)
-for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-              "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_filter)
-# rank_zero_warn goes through warnings.warn: the checkpoint-directory warning is filtered there too
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-# Lightning restoring its own checkpoints (the lr finder's temporary one, the best one for the test)
-logging.getLogger("pytorch_lightning.trainer.connectors.checkpoint_connector").addFilter(
-    _DropMessages([r"`weights_only` was not set, defaulting to `False`"]))
-# logger=mlflow's first run in a store: the experiment is created, as intended
-logging.getLogger("pytorch_lightning.loggers.mlflow").addFilter(_DropMessages([r"Experiment with name .* not found"]))
 _seed_filter = _DropMessages([r"(\[rank: \d+\] )?Seed set to \d+"])  # labkit records the seed in metrics.json
-for _name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed"):
-    logging.getLogger(_name).addFilter(_seed_filter)
+# logger name -> the filter it gets
+_LOGGER_FILTERS = [
+    *((name, _filter) for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                                   "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")),
+    # Lightning restoring its own checkpoints (the lr finder's temporary one, the best one for the test)
+    ("pytorch_lightning.trainer.connectors.checkpoint_connector",
+     _DropMessages([r"`weights_only` was not set, defaulting to `False`"])),
+    # logger=mlflow's first run in a store: the experiment is created, as intended
+    ("pytorch_lightning.loggers.mlflow", _DropMessages([r"Experiment with name .* not found"])),
+    *((name, _seed_filter) for name in ("lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed")),
+]
+_COLOUR_ENV = ("NO_COLOR", "TTY_COMPATIBLE", "TQDM_DISABLE")
+
+
+# ----- applied by the entry points, for as long as they run ------------------------------------------------------
+@contextlib.contextmanager
+def settings():
+    """labkit's console settings while a command or a :mod:`labkit.api` call runs: the warning filters, the set-up
+    loggers at WARNING, the Lightning log filters and, when output is plain (:func:`plain`), no colour codes or
+    stray tqdm bars (``NO_COLOR``, ``TTY_COMPATIBLE``, ``TQDM_DISABLE``). Everything is put back as it was when the
+    block ends, so a notebook or a program that calls labkit keeps its own warnings, logging and environment
+    (importing labkit changes none of them). Nested blocks are fine."""
+    global _forced
+    env, forced = {key: os.environ.get(key) for key in _COLOUR_ENV}, _forced
+    levels = {name: logging.getLogger(name).level for name in _SET_UP_LOGGERS}
+    added = [(name, f) for name, f in _LOGGER_FILTERS if f not in logging.getLogger(name).filters]
+    with warnings.catch_warnings():  # restores warnings.filters (and showwarning) on the way out
+        for message, category in _WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        for name in _SET_UP_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        for name, f in added:
+            logging.getLogger(name).addFilter(f)
+        if plain():
+            _no_colour()
+        try:
+            yield
+        finally:
+            for name, f in added:
+                logging.getLogger(name).removeFilter(f)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            _forced = forced  # a run's callbacks.progress_bar.plain ends with the run
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 # ----- the model summary without an all-zero FLOPs column ----------------------------------------------------

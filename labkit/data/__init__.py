@@ -22,3 +22,12 @@ from labkit.data.vision import (
 __all__ = ["LabDataModule", "InMemoryImageDataModule", "Split", "PairBatch", "TripletBatch", "DigitsDataModule",
            "MNISTDataModule", "FashionMNISTDataModule", "CIFAR10DataModule", "CIFAR100DataModule",
            "ImageFolderDataModule", "Caltech101DataModule", "EgoCartDataModule"]
+
+
+def __getattr__(name: str):
+    # old module paths that saved configs name (labkit.data.tensor, labkit.data.samplers: labkit/_compat.py)
+    if name.startswith("_"):  # (the import system's own questions, e.g. while importing labkit._compat itself)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import labkit._compat
+
+    return labkit._compat.moved_module(__name__, name)

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from labkit.core import console
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import atomic_write_text, save_figure
 from labkit.run import provenance
@@ -457,7 +458,7 @@ def _shown_path(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="compare.py", description="Compare labkit runs side by side: a table (markdown + CSV) of their differing "
+        prog=None, description="Compare labkit runs side by side: a table (markdown + CSV) of their differing "
         "settings and metrics, and their validation curves overlaid. Sweep folders also get their summary rebuilt.")
     parser.add_argument("paths", nargs="+", help="run directories, sweep folders, folders of runs, or globs")
     parser.add_argument("--out", default=None, help="output folder (default: <log dir>/compare/<timestamp>)")
@@ -466,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                         "over resumes): runs of different lengths compared by what they cost")
     args = parser.parse_args(argv)
     try:
-        compare(args.paths, args.out, x=args.x)
+        with console.settings():  # labkit's console settings while it runs (importing labkit sets none)
+            compare(args.paths, args.out, x=args.x)
     except LabkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
