@@ -156,11 +156,12 @@ def part_options(part: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "task" / part).glob("*.yaml"))
 
 
-def part_error(part: str, value: Any, must: str, suggestion: str = "") -> Exception:
-    """``task.<part>=<value> is invalid: it must be <must>`` followed by the valid choices."""
-    options = part_options(part)
-    hint = (f"choose one of conf/task/{part}/ with task/{part}=" + "|".join(options)
-            + f" (null: none), or give a node whose _target_ is a pytorch-metric-learning {part} class")
+def part_error(part: str, value: Any, must: str, suggestion: str = "", listing: bool = True) -> Exception:
+    """``task.<part>=<value> is invalid: it must be <must>``, followed by the valid choices (``listing``)."""
+    hint = ""
+    if listing:
+        hint = (f"choose one of conf/task/{part}/ with task/{part}=" + "|".join(part_options(part))
+                + f" (null: none), or give a node whose _target_ is a pytorch-metric-learning {part} class")
     return checks.invalid(f"task.{part}", value, must, hint, suggestion)
 
 
@@ -203,16 +204,17 @@ def check_parts(kind: str, takes: str, loss: Optional[str], miner: Any, distance
     if miner is not None:
         raise part_error("miner", miner.get("_target_"),
                          f"null with {what}: that loss takes the data module's fixed {kind}, a miner needs a "
-                         f"pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})")
+                         f"pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})", listing=False)
     if distance is not None and not is_euclidean(distance):
         raise part_error("distance", distance.get("_target_"),
                          f"the Euclidean distance (task/distance=euclidean) or null with {what}, which computes "
                          f"Euclidean distances; another distance needs a pytorch-metric-learning loss "
-                         f"(task/loss={'|'.join(MINING_LOSSES)})")
+                         f"(task/loss={'|'.join(MINING_LOSSES)})", listing=False)
     if reducer is not None and reducer.get("_target_") != "pytorch_metric_learning.reducers.MeanReducer":
         raise part_error("reducer", reducer.get("_target_"),
                          f"the mean (task/reducer=mean) or null with {what}, which averages over the batch; another "
-                         f"reducer needs a pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})")
+                         f"reducer needs a pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})",
+                         listing=False)
 
 
 def check_metric_parts(a: Mapping[str, Any], kind: str) -> None:
