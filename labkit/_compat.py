@@ -84,3 +84,19 @@ def install() -> None:
     """Make the old paths importable (by the entry points, and on the first use of an old name; once)."""
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())
+
+
+def old_miner(word: str, margin: float) -> dict:
+    """The config nodes that a triplet checkpoint's ``miner: batch_hard|semi_hard`` (labkit before the loss, miner,
+    distance and reducer were config nodes) stood for: PML's triplet margin loss and miner on Euclidean distances,
+    averaged over the mined triplets. Any other word is returned as it is (and refused by the task's rules)."""
+    pml = "pytorch_metric_learning"
+    miners = {"batch_hard": {"_target_": f"{pml}.miners.BatchHardMiner"},
+              "semi_hard": {"_target_": f"{pml}.miners.TripletMarginMiner", "margin": margin,
+                            "type_of_triplets": "semihard"}}
+    if word not in miners:
+        return {"miner": word}
+    return {"miner": miners[word],
+            "loss": {"_target_": f"{pml}.losses.TripletMarginLoss", "margin": margin},
+            "distance": {"_target_": f"{pml}.distances.LpDistance", "normalize_embeddings": False, "p": 2},
+            "reducer": {"_target_": f"{pml}.reducers.MeanReducer"}}

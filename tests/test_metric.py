@@ -266,8 +266,8 @@ def test_triplet_on_cifar10_fast_dev_run(cfg_factory, tmp_path):
 def test_triplet_with_miner_and_norm_penalty(cfg_factory):
     from labkit.run.lifecycle import execute
 
-    metrics = execute(cfg_factory("task=triplet", "data=digits", "task.miner=semi_hard", "task.norm_penalty=0.001",
-                                "trainer.fast_dev_run=true"))
+    metrics = execute(cfg_factory("task=triplet", "data=digits", "task/loss=pml_triplet_margin", "task/miner=semi_hard",
+                                "task.norm_penalty=0.001", "trainer.fast_dev_run=true"))
     assert metrics["status"] == "ok" and np.isfinite(metrics["test/loss"])
 
 
@@ -299,21 +299,48 @@ def test_map_at_r_by_hand():
     assert m["queries_without_class_in_gallery"] == 1
 
 
-def test_map_at_r_agrees_with_pytorch_metric_learning():
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+def _hand_retrieval_metrics(gallery, gallery_labels, queries, query_labels) -> dict:
+    """labkit's own computation before retrieval_metrics asked PML's AccuracyCalculator (kept as the reference)."""
+    from labkit.evaluation.embed import nearest
 
+    classes, counts = np.unique(gallery_labels, return_counts=True)
+    pos = np.clip(np.searchsorted(classes, query_labels), 0, len(classes) - 1)
+    r = np.where(classes[pos] == query_labels, counts[pos], 0)
+    k = min(int(max(1, r.max())), len(gallery))
+    _, idx = nearest(gallery, queries, k)
+    ranks = np.arange(1, k + 1)
+    rel = gallery_labels[idx] == query_labels[:, None]
+    rel &= ranks[None, :] <= r[:, None]
+    safe, valid = np.maximum(r, 1), r > 0
+    ap = (np.cumsum(rel, 1) / ranks * rel).sum(1) / safe
+    return {"precision_at_1": float(rel[:, 0].mean()), "r_precision": float((rel.sum(1) / safe)[valid].mean()),
+            "map_at_r": float(ap[valid].mean()), "queries_without_class_in_gallery": int((~valid).sum())}
+
+
+@pytest.mark.parametrize("budget", [None, 500])
+def test_retrieval_figures_from_pml_equal_labkits_own(monkeypatch, budget):
+    """retrieval_metrics asks PML's AccuracyCalculator: the same figures as labkit's former hand computation, on a
+    fixed embedding set (digits' pixels and noisy class clusters, with a query class absent from the gallery), also
+    when the queries are searched in chunks."""
+    from sklearn.datasets import load_digits
+
+    from labkit.evaluation import retrieval
+
+    if budget:
+        monkeypatch.setattr(retrieval, "SEARCH_BUDGET", budget)  # chunks of a few queries
+    x, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(0)
-    g_y, q_y = rng.integers(0, 5, 300), rng.integers(0, 5, 100)
-    gallery = (rng.normal(size=(300, 8)) + g_y[:, None] * 0.7).astype(np.float32)
-    queries = (rng.normal(size=(100, 8)) + q_y[:, None] * 0.7).astype(np.float32)
-    ours = retrieval_metrics(gallery, g_y, queries, q_y)
-    calc = AccuracyCalculator(include=("mean_average_precision_at_r", "precision_at_1", "r_precision"),
-                              k="max_bin_count", device=torch.device("cpu"))
-    ref = calc.get_accuracy(torch.from_numpy(queries), torch.from_numpy(q_y), torch.from_numpy(gallery),
-                            torch.from_numpy(g_y), ref_includes_query=False)
-    assert ours["map_at_r"] == pytest.approx(ref["mean_average_precision_at_r"], abs=1e-6)
-    assert ours["precision_at_1"] == pytest.approx(ref["precision_at_1"], abs=1e-6)
-    assert ours["r_precision"] == pytest.approx(ref["r_precision"], abs=1e-6)
+    pixels = (x + rng.normal(scale=1e-3, size=x.shape)).astype(np.float32)  # no exact distance ties
+    g_y, q_y = rng.integers(0, 5, 300), np.r_[rng.integers(0, 5, 97), [9, 9, 9]]
+    clusters = [(rng.normal(size=(n, 8)) + labels[:, None] * 0.7).astype(np.float32)
+                for n, labels in ((300, g_y), (100, q_y))]
+    sets = [(pixels[:1200], y[:1200], pixels[1200:], y[1200:]), (clusters[0], g_y, clusters[1], q_y)]
+    for gallery, gy, queries, qy in sets:
+        new, old = retrieval_metrics(gallery, gy, queries, qy), _hand_retrieval_metrics(gallery, gy, queries, qy)
+        assert new.keys() == old.keys()
+        for key in old:
+            assert new[key] == pytest.approx(old[key], abs=1e-6), key
+    assert retrieval_metrics(*sets[1])["queries_without_class_in_gallery"] == 3
 
 
 def test_penultimate_features_of_a_classifier():

@@ -3,7 +3,8 @@
 Queries are the evaluated split, the gallery is the training split (validation when evaluating train).
 Embeddings come from ``task.embed`` (tasks that declare ``embeds``: metric learning) or, for any other task, from
 the network's penultimate features: the input of its head (:class:`labkit.models.heads.Penultimate`), spatially
-averaged when it is a feature map. Metrics, from one batched faiss search with k = the largest class count of the gallery:
+averaged when it is a feature map. Metrics, from pytorch-metric-learning's ``AccuracyCalculator`` (exact faiss search
+with k = the largest class count of the gallery):
 
 * ``nn1_accuracy`` / ``precision_at_1``: the nearest gallery item has the query's label (the same number);
 * ``knn_accuracy``: majority vote of the ``knn_k`` nearest (:func:`labkit.evaluation.embed.knn_predict`);
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from labkit.evaluation import get_report, register
-from labkit.evaluation.embed import extract, knn_predict, nearest, tsne_plot
+from labkit.evaluation.embed import extract, knn_predict, tsne_plot
 from labkit.evaluation.representation import gallery_split, option
 from labkit.models.heads import Penultimate
 
@@ -44,32 +45,41 @@ def embedding_fn(task) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
 
 def retrieval_metrics(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray,
                       query_labels: np.ndarray) -> dict:
-    """Precision@1, R-precision and MAP@R (Musgrave et al. 2020) with exact L2 search.
+    """Precision@1, R-precision and MAP@R (Musgrave et al. 2020) with exact L2 search, computed by
+    pytorch-metric-learning's ``AccuracyCalculator`` (the paper's authors' own implementation), in chunks of queries
+    that bound the neighbour table to :data:`SEARCH_BUDGET` entries.
 
     Queries whose class is absent from the gallery count as misses in precision@1 and are left out of
     R-precision and MAP@R (R = 0).
     """
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
     classes, counts = np.unique(gallery_labels, return_counts=True)
     pos = np.clip(np.searchsorted(classes, query_labels), 0, len(classes) - 1)
     r = np.where(classes[pos] == query_labels, counts[pos], 0)
-    k = int(max(1, r.max() if len(r) else 1))
-    k = min(k, len(gallery))
-    p1, rp, ap = np.zeros(len(queries)), np.zeros(len(queries)), np.zeros(len(queries))
-    step = max(1, SEARCH_BUDGET // k)
-    ranks = np.arange(1, k + 1)
-    for s in range(0, len(queries), step):
-        _, idx = nearest(gallery, queries[s:s + step], k)
-        rr = r[s:s + step]
-        rel = gallery_labels[idx] == query_labels[s:s + step, None]       # (q, k)
-        rel &= ranks[None, :] <= rr[:, None]                              # only the first R count
-        p1[s:s + step] = rel[:, 0]
-        safe = np.maximum(rr, 1)
-        rp[s:s + step] = rel.sum(1) / safe
-        ap[s:s + step] = (np.cumsum(rel, 1) / ranks * rel).sum(1) / safe
     valid = r > 0
-    return {"precision_at_1": float(p1.mean()) if len(p1) else float("nan"),
-            "r_precision": float(rp[valid].mean()) if valid.any() else float("nan"),
-            "map_at_r": float(ap[valid].mean()) if valid.any() else float("nan"),
+    nan = float("nan")
+    if not valid.any():
+        return {"precision_at_1": 0.0 if len(queries) else nan, "r_precision": nan, "map_at_r": nan,
+                "queries_without_class_in_gallery": int((~valid).sum())}
+    k = min(int(r.max()), len(gallery))  # the largest R: what MAP@R needs ("max_bin_count")
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k=k,
+                              device=torch.device("cpu"))
+    ref, ref_y = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)), torch.from_numpy(gallery_labels)
+    # only the queries whose class is in the gallery (PML leaves the others out of every figure); sums over chunks
+    idx = np.flatnonzero(valid)
+    sums = {"precision_at_1": 0.0, "r_precision": 0.0, "mean_average_precision_at_r": 0.0}
+    step = max(1, SEARCH_BUDGET // k)
+    for s in range(0, len(idx), step):
+        chunk = idx[s:s + step]
+        q = torch.from_numpy(np.ascontiguousarray(queries[chunk], dtype=np.float32))
+        acc = calc.get_accuracy(q, torch.from_numpy(query_labels[chunk]), ref, ref_y, ref_includes_query=False)
+        for key in sums:
+            sums[key] += float(acc[key]) * len(chunk)
+    n_valid = len(idx)
+    return {"precision_at_1": sums["precision_at_1"] / len(queries),  # a query without its class is a miss
+            "r_precision": sums["r_precision"] / n_valid,
+            "map_at_r": sums["mean_average_precision_at_r"] / n_valid,
             "queries_without_class_in_gallery": int((~valid).sum())}
 
 

@@ -1,7 +1,8 @@
 """One typed, torch-free schema per ``_target_`` that ``conf/`` names (see :mod:`labkit.schemas.base`).
 
 One module per config group: :mod:`~labkit.schemas.models`, :mod:`~labkit.schemas.data`,
-:mod:`~labkit.schemas.tasks`, :mod:`~labkit.schemas.optim` (optimizers, schedulers), :mod:`~labkit.schemas.trainer`,
+:mod:`~labkit.schemas.tasks`, :mod:`~labkit.schemas.metric` (metric learning's losses, miners, distances,
+reducers), :mod:`~labkit.schemas.optim` (optimizers, schedulers), :mod:`~labkit.schemas.trainer`,
 :mod:`~labkit.schemas.callbacks`, :mod:`~labkit.schemas.loggers`. A new class gets its schema beside its group's
 others (``@schema("<target>", "<group>")``) and its YAML names it first in its defaults list.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-MODULES = ("models", "data", "tasks", "optim", "trainer", "callbacks", "loggers")
+MODULES = ("models", "data", "tasks", "metric", "optim", "trainer", "callbacks", "loggers")
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,6 @@ from labkit.core import checks
 from labkit.schemas.base import schema
 
 FREEZE_CHOICES = (None, "backbone")
-MINERS = ("batch_hard", "semi_hard")
 SCHEDULER_INTERVALS = ("epoch", "step")
 
 
@@ -144,44 +143,149 @@ class SparseAutoencoderTask(AutoencoderTask):
                       hint="mean follows note 003's code, sum its formula")
 
 
+# ----- metric learning: the loss, miner, distance and reducer nodes -----------------------------------------------------
+PARTS = ("loss", "miner", "distance", "reducer")
+#: the losses that take a miner's tuples: what a message suggests
+MINING_LOSSES = ("pml_triplet_margin", "pml_contrastive", "multi_similarity")
+
+
+def part_options(part: str) -> list[str]:
+    """The options of ``conf/task/<part>/`` (what ``task/<part>=<option>`` may name)."""
+    from labkit.core.layout import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "task" / part).glob("*.yaml"))
+
+
+def part_error(part: str, value: Any, must: str, suggestion: str = "", listing: bool = True) -> Exception:
+    """``task.<part>=<value> is invalid: it must be <must>``, followed by the valid choices (``listing``)."""
+    hint = ""
+    if listing:
+        hint = (f"choose one of conf/task/{part}/ with task/{part}=" + "|".join(part_options(part))
+                + f" (null: none), or give a node whose _target_ is a pytorch-metric-learning {part} class")
+    return checks.invalid(f"task.{part}", value, must, hint, suggestion)
+
+
+def check_node(part: str, node: Any) -> Optional[str]:
+    """``task.<part>`` is null or a node with a ``_target_``, and a target labkit knows is a ``<part>``; returns the
+    target (None for null)."""
+    if node is None:
+        return None
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    if not isinstance(target, str):
+        word = node if isinstance(node, str) else None
+        close = checks.did_you_mean(word, part_options(part), f"task/{part}=") if word else ""
+        if word in part_options(part):
+            close = f"Did you mean 'task/{part}={word}'?"
+        raise part_error(part, node, f"a config node with a _target_ (a config group option, chosen with "
+                                     f"task/{part}=<option>, not task.{part}=<option>)", close)
+    from labkit import schemas
+
+    cls = schemas.of(target)
+    if cls is not None and cls.schema_group != part:
+        raise part_error(part, target, f"a {part}, but {target} is a {cls.schema_group}")
+    return target
+
+
+def is_euclidean(distance: Optional[Mapping[str, Any]]) -> bool:
+    """The distance the notes' losses compute: PML's LpDistance with p = 2, power 1, embeddings not normalized."""
+    return (distance.get("_target_") == "pytorch_metric_learning.distances.LpDistance"
+            and distance.get("normalize_embeddings", True) is False and distance.get("p", 2) == 2
+            and distance.get("power", 1) == 1)
+
+
+def check_parts(kind: str, takes: str, loss: Optional[str], miner: Any, distance: Any, reducer: Any) -> None:
+    """What the loss takes (``pairs``/``triplets``: a notes' loss on the task's fixed tuples, ``embeddings``: a PML
+    loss) agrees with the task's tuples (``kind``), the miner, the distance and the reducer."""
+    what = f"task.loss={loss}" if loss else f"the notes' {kind} loss (task.loss=null)"
+    if takes in ("pairs", "triplets") and takes != kind:
+        raise part_error("loss", loss, f"a loss on {kind} (this task trains on {kind}), but it takes {takes}")
+    if takes == "embeddings":
+        return
+    if miner is not None:
+        raise part_error("miner", miner.get("_target_"),
+                         f"null with {what}: that loss takes the data module's fixed {kind}, a miner needs a "
+                         f"pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})", listing=False)
+    if distance is not None and not is_euclidean(distance):
+        raise part_error("distance", distance.get("_target_"),
+                         f"the Euclidean distance (task/distance=euclidean) or null with {what}, which computes "
+                         f"Euclidean distances; another distance needs a pytorch-metric-learning loss "
+                         f"(task/loss={'|'.join(MINING_LOSSES)})", listing=False)
+    if reducer is not None and reducer.get("_target_") != "pytorch_metric_learning.reducers.MeanReducer":
+        raise part_error("reducer", reducer.get("_target_"),
+                         f"the mean (task/reducer=mean) or null with {what}, which averages over the batch; another "
+                         f"reducer needs a pytorch-metric-learning loss (task/loss={'|'.join(MINING_LOSSES)})",
+                         listing=False)
+
+
+def check_metric_parts(a: Mapping[str, Any], kind: str) -> None:
+    """Each part null or a node with a _target_ of the right kind; the loss agrees with the task's tuples, the miner,
+    the distance and the reducer (a target without a schema is checked when the task builds it)."""
+    targets = {part: check_node(part, a.get(part)) for part in PARTS}
+    from labkit import schemas
+
+    loss = targets["loss"]
+    cls = schemas.of(loss) if loss else None
+    if loss is None or cls is not None:
+        takes = getattr(cls, "takes", kind) if cls is not None else kind
+        check_parts(kind, takes, loss, a.get("miner"), a.get("distance"), a.get("reducer"))
+
+
 @dataclass
 class MetricTask(LabTask):
-    """Metric learning (siamese, triplet): an embedding network trained on pairs or triplets."""
+    """Metric learning (siamese, triplet): an embedding network trained on pairs or triplets, or on the tuples a
+    miner picks in labelled batches."""
 
-    logged_metrics: ClassVar[tuple[str, ...]] = per_stage("loss", "dist_pos", "dist_neg")
+    logged_metrics: ClassVar[tuple[str, ...]] = per_stage("loss", "dist_pos", "dist_neg") + ("train/mined",)
 
-    margin: float = 1.0  # the loss's margin
+    margin: float = 1.0  # the margin m, which conf/task/loss/ and conf/task/miner/ options take (${..margin})
     projector: int = 256  # embeddings sent to TensorBoard's projector each validation epoch (0 = off)
+    # the loss (task/loss=...): a notes' loss on the fixed tuples, or a pytorch-metric-learning loss (null: the notes')
+    loss: Any = None
+    # a pytorch-metric-learning miner (task/miner=...): the loss then takes the tuples it picks in labelled batches of
+    # single images instead of the data module's fixed tuples (null: fixed tuples)
+    miner: Any = None
+    # the distance handed to a pytorch-metric-learning loss and the miner (task/distance=...; null: their own)
+    distance: Any = None
+    # the reducer handed to a pytorch-metric-learning loss (task/reducer=...; null: the loss's own)
+    reducer: Any = None
 
     @staticmethod
     def check(a: Mapping[str, Any]) -> None:
-        """margin >= 0; projector an integer >= 0."""
+        """margin >= 0; projector an integer >= 0; loss, miner, distance, reducer null or config nodes with a
+        _target_ of their kind."""
         checks.non_negative("task.margin", a["margin"])
         checks.non_negative_int("task.projector", a["projector"], hint="0 = off")
+        for part in PARTS:
+            check_node(part, a.get(part))
 
 
 @schema("labkit.tasks.metric.SiameseTask", "task")
 class SiameseTask(MetricTask):
-    """Siamese network with the notes' contrastive loss on pairs."""
+    """Siamese network: the notes' contrastive loss on pairs by default (task/loss=contrastive)."""
 
     margin: float = 2.0  # the contrastive loss's margin m (the notes' value)
+
+    @staticmethod
+    def check(a: Mapping[str, Any]) -> None:
+        """the loss takes pairs or embeddings; a miner, a distance other than Euclidean, a reducer other than the
+        mean: only with a pytorch-metric-learning loss."""
+        check_metric_parts(a, "pairs")
 
 
 @schema("labkit.tasks.metric.TripletTask", "task")
 class TripletTask(MetricTask):
-    """Triplet network with nn.TripletMarginLoss (notes 000/002)."""
+    """Triplet network: torch's nn.TripletMarginLoss on triplets by default (notes 000/002, task/loss=triplet_margin)."""
 
-    logged_metrics: ClassVar[tuple[str, ...]] = (MetricTask.logged_metrics + per_stage("triplet_acc")
-                                                 + ("train/mined",))
+    logged_metrics: ClassVar[tuple[str, ...]] = MetricTask.logged_metrics + per_stage("triplet_acc")
 
     norm_penalty: float = 0.0  # note 002's embedding-norm penalty beta (0 = off)
     norm_reduction: str = "batch"  # batch (note 002's code) or mean (per triplet)
-    miner: Optional[str] = None  # online mining inside labelled batches: null, batch_hard or semi_hard
 
     @staticmethod
     def check(a: Mapping[str, Any]) -> None:
-        """norm_penalty >= 0; norm_reduction batch or mean; miner null, batch_hard or semi_hard."""
+        """norm_penalty >= 0; norm_reduction batch or mean; the loss takes triplets or embeddings; a miner, a
+        distance other than Euclidean, a reducer other than the mean: only with a pytorch-metric-learning loss."""
         checks.non_negative("task.norm_penalty", a["norm_penalty"])
         checks.one_of("task.norm_reduction", a["norm_reduction"], ("batch", "mean"),
                       hint="batch follows note 002's code, mean is per triplet")
-        checks.one_of("task.miner", a["miner"], (None, *MINERS))
+        check_metric_parts(a, "triplets")

@@ -153,7 +153,8 @@ def unused_settings(flat: dict[str, Any], target: str) -> set[str]:
                 unused.add(key)
         if key == "data.resample_tuples" and target:
             cls = declaring_class(target)
-            if cls.sampling == "single" or flat.get("task.miner"):
+            mined = flat.get("task.miner") or any(k.startswith("task.miner.") for k in flat)
+            if cls.sampling == "single" or mined:
                 unused.add(key)
     return unused
 
