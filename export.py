@@ -5,7 +5,7 @@ Writes the network with its normalization folded in (feed 0-1 pixels) to ``<run>
 PyTorch on the run's test images and prints how to load it.
 A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-from labkit.cli.export import cli
+from labkit.cli.commands import export as cli
 
 if __name__ == "__main__":
     cli()

@@ -5,7 +5,7 @@ Uses the run's own config and checkpoint (its evaluation transforms and normaliz
 and a PNG grid to ``<run>/predictions/<timestamp>``.
 A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
 """
-from labkit.cli.predict import cli
+from labkit.cli.commands import predict as cli
 
 if __name__ == "__main__":
     cli()

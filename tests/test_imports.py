@@ -1,6 +1,6 @@
 """Importing labkit changes nothing in the process: a notebook or a program that imports ``labkit`` or ``labkit.api``
-keeps its environment, warning filters, import hooks and logging; labkit's console settings apply only while an
-entry point (a command, a ``labkit.api`` call) runs, and are put back afterwards."""
+keeps its environment, warning filters, import hooks, logging and OmegaConf's resolvers; labkit's console settings
+apply only while an entry point (a command, a ``labkit.api`` call) runs, and are put back afterwards."""
 import json
 import logging
 import os
@@ -12,6 +12,7 @@ from conftest import ROOT
 
 PROBE = r"""
 import json, logging, os, sys, warnings
+from omegaconf import OmegaConf
 
 def state():
     loggers = {name: [logger.level, [repr(h) for h in logger.handlers], [repr(f) for f in logger.filters],
@@ -22,7 +23,8 @@ def state():
             "sys.meta_path": [repr(f) for f in sys.meta_path], "sys.path_hooks": [repr(h) for h in sys.path_hooks],
             "root logger": [root.level, [repr(h) for h in root.handlers], [repr(f) for f in root.filters]],
             "logging.disable": logging.root.manager.disable, "handleError": repr(logging.Handler.handleError),
-            "loggers": loggers}
+            "loggers": loggers, "resolvers": sorted(n for n in ("labkit_uid", "labkit_run_dir", "labkit_job_name")
+                                                    if OmegaConf.has_resolver(n))}
 
 before = state()
 import labkit

@@ -30,7 +30,7 @@ from labkit import _compat
 from labkit.adapters import hydra as hydra_internals
 from labkit.core import checks, console, files
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.run import directory as runs  # noqa: F401  (registers the run-directory resolvers Hydra needs)
+from labkit.run import directory as runs
 
 DEBUG_FLAG = "--debug"
 # Hydra flags that print something instead of running, or change which config is composed: no pre-flight
@@ -423,90 +423,88 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
 
     While it runs, labkit's console settings apply (:func:`labkit.core.console.settings`: its warning filters, quiet
     set-up loggers, no colour codes in a log file), and old import paths that saved configs name resolve
-    (:func:`labkit._compat.install`); importing labkit sets none of this.
+    (:func:`labkit._compat.install`), and the run-directory resolvers are registered; importing labkit sets none of
+    this.
     """
     _compat.install()
+    runs.register_resolvers()
     with console.settings():
-        return _run(config_name, fn, check, help=help, config_dir=config_dir, argv=argv, doc=doc)
+        import hydra
 
-
-def _run(config_name: str, fn: Callable, check: Callable | None, *, help: bool, config_dir: str | Path | None,
-         argv: Sequence[str] | None, doc: str | None) -> Any:
-    import hydra
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = _debug(args)
-    args = [a for a in args if a != DEBUG_FLAG]
-    conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
-    script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
-    spec = _help_topic(args)
-    if spec is not None:  # --help <group>[/<option>]: the option's schema
-        try:
-            print(option_help(conf_dir, spec))
-        except ConfigError as e:
-            fail(e)
-        return None
-    if help and ("--help" in args or "-h" in args):
-        print(help_text(conf_dir, config_name, doc if doc is not None else getattr(fn, "__globals__", {}).get("__doc__")))
-        return None
-    # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
-    # the same process (tests)
-    saved_argv, saved_env, saved_mark = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), os.environ.get(_LABKIT_SET)
-    if debug:
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        os.environ.pop(_LABKIT_SET, None)
-    global _PENDING
-    try:
-        overrides = [a for a in args if not a.startswith("-")]
-        flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
-        try:
-            if not flags & _NO_PREFLIGHT:  # (--cfg job, -cn <name>: their values are no overrides)
-                _parse(overrides)  # an override Hydra cannot read: one paragraph, before Hydra starts
-        except ConfigError as e:
-            if debug:
-                raise
-            fail(e)
-        _PENDING = _Pending(conf_dir, config_name, check, f"python {script}")
-
-        from hydra.core.global_hydra import GlobalHydra
-
-        GlobalHydra.instance().clear()  # hydra.main initializes it again
-        # -m/--multirun anywhere on the line (Hydra's argparse wants its switches before the overrides)
-        modes = [a for a in args if a in ("-m", "--multirun")]
-        sys.argv = [saved_argv[0] if argv is None else script, *modes, *[a for a in args if a not in modes]]
-        # Hydra's own steps around the job (writing .hydra/, a launcher) raise to here instead of printing a traceback,
-        # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
-        if not debug:
-            os.environ["HYDRA_FULL_ERROR"] = os.environ[_LABKIT_SET] = "1"
-        with quiet_about_a_full_disk():
+        args = list(sys.argv[1:] if argv is None else argv)
+        debug = _debug(args)
+        args = [a for a in args if a != DEBUG_FLAG]
+        conf_dir = Path(config_dir) if config_dir else Path(inspect.getfile(fn)).resolve().parent / "conf"
+        script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
+        spec = _help_topic(args)
+        if spec is not None:  # --help <group>[/<option>]: the option's schema
             try:
-                return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(fn)()
-            except _Stop as stop:  # the pre-flight refused the run, or found nothing to do: Hydra created nothing
-                if stop.finished is not None:
-                    print(stop.finished, flush=True)
-                    return None
-                e = stop.error
-                if debug or not is_user_error(e):
-                    raise e from None
+                print(option_help(conf_dir, spec))
+            except ConfigError as e:
                 fail(e)
-            except Exception as e:
+            return None
+        if help and ("--help" in args or "-h" in args):
+            print(help_text(conf_dir, config_name, doc if doc is not None else getattr(fn, "__globals__", {}).get("__doc__")))
+            return None
+        # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
+        # the same process (tests)
+        saved_argv, saved_env, saved_mark = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), os.environ.get(_LABKIT_SET)
+        if debug:
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            os.environ.pop(_LABKIT_SET, None)
+        global _PENDING
+        try:
+            overrides = [a for a in args if not a.startswith("-")]
+            flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+            try:
+                if not flags & _NO_PREFLIGHT:  # (--cfg job, -cn <name>: their values are no overrides)
+                    _parse(overrides)  # an override Hydra cannot read: one paragraph, before Hydra starts
+            except ConfigError as e:
                 if debug:
                     raise
-                from hydra.errors import ConfigCompositionException, MissingConfigException
+                fail(e)
+            _PENDING = _Pending(conf_dir, config_name, check, f"python {script}")
 
-                if isinstance(e, (ConfigCompositionException, MissingConfigException)):
-                    fail(_explain(e, conf_dir, config_name, overrides))  # composing the command line failed
-                if files.is_disk_full(e):
-                    fail(files.disk_full(e, None if e.filename else hydra_internals.file_being_saved(e)))
-                if is_user_error(e):
-                    fail(e)  # the job refused it: one paragraph (its record is written already)
-                _report_as_hydra_does(e)
-    finally:
-        _PENDING = None
-        runs.planned_run_dir = None
-        sys.argv = saved_argv
-        for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark)):
-            if saved is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = saved
+            from hydra.core.global_hydra import GlobalHydra
+
+            GlobalHydra.instance().clear()  # hydra.main initializes it again
+            # -m/--multirun anywhere on the line (Hydra's argparse wants its switches before the overrides)
+            modes = [a for a in args if a in ("-m", "--multirun")]
+            sys.argv = [saved_argv[0] if argv is None else script, *modes, *[a for a in args if a not in modes]]
+            # Hydra's own steps around the job (writing .hydra/, a launcher) raise to here instead of printing a traceback,
+            # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
+            if not debug:
+                os.environ["HYDRA_FULL_ERROR"] = os.environ[_LABKIT_SET] = "1"
+            with quiet_about_a_full_disk():
+                try:
+                    return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(fn)()
+                except _Stop as stop:  # the pre-flight refused the run, or found nothing to do: Hydra created nothing
+                    if stop.finished is not None:
+                        print(stop.finished, flush=True)
+                        return None
+                    e = stop.error
+                    if debug or not is_user_error(e):
+                        raise e from None
+                    fail(e)
+                except Exception as e:
+                    if debug:
+                        raise
+                    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+                    if isinstance(e, (ConfigCompositionException, MissingConfigException)):
+                        fail(_explain(e, conf_dir, config_name, overrides))  # composing the command line failed
+                    if files.is_disk_full(e):
+                        fail(files.disk_full(e, None if e.filename else hydra_internals.file_being_saved(e)))
+                    if is_user_error(e):
+                        fail(e)  # the job refused it: one paragraph (its record is written already)
+                    _report_as_hydra_does(e)
+        finally:
+            _PENDING = None
+            runs.planned_run_dir = None
+            sys.argv = saved_argv
+            for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark)):
+                if saved is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = saved
+

@@ -244,22 +244,3 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ----- the command: python export.py, labkit-export ---------------------------------------------------------------
-USAGE = """Export a finished run: ``python export.py run=logs/runs/<run dir> format=onnx|torchscript|pt2``.
-
-Writes the network with its normalization folded in (feed 0-1 pixels) to ``<run>/export/``, checks it against
-PyTorch on the run's test images and prints how to load it.
-A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
-"""
-
-
-def main(cfg) -> None:
-    """The Hydra job of ``python export.py`` and ``labkit-export``."""
-    export(cfg)
-
-
-def cli(argv=None):
-    """The command line (``argv``: the arguments, default ``sys.argv[1:]``): ``python export.py`` in a checkout,
-    ``labkit-export`` after ``pip install``."""
-    from labkit.cli.app import run
-    from labkit.core.layout import CONF_DIR
-    return run("export", main, help=True, doc=USAGE, config_dir=CONF_DIR, argv=argv)

@@ -413,24 +413,3 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 # ----- the command: python predict.py, labkit-predict ---------------------------------------------------------------
-USAGE = """Predict on your own images: ``python predict.py run=logs/runs/<run dir> inputs=<files, folder or glob>``.
-
-Uses the run's own config and checkpoint (its evaluation transforms and normalization) and writes predictions.csv
-and a PNG grid to ``<run>/predictions/<timestamp>``.
-A bad value or file prints one paragraph (``error: ...``) and exits 1; ``--debug`` shows the full traceback.
-"""
-
-
-def main(cfg) -> None:
-    """The Hydra job of ``python predict.py`` and ``labkit-predict``."""
-    predict(cfg)
-
-
-def cli(argv=None):
-    """The command line (``argv``: the arguments, default ``sys.argv[1:]``): ``python predict.py`` in a checkout,
-    ``labkit-predict`` after ``pip install``."""
-    from labkit.cli.app import run
-    from labkit.cli.inputs import check
-    from labkit.core.layout import CONF_DIR
-
-    return run("predict", main, check, help=True, doc=USAGE, config_dir=CONF_DIR, argv=argv)

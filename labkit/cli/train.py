@@ -27,53 +27,49 @@ def main(cfg) -> float | None:
     from labkit.core import console
 
     with console.settings():  # again: a sweep's job may run in a worker process that cli() never ran in
-        return _job(cfg)
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
+        from labkit.run.lifecycle import prepare, train
 
-def _job(cfg) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+        hydra = HydraConfig.get()
+        multirun = hydra.mode == RunMode.MULTIRUN
+        # a sweep job plans itself from its own config: the pre-flight's plan knows nothing of the overrides a sweeper
+        # gives each job (hparams_search=optuna's parameters, its trial reporter)
+        planned = checked()
+        job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
+        try:
+            single = not multirun  # a refused single run leaves no folder; a sweep job keeps its record
+            with _device_set(cfg, hydra, multirun):
+                metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
+        except Exception as e:
+            if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
+                from labkit.core.errors import RunStopped
 
-    from labkit.run.lifecycle import prepare, train
+                if isinstance(e, RunStopped):  # stopped on purpose, e.g. pruned by the search: not a failure
+                    log.info("job %s at epoch %s: %s", e.status, e.epoch, e)
+                else:
+                    log.error("job failed: %s: %s", type(e).__name__, e)
+                return float("nan") if cfg.get("optimized_metric") else None
+            raise  # labkit.cli.app prints one paragraph for an error the user can fix, a traceback for a bug
+        for key in ("test/acc", "test/error", "test/loss"):
+            if key in metrics:
+                log.info("%s = %.4f", key, metrics[key])
+        if metrics.get("reproduces"):  # reproduce=<run>: its figures beside the original's
+            from pathlib import Path
 
-    hydra = HydraConfig.get()
-    multirun = hydra.mode == RunMode.MULTIRUN
-    # a sweep job plans itself from its own config: the pre-flight's plan knows nothing of the overrides a sweeper
-    # gives each job (hparams_search=optuna's parameters, its trial reporter)
-    planned = checked()
-    job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
-    try:
-        single = not multirun  # a refused single run leaves no folder; a sweep job keeps its record
-        with _device_set(cfg, hydra, multirun):
-            metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
-    except Exception as e:
-        if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
-            from labkit.core.errors import RunStopped
+            from labkit.tracking.reproduce import report
 
-            if isinstance(e, RunStopped):  # stopped on purpose, e.g. pruned by the search: not a failure
-                log.info("job %s at epoch %s: %s", e.status, e.epoch, e)
-            else:
-                log.error("job failed: %s: %s", type(e).__name__, e)
-            return float("nan") if cfg.get("optimized_metric") else None
-        raise  # labkit.cli.app prints one paragraph for an error the user can fix, a traceback for a bug
-    for key in ("test/acc", "test/error", "test/loss"):
-        if key in metrics:
-            log.info("%s = %.4f", key, metrics[key])
-    if metrics.get("reproduces"):  # reproduce=<run>: its figures beside the original's
-        from pathlib import Path
-
-        from labkit.tracking.reproduce import report
-
-        result = report(Path(metrics["reproduces"]), Path(hydra.runtime.output_dir),
-                        float(cfg.get("reproduce_tolerance") or 0.0))
-        if result["verdict"] == "not reproduced" and not multirun:
-            raise SystemExit(2)  # the check failed (the new run itself is complete)
-    metric = cfg.get("optimized_metric")
-    if metric:
-        if metric not in metrics:
-            raise KeyError(f"optimized_metric={metric!r} is not among this run's metrics: {sorted(metrics)}")
-        return float(metrics[metric])
-    return None
+            result = report(Path(metrics["reproduces"]), Path(hydra.runtime.output_dir),
+                            float(cfg.get("reproduce_tolerance") or 0.0))
+            if result["verdict"] == "not reproduced" and not multirun:
+                raise SystemExit(2)  # the check failed (the new run itself is complete)
+        metric = cfg.get("optimized_metric")
+        if metric:
+            if metric not in metrics:
+                raise KeyError(f"optimized_metric={metric!r} is not among this run's metrics: {sorted(metrics)}")
+            return float(metrics[metric])
+        return None
 
 
 def _device_set(cfg, hydra, multirun: bool):

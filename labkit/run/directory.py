@@ -202,7 +202,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("labkit_run_name", _run_name_resolver)
 
 
-register_resolvers()
+# (not on import: a notebook that imports labkit keeps OmegaConf as it was; Hydra registers them through
+# hydra_plugins/labkit_schemas whenever it starts, and load_config() before it reads a saved config)
 # ----- run directories ---------------------------------------------------------------------------
 # A run directory refers to itself only through paths relative to it: config.yaml writes them as
 # ``${paths.output_dir}/...`` and metrics.json as ``checkpoints/<file>``; loading re-derives them from where
@@ -252,6 +253,7 @@ def load_config(run_dir) -> DictConfig:
     if not path.is_file():
         raise RunNotFoundError(f"{run_dir} is not a labkit run directory: it has no {CONFIG_FILE} (a run directory "
                                f"holds {CONFIG_FILE}, {METRICS_FILE} and {CKPT_DIR}/, under paths.log_dir/runs)")
+    register_resolvers()  # a saved config may hold ${labkit_job_name:} and friends
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:
