@@ -184,24 +184,25 @@ class LabkitOptunaSweeper(Sweeper):
 
     def _sweep(self, arguments: List[str]) -> Any:
         from labkit.tracking import search
+        from labkit.tracking.summary import tally_text
 
         self._settings(arguments)
         study = self._open_study()
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         where = search.storage_label(self.storage_spec)
         search.release_abandoned(study, self.stale_after_s)  # (each with a warning saying why)
         done = search.tally(study)
-        state = ", ".join(f"{done[s]} {s}" for s in ("complete", "pruned", "failed", "running") if done[s])
         if study.get_trials(deepcopy=False):
-            log.info("continuing study %s (%s): %d of %d trials done%s", self.name, where, done["total"], self.n_trials,
-                     f" ({state})" if state else "")
+            log.info("continuing study %s (%s): %s", self.name, where, tally_text(done, self.n_trials, "done"))
         else:
             log.info("new study %s (%s): %d trials, %d at a time, pruner %s, reporting %s (%s)", self.name, where,
                      self.n_trials, self.batch, search.pruner_name(self.pruner), self.monitor, self.mode)
-        if done["total"] >= self.n_trials:
+        if done["total"] >= self.n_trials:  # nothing is written: no sweep folder, no summary
             log.info("study %s has %d of %d trials: nothing to run (a larger hydra.sweeper.n_trials runs more)",
                      self.name, done["total"], self.n_trials)
+            return []
+        log.info("%s", search.size_line(self.n_trials - done["total"], bool(done["total"]), self.config, self.dists))
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         if not study.user_attrs.get("labkit_optimized_metric"):
             study.set_user_attr("labkit_optimized_metric", str(self.metric))
             study.set_user_attr("labkit_command", [str(a) for a in arguments])
