@@ -154,6 +154,27 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_pa
     assert all(t.intermediate_values == {0: pytest.approx(t.value)} for t in study.get_trials())
 
 
+@pytest.mark.slow
+def test_the_study_plots_reach_the_best_trials_loggers(tmp_path):
+    """Issue 34: Optuna's plots go to the best trial's TensorBoard (images under search/), not only the sweep folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [a for a in FAST if a != "logger=none"] + ["logger=tensorboard", "hydra.sweeper.n_trials=2",
+                                                      "hydra.sweeper.pruner=none"]
+    r = _train(args, tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    (sweep,) = _sweeps(tmp_path)
+    record = read_json(sweep / "study.json")
+    best = Path(record["trials"][record["best"]["number"]]["run_dir"])
+    assert set(record["plots"]) >= {"history", "slice"}
+    (folder,) = {p.parent for p in (best / "tensorboard").rglob("events.out.tfevents.*")}  # the trial's own folder
+    events = EventAccumulator(str(folder), size_guidance={"images": 0}).Reload()
+    tags = set(events.Tags()["images"])
+    assert {f"search/{file[:-len('.png')]}" for file in record["plots"].values()} <= tags, tags
+    assert "the run's loggers got the plots of study" in out
+
+
 # ----- bad input: one paragraph, before any trial -------------------------------------------------------------------
 @pytest.mark.parametrize("override, expected", [
     ("hydra.sweeper.storage={tmp}/a_file/study.log", "a_file is a file, not a folder"),

@@ -346,3 +346,23 @@ class LabkitOptunaSweeper(Sweeper):
         else:
             log.warning("study %s has no complete trial yet", self.name)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / search.RESULTS_FILE)
+        if best is not None and plots:
+            self._send_plots(best, plots)
+
+    def _send_plots(self, best, plots: Dict[str, str]) -> None:
+        """Optuna's plots to the loggers of the best trial's run (TensorBoard images, artifacts of its MLflow run, W&B
+        images), under ``search/``: the run a user opens in the tracking UI holds the search that found it."""
+        from labkit.run import directory
+        from labkit.tracking.loggers import send_pictures
+        from labkit.tracking.search import RUN_DIR_ATTR
+
+        run_dir = best.user_attrs.get(RUN_DIR_ATTR)
+        if not run_dir or not directory.is_run_dir(run_dir):
+            return
+        try:
+            saved = directory.load_config(run_dir)
+            step = int(directory.read_metrics(run_dir).get("global_step") or 0)
+            send_pictures(run_dir, saved, {f"search/{file}": self.sweep_dir / file for file in plots.values()},
+                          step=step, what=f"plots of study {self.name}")
+        except Exception as e:  # the plots are in the sweep folder: a logger's trouble is a warning
+            log.warning("the study's plots could not be sent to the best trial's loggers (%s): %s", run_dir, e)

@@ -421,6 +421,33 @@ def reopen(run_dir, cfg) -> list:
     return out
 
 
+def send_pictures(run_dir, cfg, pictures: dict[str, Path], step: int = 0, what: str = "figures") -> dict[str, int]:
+    """``pictures`` (``{"predictions/<time>/predictions.png": path}``) to the loggers the run ``run_dir`` was trained
+    with (``cfg``: its config.yaml), opened again with :func:`reopen` and closed after: TensorBoard images, artifacts
+    of its MLflow run, W&B images (:func:`labkit.run.pictures.send_figures`). Returns how many each logger got; a
+    logger that cannot be opened or reached is a warning, the files stay in the run directory whatever happens."""
+    from labkit.run.pictures import send_figures
+
+    if not pictures or not cfg.get("logger"):
+        return {}
+    loggers = reopen(run_dir, cfg)
+    sent: dict[str, int] = {}
+    try:
+        sent = send_figures(loggers, pictures, step=step)
+    except Exception as e:
+        log.warning("could not send the %s to the run's loggers (%s); they stay in %s", what, _reason(e), run_dir)
+    finally:
+        for lg in loggers:
+            try:
+                close(lg)
+            except Exception as e:
+                log.warning("could not close the %s logger: %s", type(lg).__name__, _reason(e))
+    if any(sent.values()):
+        log.info("the run's loggers got the %s: %s", what, ", ".join(
+            f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
+    return sent
+
+
 def close(lg) -> None:
     """Finish a logger that :func:`reopen` opened: files flushed, W&B's run finished. MLflow's run is left as it is
     (its status stays what training set; a run still training goes on)."""
