@@ -57,6 +57,12 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
+def _shows_line(page, text: str, timeout: float = 30_000) -> None:
+    """Wait until the page shows a line that is exactly ``text`` (rendered text only, not hidden elements)."""
+    page.wait_for_function("t => document.body.innerText.split('\\n').some(l => l.trim() === t)", arg=text,
+                           timeout=timeout)
+
+
 @pytest.fixture
 def browser():
     if os.environ.get("CI"):  # CI installs both (.ci/run, the test extras): missing there is a failure, not a skip
@@ -89,10 +95,12 @@ def trained(cfg_factory, tmp_path, monkeypatch):
     return run_dir, tmp_path / "logs" / "mlruns" / "mlflow.db"
 
 
-def test_the_mlflow_run_page_shows_the_confusion_matrix_and_the_model(trained, browser, tmp_path):
+def test_the_mlflow_run_page_shows_the_confusion_matrix_and_the_model(trained, browser, tmp_path, monkeypatch):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     run_dir, db = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name("labkit")
     (run,) = client.search_runs([exp.experiment_id])
@@ -105,7 +113,18 @@ def test_the_mlflow_run_page_shows_the_confusion_matrix_and_the_model(trained, b
         base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
         page.goto(base, timeout=60_000)
         page.get_by_text(run_dir.name).first.wait_for(timeout=60_000)  # the run page, named after its directory
-        page.get_by_text("model", exact=True).first.wait_for(timeout=30_000)  # the logged model on the overview
+        # the logged model: the overview links to the model of this run; its page lists the model's files (MLmodel,
+        # the weights under data/, the input example) and its MLmodel names this run: absent if it were not logged
+        (model,) = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+        link = page.locator(f"a[href*='/models/{model.model_id}'] >> visible=true").first
+        link.wait_for(timeout=30_000)
+        assert link.inner_text().strip() == "model"
+        page.goto(f"http://127.0.0.1:{port}/{link.get_attribute('href')}/artifacts", timeout=60_000)
+        for name in ("data", "MLmodel", "input_example.json"):
+            _shows_line(page, name)
+        page.locator("text='MLmodel' >> visible=true").first.click()
+        for text in (f"run_id: {run.info.run_id}", f"model_id: {model.model_id}", "signature:"):  # the preview
+            page.wait_for_function("t => document.body.innerText.includes(t)", arg=text, timeout=30_000)
         page.goto(base + "/artifacts", timeout=60_000)
         page.get_by_text("evaluation", exact=True).first.click(timeout=60_000)
         page.get_by_text("test", exact=True).first.click(timeout=30_000)

@@ -254,3 +254,32 @@ def test_a_killed_cache_build_leaves_nothing_behind_for_the_next_run(egocart_roo
     (path.parent / dead).write_bytes(b"\0" * 1000)
     data.prepare_data()
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(data.cache_path(s).name for s in ("train", "test"))
+
+
+def test_check_available_refuses_a_missing_or_partial_dataset_without_reading_it(tmp_path, egocart_root):
+    """The pre-flight's check (issue 32): the missing files, where they go and how to get them; reads no data."""
+    _module(egocart_root).check_available()  # all there
+    with pytest.raises(DatasetNotFoundError) as e:
+        EgoCartDataModule(data_dir=str(tmp_path / "nowhere")).check_available()
+    where = (tmp_path / "nowhere" / "egocart").resolve()
+    for phrase in (f"{where}/train_set/train_set.txt", f"{where}/test_set/test_RGB", "egocart.zip",
+                   "iplab.dmi.unict.it", "unzip egocart.zip -d <data_dir>/egocart", "data.data_dir"):
+        assert phrase in str(e.value), (phrase, str(e.value))
+    import shutil
+
+    shutil.rmtree(egocart_root / "test_set" / "test_RGB")
+    with pytest.raises(DatasetNotFoundError, match=r"test_set/test_RGB missing") as e:
+        _module(egocart_root).check_available()
+    assert "train_set" not in str(e.value).split(" missing")[0]
+
+
+def test_a_missing_egocart_folder_is_refused_before_the_run_folder_is_claimed(tmp_path, capsys):
+    from labkit.cli.train import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli([f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}", "data=egocart",
+             "model=embedding_net", "task=triplet", "trainer.accelerator=cpu", "trainer.devices=1",
+             "trainer.max_epochs=1", "logger=none"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "EgoCart not found" in err and "egocart.zip" in err, err
+    assert "Traceback" not in err and not (tmp_path / "logs").exists()  # the pre-flight: nothing was created

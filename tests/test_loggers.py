@@ -245,3 +245,37 @@ def test_every_figure_and_the_best_model_reach_tensorboard_mlflow_and_wandb(cfg_
                                                                           for p in wandb_files)
     assert np.asarray([p.stat().st_size for p in wandb_files]).min() > 1000
     assert any((run_dir / "wandb").rglob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_predicts_figure_reaches_the_runs_tensorboard_and_mlflow_run(cfg_factory, tmp_path, monkeypatch):
+    """Issue 34: predict.py's predictions.png goes to the loggers the run was trained with, like evaluate's figures:
+    an image in its TensorBoard folder and an artifact of its own MLflow run (a file store), under
+    predictions/<time>/; loggers=false keeps it in the run folder only."""
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from labkit.cli.predict import predict
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = (tmp_path / "mlruns").as_uri()
+    cfg = cfg_factory("logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={store}", "logger.mlflow.log_model=false",
+                      f"logger.mlflow.artifact_location={tmp_path / 'mlartifacts'}", "test=false", *FAST)
+    execute(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "digit.png")
+    out = predict(cfg_factory(f"run={run_dir}", f"inputs={tmp_path / 'digit.png'}", name="predict", sub="p"))["out_dir"]
+    key = f"predictions/{out.name}"
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("labkit").experiment_id])
+    assert {a.path for a in client.list_artifacts(run.info.run_id, key)} == {f"{key}/predictions.png"}
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert f"{key}/predictions" in events.Tags()["images"]
+
+    quiet = predict(cfg_factory(f"run={run_dir}", f"inputs={tmp_path / 'digit.png'}", "loggers=false",
+                                name="predict", sub="q"))["out_dir"]
+    assert not client.list_artifacts(run.info.run_id, f"predictions/{quiet.name}")

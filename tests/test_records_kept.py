@@ -149,6 +149,35 @@ def test_an_unreachable_tracking_server_leaves_no_run_folder(tmp_path, capsys):
                   "logger.mlflow.connect_timeout_s=2", "trainer.max_epochs=1") == 1
     assert "cannot reach the MLflow tracking server" in capsys.readouterr().err
     assert _runs(tmp_path) == []
+    assert not (tmp_path / "logs").exists()  # refused by the pre-flight: no folder was ever made, not one removed
+
+
+def test_the_preflight_asks_the_tracking_server_itself_quickly_and_names_its_uri(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from conftest import make_cfg
+
+    from labkit.core.servers import TrackingServerError
+    from labkit.run import startup
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    cfg = make_cfg(["logger=mlflow", f"logger.mlflow.tracking_uri={uri}"], tmp_path)
+    started = time.monotonic()
+    with pytest.raises(TrackingServerError) as e:
+        startup.check_before_claim(cfg)
+    assert time.monotonic() - started < 5
+    text = str(e.value)
+    assert f"MLflow tracking server at {uri}: connection refused" in text and "\n" not in text
+    assert "logger.mlflow.connect_timeout_s=5 s" in text
+    # a local store and a check switched off are not asked
+    startup.check_tracking_servers(make_cfg(["logger=mlflow"], tmp_path))
+    startup.check_tracking_servers(make_cfg(["logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
+                                             "logger.mlflow.connect_timeout_s=null"], tmp_path))
 
 
 # ----- 2. evaluate.py on a run in training ----------------------------------------------------------------------------

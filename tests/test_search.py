@@ -107,6 +107,8 @@ def test_a_killed_search_continues_to_n_trials_with_the_same_command(tmp_path):
     assert r.returncode == 0, out[-3000:]
     m = re.search(rf"continuing study {name} \(.*\): (\d) of 4 trials done", out)
     assert m and int(m.group(1)) in (2, 3), out[-3000:]
+    more = 4 - int(m.group(1))  # announced before the first trial: how many more, how long each, on what
+    assert f"search: {more} more trial{'s' if more > 1 else ''} x 1 epoch each on digits" in out, out[-3000:]
     trials = _study(name_log, name).get_trials()
     states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) == 4 and not [t for t in trials if t.state == TrialState.RUNNING]
@@ -116,8 +118,11 @@ def test_a_killed_search_continues_to_n_trials_with_the_same_command(tmp_path):
         assert t.state == TrialState.FAIL and f"trial {t.number} was left running (process " in out
         assert re.search(rf"trial {t.number} was left running \(process \d+ on .* is gone\): marked failed", out)
 
+    sweeps = _sweeps(tmp_path)
     r = _train([*FAST, "hydra.sweeper.n_trials=4"], tmp_path)
     assert r.returncode == 0 and f"study {name} has 4 of 4 trials: nothing to run" in r.stdout + r.stderr
+    assert _sweeps(tmp_path) == sweeps  # a complete study writes nothing: no empty sweep folder (issue 32)
+    assert "search: " not in r.stdout + r.stderr
 
 
 # ----- pruning ------------------------------------------------------------------------------------------------------
@@ -130,6 +135,9 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_pa
                 "hydra.sweeper.pruner_args={lower:2.0}"], tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
+    # the search's size is said before its first trial, with the keys that change it (issue 32)
+    said = "search: 2 trials x 3 epochs each on digits (hydra.sweeper.n_trials / trainer.max_epochs to change)"
+    assert said in out and out.index(said) < out.index("trial 0 (job 0)"), out[-3000:]
     (sweep,) = _sweeps(tmp_path)
     metrics = read_json(sweep / "0" / "metrics.json")
     assert metrics["status"] == "pruned" and metrics["stopped_at_epoch"] == 0
@@ -144,6 +152,27 @@ def test_a_pruned_trial_is_recorded_as_pruned_and_does_not_fail_the_sweep(tmp_pa
     study = _study(Path(record["storage"]), record["study_name"])
     assert [t.state for t in study.get_trials()] == [TrialState.PRUNED] * 2
     assert all(t.intermediate_values == {0: pytest.approx(t.value)} for t in study.get_trials())
+
+
+@pytest.mark.slow
+def test_the_study_plots_reach_the_best_trials_loggers(tmp_path):
+    """Issue 34: Optuna's plots go to the best trial's TensorBoard (images under search/), not only the sweep folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [a for a in FAST if a != "logger=none"] + ["logger=tensorboard", "hydra.sweeper.n_trials=2",
+                                                      "hydra.sweeper.pruner=none"]
+    r = _train(args, tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    (sweep,) = _sweeps(tmp_path)
+    record = read_json(sweep / "study.json")
+    best = Path(record["trials"][record["best"]["number"]]["run_dir"])
+    assert set(record["plots"]) >= {"history", "slice"}
+    (folder,) = {p.parent for p in (best / "tensorboard").rglob("events.out.tfevents.*")}  # the trial's own folder
+    events = EventAccumulator(str(folder), size_guidance={"images": 0}).Reload()
+    tags = set(events.Tags()["images"])
+    assert {f"search/{file[:-len('.png')]}" for file in record["plots"].values()} <= tags, tags
+    assert "the run's loggers got the plots of study" in out
 
 
 # ----- bad input: one paragraph, before any trial -------------------------------------------------------------------
@@ -190,7 +219,8 @@ def test_a_trial_of_another_machine_is_released_when_its_heartbeat_stops(tmp_pat
     assert released.state == TrialState.FAIL and not search.counts(released)
     assert "no heartbeat from process 4242 on another-machine for 1000 s (hydra.sweeper.stale_after_s=900)" in \
         released.user_attrs[search.ABANDONED_ATTR]
-    assert search.tally(study) == {"complete": 0, "pruned": 0, "failed": 0, "running": 2, "total": 2}
+    assert search.tally(study) == {"complete": 0, "pruned": 0, "failed": 0, "running": 2, "total": 2,
+                                   "abandoned": 1, "discarded": 0}
     assert search.release_abandoned(study, None, now=now + 10**6) == []  # stale_after_s=null: never
     assert search.release_abandoned(study, 900, now=now + 10**6) == [beating.number]
     assert study.trials[unstamped.number].state == TrialState.RUNNING
@@ -244,6 +274,38 @@ def test_the_heartbeat_stamps_a_batch_while_it_runs_and_skips_a_trial_told_meanw
     assert study.trials[running.number].user_attrs[search.HEARTBEAT_ATTR] == last  # stopped with the batch
     assert search.HEARTBEAT_ATTR not in study.trials[told.number].user_attrs
     assert search.heartbeat_interval(900) == 60 and search.heartbeat_interval(100) == 20
+
+
+def test_the_tally_names_failed_trials_counted_or_not(tmp_path):
+    """A failed trial is in the sweep line, also one that does not count towards n_trials (its process was gone):
+    ``18 of 18 trials (13 complete, 5 pruned)`` hid it (issue 32)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from labkit.tracking.summary import study_lines, tally_text
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for state in ("complete", "complete", "pruned", "failed", "abandoned", "discarded"):
+        trial = study.ask()
+        if state == "complete":
+            study.tell(trial, 0.5)
+        elif state == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            if state != "failed":
+                trial.set_user_attr(search.ABANDONED_ATTR if state == "abandoned" else search.DISCARDED_ATTR, "why")
+            study.tell(trial, state=TrialState.FAIL)
+    done = search.tally(study)
+    assert done == {"complete": 2, "pruned": 1, "failed": 1, "running": 0, "total": 4, "abandoned": 1,
+                    "discarded": 1}
+    text = tally_text(done, 4)
+    assert text == ("4 of 4 trials (2 complete, 1 pruned, 1 failed), and not counted: 1 failed as their process was "
+                    "gone, 1 discarded unrun (asked beyond n_trials)")
+    assert tally_text(done, 4, "done").startswith("4 of 4 trials done (2 complete")
+    line = study_lines({"study_name": "s", "storage": "x.log", "tally": done, "n_trials": 4, "pruner": "median",
+                        "monitor": "val/acc"})[0]
+    assert "1 failed as their process was gone" in line and len(line) <= 200
 
 
 def test_the_search_space_reads_hydras_sweep_syntax():

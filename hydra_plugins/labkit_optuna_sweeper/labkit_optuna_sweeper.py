@@ -184,24 +184,25 @@ class LabkitOptunaSweeper(Sweeper):
 
     def _sweep(self, arguments: List[str]) -> Any:
         from labkit.tracking import search
+        from labkit.tracking.summary import tally_text
 
         self._settings(arguments)
         study = self._open_study()
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         where = search.storage_label(self.storage_spec)
         search.release_abandoned(study, self.stale_after_s)  # (each with a warning saying why)
         done = search.tally(study)
-        state = ", ".join(f"{done[s]} {s}" for s in ("complete", "pruned", "failed", "running") if done[s])
         if study.get_trials(deepcopy=False):
-            log.info("continuing study %s (%s): %d of %d trials done%s", self.name, where, done["total"], self.n_trials,
-                     f" ({state})" if state else "")
+            log.info("continuing study %s (%s): %s", self.name, where, tally_text(done, self.n_trials, "done"))
         else:
             log.info("new study %s (%s): %d trials, %d at a time, pruner %s, reporting %s (%s)", self.name, where,
                      self.n_trials, self.batch, search.pruner_name(self.pruner), self.monitor, self.mode)
-        if done["total"] >= self.n_trials:
+        if done["total"] >= self.n_trials:  # nothing is written: no sweep folder, no summary
             log.info("study %s has %d of %d trials: nothing to run (a larger hydra.sweeper.n_trials runs more)",
                      self.name, done["total"], self.n_trials)
+            return []
+        log.info("%s", search.size_line(self.n_trials - done["total"], bool(done["total"]), self.config, self.dists))
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         if not study.user_attrs.get("labkit_optimized_metric"):
             study.set_user_attr("labkit_optimized_metric", str(self.metric))
             study.set_user_attr("labkit_command", [str(a) for a in arguments])
@@ -345,3 +346,23 @@ class LabkitOptunaSweeper(Sweeper):
         else:
             log.warning("study %s has no complete trial yet", self.name)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / search.RESULTS_FILE)
+        if best is not None and plots:
+            self._send_plots(best, plots)
+
+    def _send_plots(self, best, plots: Dict[str, str]) -> None:
+        """Optuna's plots to the loggers of the best trial's run (TensorBoard images, artifacts of its MLflow run, W&B
+        images), under ``search/``: the run a user opens in the tracking UI holds the search that found it."""
+        from labkit.run import directory
+        from labkit.tracking.loggers import send_pictures
+        from labkit.tracking.search import RUN_DIR_ATTR
+
+        run_dir = best.user_attrs.get(RUN_DIR_ATTR)
+        if not run_dir or not directory.is_run_dir(run_dir):
+            return
+        try:
+            saved = directory.load_config(run_dir)
+            step = int(directory.read_metrics(run_dir).get("global_step") or 0)
+            send_pictures(run_dir, saved, {f"search/{file}": self.sweep_dir / file for file in plots.values()},
+                          step=step, what=f"plots of study {self.name}")
+        except Exception as e:  # the plots are in the sweep folder: a logger's trouble is a warning
+            log.warning("the study's plots could not be sent to the best trial's loggers (%s): %s", run_dir, e)

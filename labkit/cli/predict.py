@@ -4,7 +4,8 @@ The images go through the run's own evaluation pipeline: converted to the run's 
 composited on white, 16-bit scaled), resized and centre-cropped to the network's input the way its data module
 prepares evaluation images, and normalized with the run's mean/std. Results go to
 ``<run>/predictions/<timestamp>/``: ``predictions.csv`` and ``predictions.png`` (a grid of the images with what the
-network says about them). What is predicted depends on what the run's task declares (``embeds``, ``reconstructs``,
+network says about them); ``predictions.png`` also goes to the loggers the run was trained with (``loggers: true``).
+What is predicted depends on what the run's task declares (``embeds``, ``reconstructs``,
 see :class:`labkit.tasks.base.LabTask`):
 
 - classifiers: the top-k classes by name with their probabilities;
@@ -408,6 +409,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         for n, why in inputs.skipped:
             print(f"  {n}: {why}")
     print(f"\npredictions written to {out}")
+    if cfg.get("loggers", True):  # the figure to the run's TensorBoard, MLflow run and W&B run, as evaluate.py does
+        from labkit.run.pictures import figures_in
+        from labkit.tracking.loggers import send_pictures
+
+        send_pictures(run_dir, saved, figures_in(out, f"predictions/{out.name}"),
+                      step=int(runs.read_metrics(run_dir).get("global_step") or 0), what="predictions' figure")
     return {"rows": rows, "skipped": inputs.skipped, "out_dir": out, "kind": kind, "run": run_dir,
             "checkpoint": ckpt}
 

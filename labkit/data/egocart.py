@@ -240,6 +240,15 @@ class EgoCartDataModule(InMemoryImageDataModule):
     def sources(self) -> list[Path]:
         return [self.root / folder for folder, _, _ in SPLITS.values() if (self.root / folder).is_dir()]
 
+    def check_available(self) -> None:
+        """Both splits' label file and image folder are there (reads no image and no label): the pre-flight refuses a
+        missing dataset before the run's directory exists, naming where the files go and how to get them."""
+        missing = [str(self.root.resolve() / folder / part) for folder, images, txt in SPLITS.values()
+                   for part, there in ((txt, (self.root / folder / txt).is_file()),
+                                       (images, (self.root / folder / images).is_dir())) if not there]
+        if missing:
+            raise DatasetNotFoundError(f"EgoCart not found: {', '.join(missing)} missing; {self._layout()}")
+
     def _layout(self) -> str:
         r = self.root.resolve()
         return (f"expected {r}/train_set/train_RGB/<images>, {r}/train_set/train_set.txt, "

@@ -54,13 +54,35 @@ class MissingPackageError(LabkitError, ImportError):
 
 # ----- before the claim ---------------------------------------------------------------------------------------------
 def check_before_claim(cfg: DictConfig) -> None:
-    """What the run asks of this machine (:func:`labkit.run.validate.check_machine`), the packages its loggers need and
-    its dataset's files: refused here, before its directory is created (or, on a resume, written)."""
+    """What the run asks of this machine (:func:`labkit.run.validate.check_machine`), the packages its loggers need,
+    its dataset's files and its remote tracking server: refused here, before its directory is created (or, on a
+    resume, written)."""
     from labkit.run.validate import check_machine
 
     check_machine(cfg.trainer)
     check_logger_packages(cfg)
     check_data_files(cfg)
+    check_tracking_servers(cfg)
+
+
+def check_tracking_servers(cfg: DictConfig) -> None:
+    """An MLflow logger's remote ``tracking_uri`` (http/https) answers within its ``connect_timeout_s`` (null: not
+    asked): an unreachable server is refused here, in one paragraph naming the URI, before the run's folder exists.
+    A bad timeout value is left to the logger's own refusal."""
+    from labkit.core.servers import CONNECT_TIMEOUT_S, mlflow_server_error, remote
+
+    for node in (cfg.get("logger") or {}).values():
+        if not isinstance(node, DictConfig) or str(node.get("_target_", "")).rsplit(".", 1)[-1] != "MLFlowLogger":
+            continue
+        try:
+            uri, timeout = node.get("tracking_uri"), node.get("connect_timeout_s", CONNECT_TIMEOUT_S)
+        except Exception:  # an interpolation the pre-flight cannot resolve: the logger checks when it is built
+            continue
+        if not remote(uri) or isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            continue
+        error = mlflow_server_error(str(uri), float(timeout))
+        if error is not None:
+            raise error
 
 
 def check_logger_packages(cfg: DictConfig) -> None:

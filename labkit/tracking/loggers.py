@@ -26,13 +26,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import socket
-import ssl
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -49,10 +43,10 @@ from labkit.adapters import lightning as lightning_internals
 from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
 from labkit.core.errors import ConfigError, LabkitError
+from labkit.core.servers import CONNECT_TIMEOUT_S, TrackingServerError, mlflow_server_error, probe, shown
 
 log = logging.getLogger("labkit")
 
-CONNECT_TIMEOUT_S = 5.0
 # MLflow's own HTTP settings for a remote server unless the user set them: MLflow retries 7 times with a back-off
 # factor of 2 and waits 120 s per request by default, minutes per call once a server is gone
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -61,62 +55,6 @@ MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQ
 
 class MissingExtraError(LabkitError, ImportError):
     """An optional package is not installed."""
-
-
-class TrackingServerError(LabkitError):
-    """A tracking server (MLflow, W&B) does not answer before training starts."""
-
-
-# ----- tracking servers: checked once, then tolerated --------------------------------------------------------------
-def probe(url: str, timeout_s: float) -> str | None:
-    """None when the HTTP(S) server at ``url`` answers within ``timeout_s`` seconds (any HTTP status counts, and a
-    TLS certificate problem too: something is listening), else why not, in a few words. Asks ``url`` itself only
-    (``<url>/health``, MLflow's and many servers' cheap page), through the proxies the environment names, like the
-    clients do; the whole check, name lookup included, is bounded by ``timeout_s``."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]  # credentials in the URL are the client's business, not the probe's
-    target = urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
-    answer: list[str | None] = []
-
-    def ask() -> None:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(target, method="GET"), timeout=timeout_s) as r:
-                r.read(256)
-            answer.append(None)
-        except urllib.error.HTTPError:  # 404, 401, 503...: a server answered
-            answer.append(None)
-        except urllib.error.URLError as e:
-            reason = e.reason
-            if isinstance(reason, ssl.SSLError):
-                answer.append(None)
-            elif isinstance(reason, ConnectionRefusedError):
-                answer.append("connection refused")
-            elif isinstance(reason, socket.gaierror):
-                answer.append(f"unknown host ({reason.strerror or reason})")
-            elif isinstance(reason, (TimeoutError, socket.timeout)):
-                answer.append(f"no answer within {timeout_s:g} s")
-            else:
-                answer.append(str(reason))
-        except (TimeoutError, socket.timeout):
-            answer.append(f"no answer within {timeout_s:g} s")
-        except ssl.SSLError:
-            answer.append(None)
-        except Exception as e:  # a connection closed without an answer, ...
-            answer.append(f"{type(e).__name__}: {e}".rstrip(": "))
-
-    thread = threading.Thread(target=ask, name="labkit-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return answer[0] if answer else f"no answer within {timeout_s:g} s"
-
-
-def shown(url: str) -> str:
-    """``url`` as messages show it: a password in it masked."""
-    parts = urllib.parse.urlsplit(url)
-    user, at, host = parts.netloc.rpartition("@")
-    if at and ":" in user:
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
-    return url
 
 
 def _check_timeout(key: str, value) -> float | None:
@@ -282,20 +220,9 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
 
     @staticmethod
     def _check_server(uri: str, timeout: float) -> None:
-        started = time.monotonic()
-        why = probe(uri, timeout)
-        if why is None:
-            return
-        source = " (from the MLFLOW_TRACKING_URI environment variable)" if os.environ.get("MLFLOW_TRACKING_URI") == uri \
-            else ""
-        raise TrackingServerError(
-            f"logger=mlflow cannot reach the MLflow tracking server at {shown(uri)}{source}: {why} (after "
-            f"{time.monotonic() - started:.1f} s; labkit waits up to logger.mlflow.connect_timeout_s={timeout:g} s). "
-            "Nothing was trained. "
-            "Ways out: fix the address (logger.mlflow.tracking_uri=http://<host>:<port>, or MLFLOW_TRACKING_URI) or "
-            "start the server; use MLflow's local store instead (logger=mlflow without a tracking_uri and with "
-            "MLFLOW_TRACKING_URI unset writes a SQLite database under paths.log_dir/mlruns: mlflow ui "
-            "--backend-store-uri sqlite:///<log_dir>/mlruns/mlflow.db shows it); or log with logger=tensorboard")
+        error = mlflow_server_error(uri, timeout)
+        if error is not None:
+            raise error
 
     # every call that reaches the server, tolerated (_ServerLogging): the run is created on first use
     @property
@@ -492,6 +419,33 @@ def reopen(run_dir, cfg) -> list:
             log.warning("logger.%s: could not open the run's %s logger again (%s): its figures stay in the run's own "
                         "records only", key, key, _reason(what))
     return out
+
+
+def send_pictures(run_dir, cfg, pictures: dict[str, Path], step: int = 0, what: str = "figures") -> dict[str, int]:
+    """``pictures`` (``{"predictions/<time>/predictions.png": path}``) to the loggers the run ``run_dir`` was trained
+    with (``cfg``: its config.yaml), opened again with :func:`reopen` and closed after: TensorBoard images, artifacts
+    of its MLflow run, W&B images (:func:`labkit.run.pictures.send_figures`). Returns how many each logger got; a
+    logger that cannot be opened or reached is a warning, the files stay in the run directory whatever happens."""
+    from labkit.run.pictures import send_figures
+
+    if not pictures or not cfg.get("logger"):
+        return {}
+    loggers = reopen(run_dir, cfg)
+    sent: dict[str, int] = {}
+    try:
+        sent = send_figures(loggers, pictures, step=step)
+    except Exception as e:
+        log.warning("could not send the %s to the run's loggers (%s); they stay in %s", what, _reason(e), run_dir)
+    finally:
+        for lg in loggers:
+            try:
+                close(lg)
+            except Exception as e:
+                log.warning("could not close the %s logger: %s", type(lg).__name__, _reason(e))
+    if any(sent.values()):
+        log.info("the run's loggers got the %s: %s", what, ", ".join(
+            f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
+    return sent
 
 
 def close(lg) -> None:

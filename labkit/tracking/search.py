@@ -493,13 +493,37 @@ def counts(trial) -> bool:
 
 
 def tally(study) -> dict[str, int]:
-    """Counted trials by state (``complete``, ``pruned``, ``failed``, ``running``) and their ``total``."""
+    """Counted trials by state (``complete``, ``pruned``, ``failed``, ``running``) and their ``total``; and the failed
+    trials that do not count: ``abandoned`` (their process was gone) and ``discarded`` (asked beyond ``n_trials``
+    by a race, never run), outside the total."""
     out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0}
+    abandoned = discarded = 0
     for t in study.get_trials(deepcopy=False):
         if counts(t):
             out[state_name(t)] += 1
+        elif ABANDONED_ATTR in t.user_attrs:
+            abandoned += 1
+        elif DISCARDED_ATTR in t.user_attrs:
+            discarded += 1
     out["total"] = sum(out.values())
+    out.update(abandoned=abandoned, discarded=discarded)
     return out
+
+
+def size_line(n_trials: int, more: bool, cfg: DictConfig, dists: Mapping[str, Any]) -> str:
+    """The line said before the first trial: how many trials of how many epochs on which data, and the keys that
+    change it (``hparams_search=optuna`` alone is 10 trials x 15 epochs: minutes of work)."""
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if "trainer.max_epochs" in dists:
+        each = "epochs searched each"
+    elif isinstance(epochs, int) and epochs >= 0:
+        each = f"{epochs} epoch{'s' if epochs != 1 else ''} each"
+    else:
+        each = "no epoch limit each"
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None) or {}
+    data = choices.get("data") or OmegaConf.select(cfg, "data.name", default=None) or "the configured data"
+    return (f"search: {n_trials}{' more' if more else ''} trial{'s' if n_trials != 1 else ''} x {each} on {data} "
+            "(hydra.sweeper.n_trials / trainer.max_epochs to change)")
 
 
 def state_name(trial) -> str:

@@ -540,11 +540,9 @@ def build_summary(sweep_dir) -> dict:
 # ----- an Optuna search's study ---------------------------------------------------------------------------------
 def study_lines(study: dict) -> list[str]:
     """The lines about the search's study above the table: its trials by state, the best trial."""
-    tally = study.get("tally") or {}
-    states = ", ".join(f"{tally[s]} {s}" for s in ("complete", "pruned", "failed", "running") if tally.get(s))
-    lines = [f"study: {study.get('study_name')} ({study.get('storage')}): {tally.get('total', 0)} of "
-             f"{study.get('n_trials')} trials" + (f" ({states})" if states else "")
-             + f"; pruner {study.get('pruner')} on {study.get('monitor')}"]
+    lines = [f"study: {study.get('study_name')} ({study.get('storage')}): "
+             f"{tally_text(study.get('tally') or {}, study.get('n_trials'))}"
+             f"; pruner {study.get('pruner')} on {study.get('monitor')}"]
     best = study.get("best")
     if best:
         params = " ".join(f"{k}={fmt(v)}" for k, v in (best.get("params") or {}).items())
@@ -553,6 +551,18 @@ def study_lines(study: dict) -> list[str]:
     else:
         lines.append("best trial: none yet (no complete trial)")
     return lines
+
+
+def tally_text(tally: dict, n_trials: Any, verb: str = "") -> str:
+    """``18 of 18 trials (12 complete, 5 pruned, 1 failed)``: the trials counted towards ``n_trials`` by state, and
+    the failed ones that do not count (their process was gone, or a race asked them beyond ``n_trials``)."""
+    states = ", ".join(f"{tally[s]} {s}" for s in ("complete", "pruned", "failed", "running") if tally.get(s))
+    text = f"{tally.get('total', 0)} of {n_trials} trials{' ' + verb if verb else ''}" + (f" ({states})" if states
+                                                                                             else "")
+    extra = [f"{tally['abandoned']} failed as their process was gone" if tally.get("abandoned") else "",
+             f"{tally['discarded']} discarded unrun (asked beyond n_trials)" if tally.get("discarded") else ""]
+    extra = [e for e in extra if e]
+    return text + (f", and not counted: {', '.join(extra)}" if extra else "")
 
 
 def study_rows(study: dict, sweep_dir: Path) -> tuple[list[dict], list[str]]:
