@@ -29,8 +29,16 @@ def store() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
+    held: dict[str, list[str]] = {}
     for cls in load_all().values():
-        cs.store(group=f"schema/{cls.schema_group}", name=cls.__name__, node=cls)
+        group = f"schema/{cls.schema_group}"
+        if group not in held:
+            try:
+                held[group] = cs.list(group)
+            except OSError:  # (ConfigStore says IOError) not stored yet, or the store was cleared
+                held[group] = []
+        if f"{cls.__name__}.yaml" not in held[group]:  # each store builds the structured config: 5 ms each, so
+            cs.store(group=group, name=cls.__name__, node=cls)  # Hydra's second call (its plugin scan) costs nothing
 
 
 def of(target: str):
