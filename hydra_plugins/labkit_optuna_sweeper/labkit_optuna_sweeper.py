@@ -10,7 +10,6 @@ This module is imported by Hydra's plugin scan on every run: it imports neither 
 """
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -286,21 +285,22 @@ class LabkitOptunaSweeper(Sweeper):
 
         from labkit.adapters.hydra import failed_job_exception
         from labkit.adapters.optuna import stored_user_attrs
-        from labkit.core.files import read_json
+        from labkit.core.values import finite
+        from labkit.run import directory
         from labkit.tracking import search
 
         run_dir = self._job_dir(ret)
         self.jobs[run_dir.name] = trial.number
         try:
-            metrics = read_json(run_dir / "metrics.json")
+            metrics = directory.read_metrics(run_dir, strict=True)
         except (OSError, ValueError):
             metrics = {}
         status = metrics.get("status")
         value = ret.return_value if ret.status == JobStatus.COMPLETED else None
-        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        complete = finite(value)
         reported_pruned = stored_user_attrs(study, trial).get(search.PRUNED_ATTR)  # the job's reporter wrote it
         trial.set_user_attr(search.RUN_DIR_ATTR, str(run_dir))
-        if status == "ok" and finite:
+        if status == "ok" and complete:
             study.tell(trial, float(value))
             log.info("trial %d (job %s): complete, %s = %.4g", trial.number, run_dir.name, self.metric, value)
             return
@@ -328,6 +328,7 @@ class LabkitOptunaSweeper(Sweeper):
         trial) and Optuna's plots, beside the sweep summary."""
         from labkit.core.files import write_json
         from labkit.tracking import search
+        from labkit.tracking.summary import STUDY_FILE
 
         best = search.best_trial(study)
         plots, notes = search.write_plots(study, self.sweep_dir)
@@ -336,7 +337,7 @@ class LabkitOptunaSweeper(Sweeper):
                   "pruner": search.pruner_name(self.pruner), "n_trials": self.n_trials, "tally": search.tally(study),
                   "jobs": self.jobs, "plots": plots, "notes": notes, "trials": search.study_rows(study),
                   "best": {"number": best.number, "value": best.value, "params": best.params} if best else None}
-        write_json(self.sweep_dir / search.STUDY_FILE, record)
+        write_json(self.sweep_dir / STUDY_FILE, record)
         results: Dict[str, Any] = {"name": "optuna", "study_name": self.name,
                                    "storage": search.storage_label(self.storage_spec)}
         if best is not None:

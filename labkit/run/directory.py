@@ -1,8 +1,17 @@
-"""Run directories: unique names, the saved config, relative paths, checkpoint lookup, and the lock that lets one
-process at a time write a run."""
+"""Run directories: unique names, relative paths, checkpoint lookup, and the one owner of a run's own files.
+
+This module alone reads and writes the files a run keeps about itself (everything else asks it):
+``config.yaml`` (:func:`save_config`, :func:`load_config`, :func:`read_saved_config`, :func:`config_digest`),
+``metrics.json`` (:func:`read_metrics`, :func:`write_metrics`, whose ``status`` is one of :data:`STATUSES`),
+``resume_failed.json`` (:func:`add_resume_failure`, :func:`read_resume_failures`), ``provenance.json``
+(:func:`read_provenance`, :func:`write_provenance`; what goes into it is :mod:`labkit.run.provenance`'s) and the lock
+``.labkit.lock`` (:func:`claim`, :func:`check_unclaimed`). :func:`is_run_dir` says whether a folder holds a run (its
+``config.yaml``); :func:`has_record` whether it holds a run's record of any kind (also a sweep job refused before it
+started, which has only ``metrics.json``)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -12,11 +21,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.files import atomic_write_text, read_json
+from labkit.core.files import atomic_write_text, read_json, write_json
 from labkit.run import ranks
 
 try:
@@ -33,7 +43,18 @@ class RunNotFoundError(LabkitError, FileNotFoundError):
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+RESUME_FAILED_FILE = "resume_failed.json"
+PROVENANCE_FILE = "provenance.json"
 CKPT_DIR = "checkpoints"
+
+#: what a run's metrics.json says about its last session: ``ok`` (finished), ``failed`` (an error, or refused before
+#: it started: then also ``refused: true``), or stopped on purpose (:class:`labkit.core.errors.RunStopped`'s
+#: ``status``): ``stopped``, ``pruned`` (a search's pruner), ``preempted`` (SIGTERM/SIGUSR1 of a scheduler),
+#: ``interrupted`` (Ctrl-C). A folder without metrics.json has no status (a run still going, or killed).
+Status = Literal["ok", "failed", "stopped", "pruned", "preempted", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(Status)
+#: statuses of a run a requeued job continues (None: no metrics.json yet)
+UNFINISHED = (None, "preempted", "interrupted")
 
 
 def _unset(value) -> bool:
@@ -108,7 +129,20 @@ def _swept_keys() -> set[str]:
 
 
 def is_run_dir(path) -> bool:
+    """A folder that holds a run: its ``config.yaml`` (written before training starts)."""
     return (Path(path) / CONFIG_FILE).is_file()
+
+
+def has_metrics(run_dir) -> bool:
+    """The run's ``metrics.json`` exists (whether or not it can be read)."""
+    return (Path(run_dir) / METRICS_FILE).exists()
+
+
+def has_record(path) -> bool:
+    """A folder that holds a run's record of any kind: a run (:func:`is_run_dir`), or a sweep job refused before it
+    started (only its ``metrics.json``, ``status: failed``)."""
+    path = Path(path)
+    return path.is_dir() and (is_run_dir(path) or (path / METRICS_FILE).is_file())
 
 
 def has_checkpoint(run_dir) -> bool:
@@ -128,11 +162,11 @@ def _recorded_start(run: Path) -> float | None:
 
     texts = []
     try:
-        sessions = read_json(run / "provenance.json").get("sessions") or []
+        sessions = read_provenance(run).get("sessions") or []
         texts.append(sessions[0].get("started") if sessions else None)
-    except (OSError, ValueError, AttributeError):
+    except AttributeError:
         pass
-    texts.append(read_metrics(run).get("started") if (run / METRICS_FILE).is_file() else None)
+    texts.append(read_metrics(run).get("started"))
     for text in texts:
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             return float(text)
@@ -288,6 +322,32 @@ def resolve_run(path, key: str = "run") -> tuple[Path, Path | None]:
     return p, None
 
 
+def read_saved_config(run_dir) -> DictConfig | None:
+    """The run's ``config.yaml`` as it was written (paths relative to the run, nothing rebased: what tables of runs
+    compare); None when there is none, or a warning naming it and None when it is damaged (one bad run must not hide
+    the others)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # any YAML or OmegaConf error: a damaged file must not hide the other runs
+        log.warning("cannot read %s: %s", path, e)
+        return None
+
+
+def read_config_text(run_dir) -> str:
+    """The text of the run's ``config.yaml`` (raises OSError when there is none)."""
+    return (Path(run_dir) / CONFIG_FILE).read_text()
+
+
+def config_digest(run_dir) -> str | None:
+    """The sha256 of the run's ``config.yaml`` as it is now (None when there is none): what metrics.json and
+    provenance.json record of the config a session trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def relative_to_run(path, run_dir) -> str | None:
     """``path`` as stored in metrics.json: relative to the run directory when inside it."""
     if not path:
@@ -315,6 +375,57 @@ def read_metrics(run_dir, strict: bool = False) -> dict:
         log.warning("cannot read %s: %s", path, e)
         return {}
     return metrics if isinstance(metrics, dict) else {}
+
+
+def check_status(status: Any) -> Status:
+    """``status`` when it is one labkit writes (:data:`STATUSES`), else a ValueError that names the known ones."""
+    if status not in STATUSES:
+        raise ValueError(f"{status!r} is not a run status labkit writes to {METRICS_FILE}: it is one of "
+                         f"{', '.join(STATUSES)}")
+    return status
+
+
+def read_status(run_dir, strict: bool = False) -> str | None:
+    """The ``status`` the run's metrics.json records (None without one); read back as written, so that an old or
+    hand-edited record still shows what it says."""
+    status = read_metrics(run_dir, strict=strict).get("status")
+    return None if status is None else str(status)
+
+
+def write_metrics(run_dir, record: dict[str, Any]) -> Path:
+    """Write the run's ``metrics.json`` (atomically); its ``status`` must be one of :data:`STATUSES`."""
+    check_status(record.get("status"))
+    path = Path(run_dir) / METRICS_FILE
+    write_json(path, record)
+    return path
+
+
+def read_resume_failures(run_dir) -> list[dict[str, Any]]:
+    """The failed resumes ``resume_failed.json`` records, oldest first ([] without one)."""
+    path = Path(run_dir) / RESUME_FAILED_FILE
+    return list(read_json(path).get("attempts", [])) if path.exists() else []
+
+
+def add_resume_failure(run_dir, entry: dict[str, Any]) -> Path:
+    """Add a failed resume to ``resume_failed.json`` (the finished run's metrics.json is kept as it was)."""
+    check_status(entry.get("status"))
+    path = Path(run_dir) / RESUME_FAILED_FILE
+    write_json(path, {"attempts": [*read_resume_failures(run_dir), entry]})
+    return path
+
+
+def read_provenance(run_dir) -> dict[str, Any]:
+    """The run's ``provenance.json`` ({} when it has none or it cannot be read: runs of labkit versions before it)."""
+    path = Path(run_dir) / PROVENANCE_FILE
+    try:
+        return read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_provenance(run_dir, record: dict[str, Any]) -> None:
+    """Write the run's ``provenance.json`` (atomically)."""
+    write_json(Path(run_dir) / PROVENANCE_FILE, record)
 
 
 def recorded_best(run_dir) -> Path | None:

@@ -16,7 +16,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.files import read_json
 from labkit.run import directory, pictures, ranks, records, tuning, validate
 from labkit.run import plan as planning
 from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunClock, SignalsAsSigterm
@@ -74,7 +73,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     """Train, test the best checkpoint and record the run (returns metrics.json); all that can refuse it is built first."""
     if plan.nothing_to_do:
         log.warning("%s", plan.nothing_to_do)
-        return read_json(plan.run_dir / directory.METRICS_FILE)
+        return directory.read_metrics(plan.run_dir, strict=True)
     clock = RunClock()
     try:
         data, task, init_report = build(plan)  # a model that cannot work on the data is refused here, nothing written

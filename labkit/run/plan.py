@@ -19,7 +19,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from labkit.core import checks
 from labkit.core.errors import ConfigError
-from labkit.core.files import read_json
 from labkit.run import directory, startup
 from labkit.run.startup import RESUME_DRIVING, RESUME_FIXED, covers, resume_key_allowed  # noqa: F401
 from labkit.run.validate import check_required, validate
@@ -160,8 +159,7 @@ def _reproduction(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig
     """The config a ``reproduce=<run>`` runs: the finished run's own (its seed included), where it runs taken from
     this command line (``paths``, devices, workers, loggers), with ``reproduces`` naming the original."""
     run_dir, _ = directory.resolve_run(cfg.reproduce, key="reproduce")
-    metrics = run_dir / directory.METRICS_FILE
-    status = read_json(metrics).get("status") if metrics.is_file() else None
+    status = directory.read_status(run_dir, strict=True)
     if status != "ok":
         raise ConfigError(f"reproduce={cfg.reproduce}: {run_dir} has not finished ({directory.METRICS_FILE} says "
                           f"{status or 'nothing'}), so it has no figures to reproduce; finish it first with "
@@ -219,9 +217,8 @@ def _continue(cfg: DictConfig, overrides: Sequence[str]) -> tuple[DictConfig, Re
     with open_dict(saved):
         saved.resume = str(run_dir)
     max_epochs = OmegaConf.select(saved, "trainer.max_epochs", default=None)
-    metrics = run_dir / directory.METRICS_FILE
     finished = None
-    if metrics.is_file() and read_json(metrics).get("status") == "ok" and done is not None and \
+    if directory.read_status(run_dir, strict=True) == "ok" and done is not None and \
             isinstance(max_epochs, int) and 0 <= max_epochs <= done and \
             OmegaConf.select(saved, "trainer.max_steps", default=-1) in (-1, None):
         finished = (f"resume={cfg.resume}: the run {run_dir} has finished {done} epochs and trainer.max_epochs="
@@ -265,21 +262,17 @@ def _init_source(source) -> Path | None:
 
 
 # ----- a requeued job -----------------------------------------------------------------------------------------------
-UNFINISHED = (None, "preempted", "interrupted")  # metrics.json status of a run a requeued job continues (None: none)
-
-
 def continuation(plan: Plan) -> Plan | None:
     """The plan of a requeued job (SLURM, submitit), which starts again in its own directory: when that directory
     holds an unfinished run of the same experiment (a checkpoint, and a metrics.json that is missing or says
     preempted/interrupted), continue it from its last checkpoint; None when there is nothing to continue. A command
     line that asks for another experiment in that directory is refused (its settings would be silently ignored)."""
     run_dir = plan.run_dir
-    metrics = run_dir / directory.METRICS_FILE
     startup.refuse_reuse(run_dir, plan.cfg)  # a finished (or failed) run's record is never trained over
     if not directory.is_run_dir(run_dir) or not directory.has_checkpoint(run_dir):
         return None
-    status = read_json(metrics).get("status") if metrics.is_file() else None
-    if status not in UNFINISHED:
+    status = directory.read_status(run_dir, strict=True)
+    if status not in directory.UNFINISHED:
         return None
     change = _first_change(plan.cfg, directory.load_config(run_dir), plan.overrides, resume_key_allowed)
     if change is not None:

@@ -26,8 +26,8 @@ from typing import Any
 
 from labkit.core import files
 from labkit.core.fingerprint import Fingerprints
+from labkit.run import directory
 
-PROVENANCE_FILE = "provenance.json"
 DIFF_FILE = "provenance.diff"
 DIFF_LIMIT = 1 << 20
 PACKAGES = ("labkit", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "scikit-learn",
@@ -116,42 +116,34 @@ def session(run_dir: Path, trainer, datamodule, cache_dir) -> dict[str, Any]:
             "argv": sys.argv[1:]}
 
 
-def read(run_dir) -> dict[str, Any]:
-    path = Path(run_dir) / PROVENANCE_FILE
-    try:
-        return files.read_json(path) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def start(run_dir: Path, trainer, datamodule, cache_dir) -> dict[str, Any]:
     """Append this session to ``provenance.json``; returns it."""
-    record = read(run_dir)
+    record = directory.read_provenance(run_dir)
     entry = session(run_dir, trainer, datamodule, cache_dir)
     record["sessions"] = [*record.get("sessions", []), entry]
-    files.write_json(Path(run_dir) / PROVENANCE_FILE, record)
+    directory.write_provenance(run_dir, record)
     return entry
 
 
 def finish(run_dir: Path, status: str) -> None:
     """The end time and outcome of this (the last) session."""
-    record = read(run_dir)
+    record = directory.read_provenance(run_dir)
     if record.get("sessions"):
         record["sessions"][-1].update(ended=time.strftime("%Y-%m-%d %H:%M:%S"), status=status)
-        files.write_json(Path(run_dir) / PROVENANCE_FILE, record)
+        directory.write_provenance(run_dir, record)
 
 
 def note(run_dir: Path, **facts: Any) -> None:
     """Add ``facts`` to this (the last) session's record, e.g. ``loggers``: each logger's run (MLflow's run id)."""
-    record = read(run_dir)
+    record = directory.read_provenance(run_dir)
     if record.get("sessions"):
         record["sessions"][-1].update(facts)
-        files.write_json(Path(run_dir) / PROVENANCE_FILE, record)
+        directory.write_provenance(run_dir, record)
 
 
 def latest(run_dir) -> dict[str, Any]:
     """The last session's record ({} for runs of labkit versions before provenance)."""
-    sessions = read(run_dir).get("sessions") or []
+    sessions = directory.read_provenance(run_dir).get("sessions") or []
     return sessions[-1] if sessions else {}
 
 

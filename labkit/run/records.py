@@ -26,8 +26,6 @@ from labkit.run.plan import Plan, override_keys, plain
 
 log = logging.getLogger("labkit")
 
-RESUME_FAILED_FILE = "resume_failed.json"
-
 
 # ----- config.yaml --------------------------------------------------------------------------------------------------
 def start(plan: Plan, trainer, data, loggers=()) -> None:
@@ -133,8 +131,8 @@ def best_checkpoint_callback(trainer):
 def finish(run_dir: Path, figures: dict[str, Any]) -> None:
     """Close this session's provenance entry, then write metrics.json: the last file of a finished session."""
     provenance.finish(run_dir, "ok")
-    figures[startup.DIGEST_KEY] = startup.digest(Path(run_dir) / directory.CONFIG_FILE)  # what it trained with
-    files.write_json(Path(run_dir) / directory.METRICS_FILE, figures)
+    figures[startup.DIGEST_KEY] = directory.config_digest(run_dir)  # what it trained with
+    directory.write_metrics(run_dir, figures)
     log.info("run directory: %s", run_dir)
 
 
@@ -178,12 +176,10 @@ def failed(plan: Plan, exc: BaseException) -> None:
         run_dir = plan.run_dir
         entry = _entry(exc, plan.overrides)
         provenance.finish(run_dir, entry["status"])
-        if plan.resume is not None or (run_dir / directory.METRICS_FILE).exists():
-            path = run_dir / RESUME_FAILED_FILE
-            history = files.read_json(path).get("attempts", []) if path.exists() else []
-            files.write_json(path, {"attempts": [*history, entry]})
+        if plan.resume is not None or directory.has_metrics(run_dir):
+            directory.add_resume_failure(run_dir, entry)
         else:
-            files.write_json(run_dir / directory.METRICS_FILE, entry)
+            directory.write_metrics(run_dir, entry)
     except Exception:  # the original error matters more
         log.exception("could not record the failure")
 
@@ -205,10 +201,10 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], disca
     if discard:
         _discard(out)
         return
-    if not out.is_dir() or (out / directory.METRICS_FILE).exists() or not os.access(out, os.W_OK):
+    if not out.is_dir() or directory.has_metrics(out) or not os.access(out, os.W_OK):
         return
     try:
-        files.write_json(out / directory.METRICS_FILE, {**_entry(exc, overrides), "refused": True})
+        directory.write_metrics(out, {**_entry(exc, overrides), "refused": True})
     except Exception:
         log.exception("could not record the refusal")
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.files import atomic_write_text, read_json
+from labkit.core.files import atomic_write_text
 from labkit.run import directory
 
 TRAINED_CONFIG = ".config.trained.yaml"  # the config.yaml a run trained with, as written (for the differing keys)
 DIGEST_KEY = "config_sha256"
-UNFINISHED = (None, "preempted", "interrupted")  # a record a requeued job continues (None: none yet)
 
 # the optional package each logger class needs (Lightning's own loggers included), by class name
 LOGGER_PACKAGES = {"MLFlowLogger": "mlflow", "WandbLogger": "wandb", "CometLogger": "comet_ml",
@@ -129,7 +129,7 @@ def recorded_status(run_dir: Path) -> str | None:
     if not metrics or metrics.get("refused"):
         return None
     status = metrics.get("status")
-    return None if status in UNFINISHED else str(status)
+    return None if status in directory.UNFINISHED else str(status)
 
 
 def _experiment_keys(a, b) -> list[str]:
@@ -214,7 +214,7 @@ def record_config(run_dir: Path) -> str:
     """Keep a copy of the ``config.yaml`` this session trains with and return its sha256 (metrics.json and
     provenance.json record it)."""
     run_dir = Path(run_dir)
-    text = (run_dir / directory.CONFIG_FILE).read_text()
+    text = directory.read_config_text(run_dir)
     atomic_write_text(run_dir / TRAINED_CONFIG, text)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -224,8 +224,8 @@ def recorded_digests(run_dir: Path) -> set[str]:
     after writing its config.yaml recorded its own digest there, not yet in metrics.json)."""
     found = {str(d) for d in [directory.read_metrics(run_dir).get(DIGEST_KEY)] if d}
     try:
-        sessions = read_json(Path(run_dir) / "provenance.json").get("sessions") or []
-    except (OSError, ValueError, AttributeError):
+        sessions = directory.read_provenance(run_dir).get("sessions") or []
+    except AttributeError:
         sessions = []
     found |= {str(s[DIGEST_KEY]) for s in sessions if isinstance(s, dict) and s.get(DIGEST_KEY)}
     return found
@@ -251,16 +251,17 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
     that recorded no digest (labkit before 0.x) are read as they are."""
     run_dir = Path(run_dir)
     recorded = recorded_digests(run_dir)
-    path, copy = run_dir / directory.CONFIG_FILE, run_dir / TRAINED_CONFIG
-    if not recorded or not path.is_file():
+    path, copy = f"{run_dir}/{directory.CONFIG_FILE}", run_dir / TRAINED_CONFIG
+    now = directory.config_digest(run_dir)
+    if not recorded or now is None:
         return
     if copy.is_file():
         recorded.add(digest(copy))  # written by labkit only, beside each config.yaml a session trains with
-    if digest(path) in recorded:
+    if now in recorded:
         return
     if copy.is_file():
         try:
-            keys = _experiment_keys(OmegaConf.load(copy), OmegaConf.load(path))
+            keys = _experiment_keys(OmegaConf.load(copy), OmegaConf.load(io.StringIO(directory.read_config_text(run_dir))))
         except Exception:
             keys = ["(config.yaml cannot be read)"]
         if not keys:
@@ -278,10 +279,8 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
 # ----- a resumed run's tracking runs ---------------------------------------------------------------------------------
 def recorded_logger_runs(run_dir: Path) -> dict[str, str]:
     """Each logger class's run id that the run's sessions recorded in provenance.json (the newest wins)."""
-    from labkit.run import provenance
-
     found: dict[str, str] = {}
-    for session in provenance.read(run_dir).get("sessions") or []:
+    for session in directory.read_provenance(run_dir).get("sessions") or []:
         if isinstance(session, dict):
             found.update(session.get("loggers") or {})
     return found

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import os
 import re
 import sys
@@ -24,18 +23,19 @@ from omegaconf import OmegaConf
 from labkit.core import console
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.files import atomic_write_text, save_figure
+from labkit.core.values import finite
 from labkit.run import provenance
+from labkit.run.directory import has_record
 from labkit.tracking.summary import (
     RunRecord,
     cell_text,
     common_folder,
     csv_text,
     fitted_table,
-    flatten,
+    flat_config,
     headline_columns,
     informative_columns,
     internal_setting,
-    is_run_dir,
     load_record,
     monitor_of,
     print_summary,
@@ -89,10 +89,10 @@ def collect(args: list[str]) -> tuple[list[tuple[Path, str]], list[Path]]:
                 raise _not_a_run(path, "does not exist")
             if path.is_file():
                 run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-                if not is_run_dir(run):
+                if not has_record(run):
                     raise _not_a_run(path, "is a file outside any run directory")
                 add(run, run.name)
-            elif is_run_dir(path):
+            elif has_record(path):
                 add(path, _label(path))
             else:
                 jobs = sweep_jobs(path)
@@ -174,7 +174,7 @@ def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]
     (:func:`~labkit.tracking.summary.unused_settings`), or an argument of another model, data set or task class than
     the run's own, is blank for that run and does not make a column.
     """
-    flat = [flatten(OmegaConf.to_container(r.config, resolve=False)) if r.config is not None else {} for r in records]
+    flat = [flat_config(OmegaConf.to_container(r.config, resolve=False)) if r.config is not None else {} for r in records]
     unused = [unused_settings(f, r.target) for f, r in zip(flat, records)]
     for f, off in zip(flat, unused):
         for key in off:
@@ -219,13 +219,9 @@ def differing_settings(records: list[RunRecord]) -> tuple[list[str], list[dict]]
     return differ, flat
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def final_and_best(record: RunRecord, history: list[dict], metric: str, mode: str) -> tuple[Any, Any]:
     """The metric's value at the last epoch and its best value (metrics.json, else the per-epoch history)."""
-    values = [r[metric] for r in history if _finite(r.get(metric))]
+    values = [r[metric] for r in history if finite(r.get(metric))]
     final = record.metrics.get(metric, values[-1] if values else None)
     best = record.metrics.get(f"best_{metric}")
     if best is None and values:
@@ -359,7 +355,7 @@ def plot_validation_curves(labels: list[str], histories: list[list[dict]], metri
     kinds = kinds or ["loss"] * len(histories)
     panels: list[tuple[str, str | None]] = []
     for m in metrics:
-        drawn = [k for h, k in zip(histories, kinds) if any(_finite(r.get(m)) for r in h)]
+        drawn = [k for h, k in zip(histories, kinds) if any(finite(r.get(m)) for r in h)]
         if m.split("/")[-1] == "loss" and len(set(drawn)) > 1:
             panels += [(m, k) for k in dict.fromkeys(drawn)]
         elif drawn:
@@ -381,7 +377,7 @@ def plot_validation_curves(labels: list[str], histories: list[list[dict]], metri
         for label, hist, k in zip(labels, histories, kinds):
             if kind is not None and k != kind:
                 continue
-            pts = [(r[column] / scale, r[metric]) for r in hist if _finite(r.get(metric)) and _finite(r.get(column))]
+            pts = [(r[column] / scale, r[metric]) for r in hist if finite(r.get(metric)) and finite(r.get(column))]
             if pts:
                 ax.plot(*zip(*pts), "-o", markersize=3, label=label)
         ax.set_xlabel(xlabel)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from labkit.core.files import atomic_write_text, save_figure
+from labkit.core.values import finite
 
 log = logging.getLogger("labkit")
 
@@ -236,7 +236,7 @@ def curve_panels(rows: list[dict], monitor: str) -> list[str]:
     names: list[str] = []
     for row in rows:
         for key, value in row.items():
-            if key.startswith(("train/", "val/")) and _finite(value):
+            if key.startswith(("train/", "val/")) and finite(value):
                 name = key.split("/", 1)[1]
                 if name not in names:
                     names.append(name)
@@ -266,7 +266,7 @@ def plot_learning_curves(rows: list[dict], monitor: str, path) -> Path | None:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, panels):
         for stage, style in (("train", "-o"), ("val", "-s")):
-            pts = [(r["epoch"], r[f"{stage}/{metric}"]) for r in rows if _finite(r.get(f"{stage}/{metric}"))]
+            pts = [(r["epoch"], r[f"{stage}/{metric}"]) for r in rows if finite(r.get(f"{stage}/{metric}"))]
             if pts:
                 ax.plot(*zip(*pts), style, label=f"{stage}/{metric}", markersize=3)
         ax.set_xlabel("epoch")
@@ -277,7 +277,3 @@ def plot_learning_curves(rows: list[dict], monitor: str, path) -> Path | None:
         ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -44,6 +44,7 @@ from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.servers import CONNECT_TIMEOUT_S, TrackingServerError, mlflow_server_error, probe, shown
+from labkit.core.values import flatten
 
 log = logging.getLogger("labkit")
 
@@ -254,7 +255,7 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         plain = vars(params) if hasattr(params, "__dict__") and not isinstance(params, dict) else params
         if OmegaConf.is_config(plain):
             plain = OmegaConf.to_container(plain, resolve=True)
-        flat = flatten(dict(plain or {}))  # (only the keys are compared)
+        flat = flatten(dict(plain or {}), "/", _param)  # (only the keys are compared)
         return {k: v for k, v in flat.items() if k[:250] not in held}
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:
@@ -392,10 +393,10 @@ def reopen(run_dir, cfg) -> list:
     from hydra.utils import get_class, instantiate
     from omegaconf import DictConfig
 
-    from labkit.run import provenance
+    from labkit.run import directory
 
     recorded: dict[str, str] = {}
-    for session in provenance.read(run_dir).get("sessions") or []:
+    for session in directory.read_provenance(run_dir).get("sessions") or []:
         recorded.update(session.get("loggers") or {})  # the last session that finished names the run of its figures
     out = []
     for key, node in (cfg.get("logger") or {}).items():
@@ -461,16 +462,10 @@ def close(lg) -> None:
         run.finish()
 
 
-def flatten(d: Any, prefix: str = "", out: dict | None = None) -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``; lists become strings; values longer than 250 characters are cut."""
-    out = {} if out is None else out
-    if isinstance(d, dict):
-        for k, v in d.items():
-            flatten(v, f"{prefix}/{k}" if prefix else str(k), out)
-    else:
-        v = d if isinstance(d, (int, float, bool, str)) or d is None else str(d)
-        out[prefix] = v[:250] if isinstance(v, str) else v
-    return out
+def _param(d: Any) -> Any:
+    """A logged parameter's value: lists become strings; values longer than 250 characters are cut."""
+    v = d if isinstance(d, (int, float, bool, str)) or d is None else str(d)
+    return v[:250] if isinstance(v, str) else v
 
 
 class RunSummary(pl.Callback):
@@ -485,17 +480,17 @@ class RunSummary(pl.Callback):
         if not trainer.loggers or not trainer.is_global_zero:
             return
         run_dir = Path(trainer.default_root_dir)
-        if not (run_dir / "config.yaml").exists():
+        from labkit.run import directory
+
+        if not directory.is_run_dir(run_dir):
             return
         from omegaconf import OmegaConf
-
-        from labkit.run import directory
 
         # the settings as they apply to this run (interpolations resolved: a logger may re-parse strings, and a
         # cut "${paths.output_dir}" is no valid interpolation); the resume history is a record, not a setting
         config = OmegaConf.to_container(directory.load_config(run_dir), resolve=True)
         config.pop("resume_history", None)
-        params = flatten({"config": config})
+        params = flatten({"config": config}, "/", _param)
         for lg in trainer.loggers:
             lg.log_hyperparams(params)
 

@@ -21,8 +21,8 @@ def figures(metrics: dict[str, Any]) -> dict[str, float]:
 def compare(original: Path, new: Path, tolerance: float = 0.0) -> dict[str, Any]:
     """Every figure of the original's metrics.json beside the reproduction's: equal, within ``tolerance`` (absolute)
     or different; and the provenance facts that differ."""
-    a = figures(files.read_json(Path(original) / directory.METRICS_FILE))
-    b = figures(files.read_json(Path(new) / directory.METRICS_FILE))
+    a = figures(directory.read_metrics(original, strict=True))
+    b = figures(directory.read_metrics(new, strict=True))
     rows = []
     for key in sorted(set(a) | set(b)):
         x, y = a.get(key), b.get(key)

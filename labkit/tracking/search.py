@@ -36,10 +36,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from labkit.adapters.optuna import set_trial_user_attr
 from labkit.core import checks
 from labkit.core.errors import ConfigError, RunStopped
+from labkit.core.values import flatten
 
 log = logging.getLogger("labkit")
 
-STUDY_FILE = "study.json"
 RESULTS_FILE = "optimization_results.yaml"
 PLOT_FILES = {"history": "optuna_history.png", "importances": "optuna_importances.png", "slice": "optuna_slice.png"}
 # trial user attributes the sweeper and the reporter write (all start with labkit_)
@@ -194,15 +194,6 @@ def make_pruner(spec, args: Mapping | None = None):
 
 
 # ----- the search space ---------------------------------------------------------------------------------------------
-def _flatten(node: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for key, value in node.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out += _flatten(value, full + ".")
-        else:
-            out.append((full, value))
-    return out
 
 
 def _space_error(text: str, why: str, example: str) -> ConfigError:
@@ -260,7 +251,7 @@ def search_space(params: Mapping | None, arguments: Sequence[str] = ()) -> tuple
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    texts = [f"{k}={v}" for k, v in _flatten(_plain(params) or {})] + [str(a) for a in arguments]
+    texts = [f"{k}={v}" for k, v in flatten(_plain(params) or {}).items()] + [str(a) for a in arguments]
     entries: dict[str, tuple[str, Any]] = {}  # key -> (text, distribution or None for a fixed override)
     for text in texts:
         try:

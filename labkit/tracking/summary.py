@@ -29,13 +29,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from labkit.core.files import atomic_write_text, read_json, save_figure
+from labkit.core.values import finite
+from labkit.core.values import flatten as _flatten
 from labkit.run import provenance
-from labkit.run.directory import CONFIG_FILE, METRICS_FILE, read_metrics
+from labkit.run.directory import has_record, read_metrics, read_saved_config
 
 log = logging.getLogger("labkit")
 
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
-STUDY_FILE = "study.json"  # an Optuna search's record (labkit.tracking.search.STUDY_FILE)
+STUDY_FILE = "study.json"  # an Optuna search's record in its sweep folder (labkit.tracking.search writes it)
 # overrides a sweeper adds to each job that are not settings of the run (the Optuna trial's reporter callback)
 HIDDEN_OVERRIDES = ("callbacks.optuna_trial",)
 # statuses of a finished job that are not failures
@@ -109,16 +111,14 @@ USED_ONLY_WHEN = (
 )
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``{"a.b.c": value}``; lists as one ``[x,y]`` value."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(node, list):
-        return {prefix[:-1]: "[" + ",".join(fmt(x) if not isinstance(x, (dict, list)) else str(x) for x in node) + "]"}
-    return {prefix[:-1]: node}
+def _list_cell(value: Any) -> Any:
+    return "[" + ",".join(fmt(x) if not isinstance(x, (dict, list)) else str(x) for x in value) + "]" \
+        if isinstance(value, list) else value
+
+
+def flat_config(node: Any) -> dict[str, Any]:
+    """A nested config (a run's, for tables of runs) as ``{"a.b.c": value}``; lists as one ``[x,y]`` value."""
+    return _flatten(node, ".", _list_cell)
 
 
 def internal_setting(key: str) -> bool:
@@ -204,10 +204,10 @@ def derivable(rows: list[dict], col: str, shown: list[str]) -> bool:
     def same(a, b) -> bool:
         if a in (None, "") or b in (None, ""):
             return a in (None, "") and b in (None, "")
-        return _finite(a) and _finite(b) and abs(a - b) < 1e-6
+        return finite(a) and finite(b) and abs(a - b) < 1e-6
     if col.endswith("/error") and col[:-len("error")] + "acc" in shown:
         acc = col[:-len("error")] + "acc"
-        return all(same(r.get(col), 1.0 - r[acc] if _finite(r.get(acc)) else None) for r in rows)
+        return all(same(r.get(col), 1.0 - r[acc] if finite(r.get(acc)) else None) for r in rows)
     if col == "epochs" and "trainer.max_epochs" in shown:
         return all(same(r.get(col), r.get("trainer.max_epochs")) for r in rows)
     return False
@@ -305,19 +305,9 @@ class RunRecord:
         return found.get(name) if isinstance(found, dict) else None
 
 
-def is_run_dir(path) -> bool:
-    path = Path(path)
-    return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file())
-
-
 def load_record(run_dir) -> RunRecord:
     run_dir = Path(run_dir)
-    config = None
-    if (run_dir / CONFIG_FILE).is_file():
-        try:
-            config = OmegaConf.load(run_dir / CONFIG_FILE)
-        except Exception as e:  # a damaged file must not hide the other runs
-            log.warning("cannot read %s: %s", run_dir / CONFIG_FILE, e)
+    config = read_saved_config(run_dir)
     metrics = read_metrics(run_dir)
     overrides: list[str] = []
     hydra_overrides = run_dir / ".hydra" / "overrides.yaml"
@@ -412,7 +402,7 @@ def job_sort_key(path: Path):
 def sweep_jobs(sweep_dir) -> list[Path]:
     """The job directories of a sweep: every sub-directory that holds config.yaml, metrics.json or .hydra/."""
     sweep_dir = Path(sweep_dir)
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (is_run_dir(p) or (p / ".hydra").is_dir())]
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and (has_record(p) or (p / ".hydra").is_dir())]
     return sorted(jobs, key=job_sort_key)
 
 
@@ -487,7 +477,7 @@ def build_summary(sweep_dir) -> dict:
         row: dict[str, Any] = {"job": r.dir.name, "status": r.status}
         if trial_of:
             row["trial"] = trial_of.get(r.dir.name)
-        off = unused_settings(flatten(OmegaConf.to_container(r.config, resolve=False)), r.target) if r.config else set()
+        off = unused_settings(flat_config(OmegaConf.to_container(r.config, resolve=False)), r.target) if r.config else set()
         row.update({k: "" if k in off else override_value(given.get(k, "")) for k in swept})
         row.update({k: facts.get(k[len(provenance.COLUMN):], "") for k in prov_differ})
         if objective_col and objective_col not in heads:
@@ -615,15 +605,11 @@ def _status_counts(rows: list[dict]) -> str:
 
 
 def _best(rows: list[dict], col: str, direction: str | None):
-    vals = [r for r in rows if _finite(r.get(col))]
+    vals = [r for r in rows if finite(r.get(col))]
     if not vals:
         return None
     pick = min if (direction or "").startswith("min") else max
     return pick(vals, key=lambda r: r[col])
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def unit_of(metric: str) -> str:
@@ -641,7 +627,7 @@ def unit_of(metric: str) -> str:
 def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label: str = "job",
               max_panels: int = 4) -> Path | None:
     """A bar chart per metric column (one bar per row); None when no row has a value to show."""
-    columns = [c for c in columns if any(_finite(r.get(c)) for r in rows)][:max_panels]
+    columns = [c for c in columns if any(finite(r.get(c)) for r in rows)][:max_panels]
     if not columns:
         return None
     import matplotlib
@@ -654,11 +640,11 @@ def plot_bars(rows: list[dict], columns: list[str], path, title: str = "", label
     fig, axes = plt.subplots(1, len(columns), figsize=(label_in + 3.2 * len(columns), 0.45 * len(rows) + 1.3),
                              sharey=True, squeeze=False)
     for ax, col in zip(axes[0], columns):
-        vals = [r.get(col) if _finite(r.get(col)) else 0.0 for r in rows]
-        colors = ["tab:blue" if _finite(r.get(col)) else "lightgray" for r in rows]
+        vals = [r.get(col) if finite(r.get(col)) else 0.0 for r in rows]
+        colors = ["tab:blue" if finite(r.get(col)) else "lightgray" for r in rows]
         bars = ax.barh(range(len(rows)), vals, color=colors)
         for bar, r in zip(bars, rows):
-            ax.annotate(" " + (fmt(r.get(col)) if _finite(r.get(col)) else str(r.get("status", "n/a"))),
+            ax.annotate(" " + (fmt(r.get(col)) if finite(r.get(col)) else str(r.get("status", "n/a"))),
                         (bar.get_width(), bar.get_y() + bar.get_height() / 2), ha="left", va="center", fontsize=8)
         ax.set_title(col, fontsize=9)
         ax.set_xlabel(unit_of(col), fontsize=8)
