@@ -133,6 +133,7 @@ def test_a_sweep_job_gets_its_own_port_and_puts_everything_back(tmp_path):
                               env=env_before) as port:
         assert env_before["MASTER_PORT"] == str(port) and "LOCAL_RANK" not in env_before
         assert sys.argv[1:] == ["model=mlp", "task.optimizer.lr=0.01"] and hydra.run.dir == str(tmp_path / "0")
+        assert rendezvous.command_line() == argv  # what provenance records: the process's own
         with rendezvous.sweep_job(hydra, [], tmp_path / "1", tmp_path, ddp, env={"PATH": "/bin"}) as other:
             assert other != port  # two jobs side by side
     assert env_before == {"PATH": "/bin"} and sys.argv == argv
@@ -144,6 +145,6 @@ def test_a_sweep_job_gets_its_own_port_and_puts_everything_back(tmp_path):
                                                                             "WORLD_SIZE": "2"}) as kept:
         assert kept is None  # a launcher's rendezvous is the launcher's
     cpu = OmegaConf.create({"strategy": "auto", "devices": 1, "num_nodes": 1})
-    with rendezvous.sweep_job(hydra, [], tmp_path / "3", tmp_path, cpu, env={}) as none:
-        assert none is None  # one process: no port claimed
+    with rendezvous.sweep_job(hydra, ["model=mlp"], tmp_path / "3", tmp_path, cpu, env={}) as none:
+        assert none is None and sys.argv == argv  # one process: no port claimed, the command line left alone
     assert sorted(os.listdir(tmp_path / rendezvous.PORT_DIR)) == sorted([str(port), str(other)])

@@ -41,6 +41,14 @@ PORT_DIR = ".labkit-ports"
 #: joblib worker runs under the worker's own command line (``python -m loky...``), which Lightning would copy
 SCRIPT_ENV = "LABKIT_SCRIPT"
 
+_started_argv: list[str] | None = None  # the process's own command line while a sweep job's stands in for it
+
+
+def command_line() -> list[str]:
+    """This process's command line as it was started (``sys.argv``; during a DDP sweep job, whose ranks are given the
+    job's own command line, the sweep's): what provenance records and a sweep's swept keys are read from."""
+    return list(_started_argv if _started_argv is not None else sys.argv)
+
 
 def launched_outside(env: Mapping[str, str]) -> bool:
     """The process was started by a launcher (torchrun, SLURM, LSF, MPI, the plain recipe's variables): its rendezvous
@@ -80,11 +88,13 @@ def distributed(trainer_cfg) -> bool:
 def sweep_job(hydra_cfg, overrides: Sequence[str], output_dir, sweep_dir, trainer_cfg=None,
               env: MutableMapping[str, str] | None = None) -> Iterator[int | None]:
     """For the length of one sweep job (``hydra_cfg``: its Hydra config; ``overrides``: its own task overrides;
-    ``trainer_cfg``: its trainer): Lightning's copy of the command line is this job's, ``hydra.run.dir`` is
-    ``output_dir``, and, when the trainer runs several processes and no launcher set the ranks, ``MASTER_PORT`` is a
-    port of its own (:func:`claim_port`). Yields that port (None: none claimed). Everything is put back afterwards."""
+    ``trainer_cfg``: its trainer): the DDP variables the last job left are gone, and when the trainer runs several
+    processes Lightning's copy of the command line is this job's (:func:`command_line` keeps the process's own),
+    ``hydra.run.dir`` is ``output_dir``, and, unless a launcher set the ranks, ``MASTER_PORT`` is a port of its own
+    (:func:`claim_port`). Yields that port (None: none claimed). Everything is put back afterwards."""
     from omegaconf import OmegaConf, read_write
 
+    global _started_argv
     env = os.environ if env is None else env
     saved_env = {key: env.get(key) for key in DDP_VARIABLES}
     saved_argv = list(sys.argv)
@@ -100,13 +110,15 @@ def sweep_job(hydra_cfg, overrides: Sequence[str], output_dir, sweep_dir, traine
                 port = claim_port(sweep_dir)
                 env["MASTER_PORT"] = str(port)
                 log.info("this job's DDP ranks meet at 127.0.0.1:%d (MASTER_PORT, its own in the sweep)", port)
-        # Lightning runs `python <sys.argv[0]> <sys.argv[1:]>` when __main__ has no module spec, else `python -m
-        # <spec> ...`: the script and this job's overrides, whichever process the launcher ran the job in
-        sys.argv = [os.environ.get(SCRIPT_ENV) or saved_argv[0], *overrides]
-        if main is not None:
-            main.__spec__ = None
-        with read_write(hydra_cfg):
-            hydra_cfg.run.dir = str(Path(output_dir).resolve())
+        if distributed(trainer_cfg):
+            # Lightning runs `python <sys.argv[0]> <sys.argv[1:]>` when __main__ has no module spec, else `python -m
+            # <spec> ...`: the script and this job's overrides, whichever process the launcher ran the job in
+            _started_argv = saved_argv
+            sys.argv = [os.environ.get(SCRIPT_ENV) or saved_argv[0], *overrides]
+            if main is not None:
+                main.__spec__ = None
+            with read_write(hydra_cfg):
+                hydra_cfg.run.dir = str(Path(output_dir).resolve())
         yield port
     finally:
         _leave_process_group()
@@ -115,7 +127,7 @@ def sweep_job(hydra_cfg, overrides: Sequence[str], output_dir, sweep_dir, traine
                 env.pop(key, None)
             else:
                 env[key] = value
-        sys.argv = saved_argv
+        sys.argv, _started_argv = saved_argv, None
         if main is not None:
             main.__spec__ = saved_spec
         with read_write(hydra_cfg):
