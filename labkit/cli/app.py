@@ -448,7 +448,10 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             return None
         # Hydra (and the processes Lightning starts for DDP) read HYDRA_FULL_ERROR; restored afterwards for callers in
         # the same process (tests)
+        from labkit.run.rendezvous import SCRIPT_ENV
+
         saved_argv, saved_env, saved_mark = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), os.environ.get(_LABKIT_SET)
+        saved_script = os.environ.get(SCRIPT_ENV)
         if debug:
             os.environ["HYDRA_FULL_ERROR"] = "1"
             os.environ.pop(_LABKIT_SET, None)
@@ -471,6 +474,8 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             # -m/--multirun anywhere on the line (Hydra's argparse wants its switches before the overrides)
             modes = [a for a in args if a in ("-m", "--multirun")]
             sys.argv = [saved_argv[0] if argv is None else script, *modes, *[a for a in args if a not in modes]]
+            # the script, for a sweep job's DDP ranks to run again from a launcher's worker process (labkit.run.rendezvous)
+            os.environ[SCRIPT_ENV] = os.path.abspath(sys.argv[0])
             # Hydra's own steps around the job (writing .hydra/, a launcher) raise to here instead of printing a traceback,
             # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
             if not debug:
@@ -502,7 +507,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             _PENDING = None
             runs.planned_run_dir = None
             sys.argv = saved_argv
-            for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark)):
+            for name, saved in (("HYDRA_FULL_ERROR", saved_env), (_LABKIT_SET, saved_mark), (SCRIPT_ENV, saved_script)):
                 if saved is None:
                     os.environ.pop(name, None)
                 else:

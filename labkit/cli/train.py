@@ -40,7 +40,7 @@ def main(cfg) -> float | None:
         job = planned.at(hydra.runtime.output_dir) if planned is not None and not multirun else cfg
         try:
             single = not multirun  # a refused single run leaves no folder; a sweep job keeps its record
-            with _device_set(cfg, hydra, multirun):
+            with _device_set(cfg, hydra, multirun), _ddp_ready(cfg, hydra, multirun):
                 metrics = train(prepare(job, list(hydra.overrides.task), discard_refused=single), discard_refused=single)
         except Exception as e:
             if multirun:  # the other jobs go on; the sweep summary reports this one (a failure makes the exit status 1)
@@ -81,6 +81,19 @@ def _device_set(cfg, hydra, multirun: bool):
     from labkit.run import devices
 
     return devices.lease(cfg, hydra, int(hydra.job.num), hydra.sweep.dir)
+
+
+def _ddp_ready(cfg, hydra, multirun: bool):
+    """A sweep job's DDP ranks run this job, in this job's folder, on a rendezvous port of its own
+    (:func:`labkit.run.rendezvous.sweep_job`)."""
+    import contextlib
+
+    if not multirun:
+        return contextlib.nullcontext()
+    from labkit.run import rendezvous
+
+    return rendezvous.sweep_job(hydra, list(hydra.overrides.task), hydra.runtime.output_dir, hydra.sweep.dir,
+                                cfg.get("trainer"))
 
 
 def cli(argv=None):

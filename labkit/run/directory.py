@@ -117,12 +117,12 @@ def _job_name_resolver() -> str:
 
 def _swept_keys() -> set[str]:
     """Keys given several values on this process's command line (``-m task=siamese,triplet``)."""
-    import sys
-
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        parsed = OverridesParser.create().parse_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+        from labkit.run.rendezvous import command_line
+
+        parsed = OverridesParser.create().parse_overrides([a for a in command_line()[1:] if not a.startswith("-")])
     except Exception:
         return set()
     return {o.key_or_group for o in parsed if o.is_sweep_override()}

@@ -19,14 +19,13 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from labkit.core import files
 from labkit.core.fingerprint import Fingerprints
-from labkit.run import directory
+from labkit.run import directory, rendezvous
 
 DIFF_FILE = "provenance.diff"
 DIFF_LIMIT = 1 << 20
@@ -113,7 +112,7 @@ def session(run_dir: Path, trainer, datamodule, cache_dir) -> dict[str, Any]:
         record_code["diff"] = DIFF_FILE
     return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "ended": None, "code": record_code,
             "versions": versions(), "machine": machine(trainer), "data": data(datamodule.sources(), cache_dir),
-            "argv": sys.argv[1:]}
+            "argv": rendezvous.command_line()[1:]}
 
 
 def start(run_dir: Path, trainer, datamodule, cache_dir) -> dict[str, Any]:

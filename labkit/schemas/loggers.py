@@ -41,6 +41,7 @@ class MLFlowLogger:
     run_dir: Optional[str] = None  # the run directory (tagged)
     tags: Optional[Dict[str, Any]] = None  # extra tags of the MLflow run
     connect_timeout_s: Optional[float] = 5.0  # a remote server is checked first (null: no check)
+    busy_timeout_s: Optional[float] = 60.0  # a SQLite store: seconds a write waits for another job's lock (null: none)
     save_dir: Optional[str] = "./mlruns"  # (Lightning's file store, when tracking_uri is null)
     log_model: Any = True  # the best model at the end of training as an MLflow model; all: every checkpoint too
     prefix: str = ""  # prefix of every metric name

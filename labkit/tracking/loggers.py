@@ -2,7 +2,9 @@
 
 - :class:`MLFlowLogger`: Lightning's, with a local SQLite store under ``paths.log_dir/mlruns`` by default (MLflow 3
   refuses plain-folder stores), its folder created, relative paths made absolute, and the run named after the run
-  directory; ``mlflow ui --backend-store-uri sqlite:///<log_dir>/mlruns/mlflow.db`` shows every run.
+  directory; ``mlflow ui --backend-store-uri sqlite:///<log_dir>/mlruns/mlflow.db`` shows every run. Parallel jobs
+  share that file safely: its tables and the experiment are made under a lock (:func:`prepare_sqlite_store`), and a
+  write that finds the database locked by another job waits and retries (``busy_timeout_s``, :func:`retry_locked`).
 - :class:`WandbLogger`: Lightning's, offline by default (conf/logger/wandb.yaml), named after the run directory.
 - :class:`CSVLogger`: Lightning's, but it continues ``metrics.csv`` on resume (Lightning's deletes it, so a resumed
   run would lose the curves of its first epochs).
@@ -23,10 +25,13 @@ the logger is finalized it says how many did not reach the server (:class:`_Serv
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import random
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -46,8 +51,15 @@ from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.servers import CONNECT_TIMEOUT_S, TrackingServerError, mlflow_server_error, probe, shown
 from labkit.core.values import flatten
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: the SQLite store is not locked while it is made)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger("labkit")
 
+# a local SQLite store written by parallel jobs: seconds a write waits for another process's lock before it fails
+SQLITE_BUSY_TIMEOUT_S = 60.0
 # MLflow's own HTTP settings for a remote server unless the user set them: MLflow retries 7 times with a back-off
 # factor of 2 and waits 120 s per request by default, minutes per call once a server is gone
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -77,6 +89,7 @@ class _ServerLogging:
     reach it. Nothing is caught for a local store (``_server`` None)."""
 
     _server: str | None = None
+    _busy_timeout_s: float | None = None  # a local SQLite store: seconds a call waits for another writer's lock
     _what: str = "logger"
     _failure: BaseException | None = None
     _unsent: Counter
@@ -97,8 +110,8 @@ class _ServerLogging:
     def _send(self, kind: str | None, fn: Callable, *args: Any, **kwargs: Any) -> None:
         """``fn(*args, **kwargs)`` unless the server has failed; a call not made (or failed) counts as ``kind``
         (None: not counted)."""
-        if self._server is None:
-            fn(*args, **kwargs)
+        if self._server is None:  # a local store (MLflow's SQLite file): another writer's lock is waited out
+            retry_locked(lambda: fn(*args, **kwargs), self._busy_timeout_s)
             return
         if self._failure is None:
             try:
@@ -167,16 +180,101 @@ def _remote(uri: str | None) -> bool:
     return bool(uri) and uri.split("://", 1)[0].lower() in ("http", "https")
 
 
+# ----- a local SQLite store shared by parallel writers (sweep jobs on several workers, runs beside each other) -------
+def sqlite_store(uri: str, busy_timeout_s: float | None) -> tuple[str, Path]:
+    """A ``sqlite:///<file>[?options]`` URI with its file made absolute (its folder created) and SQLite's busy timeout
+    ``timeout=<busy_timeout_s>`` added unless the URI sets one (SQLAlchemy hands it to every connection: the schema
+    checks and migrations MLflow runs outside its sessions wait for another writer instead of failing after
+    sqlite3's default 5 s); returns the URI and the database file."""
+    path, _, query = uri[len("sqlite:///"):].partition("?")
+    db = Path(path).expanduser().resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    options = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if busy_timeout_s is not None and not any(key == "timeout" for key, _ in options):
+        options.append(("timeout", f"{busy_timeout_s:g}"))
+    query = urllib.parse.urlencode(options)
+    return "sqlite:///" + str(db) + (f"?{query}" if query else ""), db
+
+
+def _check_busy_timeout(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"logger.mlflow.busy_timeout_s={value!r} is invalid: give the seconds a write to the SQLite "
+                          f"store waits for another process's lock (a number > 0, default "
+                          f"{SQLITE_BUSY_TIMEOUT_S:g}), or null to fail at once")
+    return float(value)
+
+
+def _locked(e: BaseException) -> bool:
+    """``e`` says SQLite's database (or a table) is locked by another connection (MLflow wraps SQLAlchemy's
+    OperationalError, which wraps sqlite3's: the text is what they share)."""
+    text = str(e).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def retry_locked(fn: Callable[[], Any], timeout_s: float | None) -> Any:
+    """``fn()``, called again (back-off 0.05 s doubling to 2 s) while it fails because another process holds the SQLite
+    database's lock, for up to ``timeout_s`` seconds; then, or on any other error, the error is raised. SQLite's own
+    busy timeout does not cover every case: a transaction that read before it writes is refused at once when another
+    writer is ahead of it (waiting could deadlock), and MLflow sets its own 20 s busy timeout in each session. A failed
+    call was rolled back, so calling it again writes it once."""
+    deadline = time.monotonic() + (timeout_s or 0.0)
+    pause = 0.05
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not _locked(e) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause * (0.5 + random.random()))  # jittered: two waiting writers do not retry in step
+        pause = min(pause * 2, 2.0)
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path):
+    """An exclusive flock on ``<db>.lock`` beside the SQLite file (the kernel drops it if the process dies); none where
+    flock does not exist."""
+    if fcntl is None:  # pragma: no cover (Windows)
+        yield
+        return
+    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
+def prepare_sqlite_store(uri: str, db: Path, experiment_name: str, artifact_location: str | None,
+                         busy_timeout_s: float | None) -> None:
+    """Make the SQLite store's tables and the experiment, one process at a time. MLflow creates a new database's tables
+    by running its migrations on first use, and Lightning's logger creates a missing experiment on first use: two sweep
+    jobs starting together each run them (``table _alembic_tmp_metrics already exists``, a half-migrated database that
+    every later job fails on; or two experiments of one name refused). Under the store's lock the first process does
+    both and the others find them done (MLflow keeps the store per URI and process: later calls do not migrate)."""
+    from mlflow.tracking import MlflowClient
+
+    def make() -> None:
+        client = MlflowClient(tracking_uri=uri)
+        if client.get_experiment_by_name(experiment_name) is None:
+            client.create_experiment(experiment_name, artifact_location=artifact_location)
+
+    with _store_lock(db):
+        retry_locked(make, busy_timeout_s)
+
+
 class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     """Lightning's MLFlowLogger. Extra: ``run_dir`` (tagged, and the run's name when ``run_name`` is null); a remote
     ``tracking_uri`` (http/https) is checked first (``connect_timeout_s``, null: no check), MLflow's HTTP retries and
     timeout are bounded (:data:`MLFLOW_HTTP_DEFAULTS`, unless set in the environment), and a server that goes away
-    during the run is tolerated (:class:`_ServerLogging`)."""
+    during the run is tolerated (:class:`_ServerLogging`). A SQLite store (``sqlite:///<file>``) is made by one process
+    at a time, and its writes wait out other processes' locks for up to ``busy_timeout_s`` seconds."""
 
     def __init__(self, experiment_name: str = "labkit", run_name: str | None = None,
                  tracking_uri: str | None = None, artifact_location: str | None = None, run_dir: str | None = None,
                  tags: dict[str, Any] | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
-                 log_model: bool | str = True, **kwargs: Any):
+                 log_model: bool | str = True, busy_timeout_s: float | None = SQLITE_BUSY_TIMEOUT_S, **kwargs: Any):
         _require("mlflow", "logger=mlflow")
         kwargs["log_model"] = _best_model_only(self, log_model)
         timeout = _check_timeout("logger.mlflow.connect_timeout_s", connect_timeout_s)
@@ -186,10 +284,10 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
                 os.environ.setdefault(key, value)
             if timeout is not None:
                 self._check_server(tracking_uri, timeout)
+        self._busy_timeout_s = _check_busy_timeout(busy_timeout_s)
+        self._sqlite: Path | None = None
         if tracking_uri and tracking_uri.startswith("sqlite:///"):
-            db = tracking_uri[len("sqlite:///"):]
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            tracking_uri = "sqlite:///" + str(Path(db).expanduser().resolve())
+            tracking_uri, self._sqlite = sqlite_store(tracking_uri, self._busy_timeout_s)
         elif tracking_uri and "://" not in tracking_uri and not tracking_uri.startswith("file:"):
             tracking_uri = _local_uri(tracking_uri)  # a folder: MLflow's file store (set MLFLOW_ALLOW_FILE_STORE)
         if artifact_location and "://" not in artifact_location and not artifact_location.startswith("file:"):
@@ -201,6 +299,8 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         self._experiment_named = experiment_name
         self.tracking_uri = tracking_uri  # (Lightning keeps it private; figures and models are sent to the same store)
         self._uploads_checkpoints = bool(kwargs.get("log_model", False))  # Lightning's MLFlowLogger: default False
+        if self._sqlite is not None:  # the store's tables and the experiment, made by one process at a time
+            prepare_sqlite_store(tracking_uri, self._sqlite, experiment_name, artifact_location, self._busy_timeout_s)
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri,
                          artifact_location=artifact_location, tags=tags or None, **kwargs)
 
@@ -228,8 +328,8 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     # every call that reaches the server, tolerated (_ServerLogging): the run is created on first use
     @property
     def experiment(self):
-        if self._server is None:
-            return super().experiment
+        if self._server is None:  # a local store: the run is created now, waiting out another writer's lock
+            return retry_locked(lambda: super(MLFlowLogger, self).experiment, self._busy_timeout_s)
         if self._failure is None:
             try:
                 return super().experiment

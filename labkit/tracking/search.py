@@ -90,7 +90,8 @@ def storage_label(spec: str) -> str:
 def open_storage(spec: str, check: bool = False):
     """The Optuna storage ``spec`` names: a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) or the path of a
     journal file (:class:`optuna.storages.JournalStorage` on a ``JournalFileBackend``: one file, appended under a
-    lock that works on NFS). ``check``: one paragraph (:class:`ConfigError`) when it cannot be opened or written."""
+    lock that works on NFS; a last line torn by a worker killed mid-write is repaired: :mod:`labkit.tracking.journal`).
+    ``check``: one paragraph (:class:`ConfigError`) when it cannot be opened or written."""
     import optuna
 
     spec = str(spec)
@@ -113,9 +114,11 @@ def open_storage(spec: str, check: bool = False):
     path = Path(spec).expanduser().absolute()
     if check:
         check_journal_path(path)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
-    return JournalStorage(JournalFileBackend(str(path)))
+    from labkit.tracking.journal import RepairingJournalFileBackend
+
+    return JournalStorage(RepairingJournalFileBackend(str(path)))
 
 
 def check_journal_path(path: Path) -> None:
