@@ -265,7 +265,7 @@ def _explain(e: Exception, conf_dir: Path, config_name: str, overrides: Sequence
         try:  # the config without the bad override, to list the keys that do exist there
             rest = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") != override]
             cfg = _compose(conf_dir, config_name, rest)
-        except Exception:
+        except Exception:  # (any of Hydra's errors) composing without it fails too: the plain message
             return ConfigError(message(e))
         node = OmegaConf.select(cfg, path) if path else cfg
         keys = {str(k) for k in node.keys()} if isinstance(node, DictConfig) else set()
@@ -491,7 +491,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
                     if debug or not is_user_error(e):
                         raise e from None
                     fail(e)
-                except Exception as e:
+                except Exception as e:  # anything Hydra's run or the job raised: told apart by kind below
                     if debug:
                         raise
                     from hydra.errors import ConfigCompositionException, MissingConfigException

@@ -158,7 +158,7 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
         return
     try:
         best = runs.find_checkpoint(run_dir, "best")
-    except Exception:
+    except Exception:  # no best checkpoint recorded (or readable): not the best, nothing sent
         best = None
     if best is None or Path(best).resolve() != Path(ckpt).resolve():
         log.info("loggers: not sent (%s is not the run's best checkpoint, whose figures the loggers hold)",
@@ -185,7 +185,7 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
         for lg in loggers:
             try:
                 close(lg)
-            except Exception as e:
+            except Exception as e:  # closing a logger must not turn written reports into a failure
                 log.warning("could not close the %s logger: %s", type(lg).__name__, e)
     if loggers:
         names = ", ".join(type(lg).__name__.removesuffix("Logger") for lg in loggers)

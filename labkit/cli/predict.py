@@ -274,7 +274,7 @@ def _gallery_image(data, idx: int) -> np.ndarray | None:
         try:
             return np.asarray(open_image(Path(data.images_root) / samples["train"][int(idx)][0], data.channels),
                               dtype=np.float32) / 255.0
-        except Exception:
+        except Exception:  # PIL's many error types: the row goes without its picture
             return None
     return None
 

@@ -123,7 +123,7 @@ def _swept_keys() -> set[str]:
         from labkit.run.rendezvous import command_line
 
         parsed = OverridesParser.create().parse_overrides([a for a in command_line()[1:] if not a.startswith("-")])
-    except Exception:
+    except Exception:  # a command line Hydra's parser refuses: no swept keys, the job's overrides name it
         return set()
     return {o.key_or_group for o in parsed if o.is_sweep_override()}
 

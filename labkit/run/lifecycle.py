@@ -118,7 +118,7 @@ def to_loggers(loggers, plan: Plan, trainer: pl.Trainer, task, data) -> None:
     try:
         pictures.at_end_of_training(loggers, plan.run_dir, task, data, ckpt_cb.best_model_path if ckpt_cb else None,
                                     int(trainer.global_step))
-    except Exception as e:
+    except Exception as e:  # trained and recorded already: a logger's failure must not fail the run
         log.warning("could not send the figures and the model to the loggers: %s: %s", type(e).__name__, e)
 
 

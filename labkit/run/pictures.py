@@ -50,7 +50,7 @@ def _tolerant(lg, what: str, fn, *args, **kwargs) -> bool:
     try:
         fn(*args, **kwargs)
         return True
-    except Exception as e:
+    except Exception as e:  # any logger's failure: the picture stays in the run directory
         log.warning("%s: could not send %s (%s: %s); it stays in the run directory", type(lg).__name__, what,
                     type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
         return False
@@ -148,7 +148,7 @@ def _best_weights(task, ckpt: str | Path | None) -> None:
     try:
         state = torch.load(str(ckpt), map_location="cpu", weights_only=True)["state_dict"]
         task.load_state_dict(state, strict=False)
-    except Exception as e:
+    except Exception as e:  # a checkpoint this network cannot take: it logs the weights as trained
         log.info("log_model: the network as trained, not %s (%s)", ckpt, e)
 
 

@@ -153,6 +153,6 @@ def current(trainer_cfg=None, env: Mapping[str, str] | None = None) -> Ranks:
         try:
             per_node = devices_count(trainer_cfg.get("devices"))
             num_nodes = _int({"n": str(trainer_cfg.get("num_nodes"))}, "n")
-        except Exception:
+        except Exception:  # an interpolation or value only the trainer resolves: the launcher's variables decide
             pass
     return ranks(env, devices_per_node=per_node, num_nodes=num_nodes)

@@ -205,7 +205,7 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], disca
         return
     try:
         directory.write_metrics(out, {**_entry(exc, overrides), "refused": True})
-    except Exception:
+    except Exception:  # recording a refusal must not hide the refusal itself
         log.exception("could not record the refusal")
 
 
@@ -320,5 +320,5 @@ def send(loggers, plan: Plan, figures: dict[str, Any], new: dict[str, float], pa
             if new:
                 lg.log_metrics({f"final/{k}": v for k, v in new.items()}, step=int(figures.get("global_step") or 0))
                 lg.save()
-        except Exception as e:
+        except Exception as e:  # any logger's failure must not fail a finished run
             log.warning("could not send the final figures to %s: %s", type(lg).__name__, e)

@@ -148,7 +148,7 @@ def _resolved(cfg: DictConfig) -> dict:
         try:
             value = cfg[key]
             out[str(key)] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-        except Exception:
+        except Exception:  # an interpolation that resolves only in its own job: left out of the comparison
             continue
     return out
 
@@ -161,7 +161,7 @@ def refuse_reuse(run_dir: Path, cfg: DictConfig | None) -> None:
         return
     try:
         differ = _experiment_keys(_resolved(directory.load_config(run_dir)), _resolved(cfg)) if cfg is not None else []
-    except Exception:
+    except Exception:  # an unreadable saved config: the refusal then names no keys
         differ = []
     what = (f"another experiment's (this command differs in {', '.join(differ[:6])}"
             f"{', ...' if len(differ) > 6 else ''})" if differ else "this same experiment's")
@@ -262,7 +262,7 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
     if copy.is_file():
         try:
             keys = _experiment_keys(OmegaConf.load(copy), OmegaConf.load(io.StringIO(directory.read_config_text(run_dir))))
-        except Exception:
+        except Exception:  # damaged YAML or an interpolation: named as unreadable below
             keys = ["(config.yaml cannot be read)"]
         if not keys:
             return  # only how the run is driven differs (its loggers, workers, a resume's history)

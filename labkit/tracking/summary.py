@@ -314,7 +314,7 @@ def load_record(run_dir) -> RunRecord:
     if hydra_overrides.is_file():
         try:
             overrides = [str(o) for o in OmegaConf.to_container(OmegaConf.load(hydra_overrides)) or []]
-        except Exception:
+        except Exception:  # a damaged overrides.yaml: the record's own overrides are used
             overrides = []
     if not overrides:
         overrides = [str(o) for o in metrics.get("overrides") or []]
@@ -338,7 +338,7 @@ def task_class(target: str):
         from hydra.utils import get_class
 
         return get_class(target)
-    except Exception:
+    except Exception:  # a task module gone or broken: the row is kept, without its class's view
         return None
 
 
@@ -419,7 +419,7 @@ def _objective(records: list[RunRecord], sweep_dir: Path) -> tuple[str | None, s
                 node = OmegaConf.load(source)
                 direction = OmegaConf.select(node, "hydra.sweeper.direction", default=None)
                 direction = direction or OmegaConf.select(node, "sweeper.direction", default=None)
-            except Exception:
+            except Exception:  # a damaged multirun.yaml: the next source is asked
                 direction = None
             if direction:
                 break
