@@ -11,7 +11,7 @@ A class declares the checks of its own constructor arguments once, in its schema
 (:mod:`labkit.schemas`, no torch there) that reads a mapping of argument name -> value; the class makes it its
 ``check_args`` and its ``__init__`` calls it with ``locals()`` (before doing any work), and the pre-flight
 (``labkit.run.validate.validate`` through :mod:`labkit.run.signatures`) runs the same checks on the config without
-importing the class. :func:`check_target` does the same by importing it (for a target without a schema).
+importing the class.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from labkit.core.errors import ConfigError
 
 __all__ = ["invalid", "positive_int", "non_negative_int", "integer", "positive", "non_negative", "number",
            "fraction", "in_range", "per_channel", "one_of", "count_or_fraction", "did_you_mean", "unknown_key",
-           "writable_folder", "locate", "check_target", "target_arguments"]
+           "writable_folder", "locate", "target_arguments"]
 
 
 def _show(value: Any) -> str:
@@ -223,15 +223,3 @@ def target_arguments(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
                 args[p.name] = p.default
     args.update(given)
     return args
-
-
-def check_target(target: str, given: Mapping[str, Any]) -> None:
-    """Run, at config time, the ``check_args`` of every class in ``target``'s hierarchy (base classes first) on the
-    arguments the config would pass it. Classes without ``check_args`` and plain functions are skipped."""
-    obj = locate(target)
-    if not inspect.isclass(obj):
-        return
-    args = target_arguments(obj, given)
-    for klass in reversed(obj.__mro__):
-        if "check_args" in vars(klass):
-            klass.check_args(args)  # a staticmethod of that class only: each level checks its own arguments

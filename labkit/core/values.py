@@ -20,3 +20,10 @@ def flatten(node: Any, sep: str = ".", leaf: Callable[[Any], Any] | None = None,
             out.update(flatten(v, sep, leaf, f"{prefix}{sep}{k}" if prefix else str(k)))
         return out
     return {prefix: node if leaf is None else leaf(node)}
+
+
+def resolved(value: Any) -> Any:
+    """An OmegaConf node as Python containers with its interpolations resolved; any other value as it is."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value

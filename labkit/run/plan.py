@@ -15,10 +15,11 @@ import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labkit.core import checks
 from labkit.core.errors import ConfigError
+from labkit.core.values import resolved
 from labkit.run import directory, startup
 from labkit.run.startup import RESUME_DRIVING, RESUME_FIXED, covers, resume_key_allowed  # noqa: F401
 from labkit.run.validate import check_required, validate
@@ -42,13 +43,9 @@ def override_keys(overrides: Sequence[str]) -> list[str]:
     return keys
 
 
-def plain(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
 def setting(cfg: DictConfig, key: str):
     """The plain value of ``key`` in ``cfg`` (None when it is not there)."""
-    return plain(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
+    return resolved(OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
 
 
 def _apply(saved: DictConfig, cfg: DictConfig, key: str) -> None:

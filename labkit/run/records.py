@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from labkit.core import files
 from labkit.core.errors import RunStopped
+from labkit.core.values import resolved
 from labkit.run import directory, provenance, ranks, startup
-from labkit.run.plan import Plan, override_keys, plain
+from labkit.run.plan import Plan, override_keys
 
 log = logging.getLogger("labkit")
 
@@ -49,7 +50,7 @@ def start(plan: Plan, trainer, data, loggers=()) -> None:
                  "from": directory.relative_to_run(resume.checkpoint, run_dir),
                  "changes": {k: {"from": v[0], "to": v[1]} for k, v in resume.changes.items()}}
         container = OmegaConf.to_container(cfg, resolve=False)
-        container["resume_history"] = [*(plain(cfg.get("resume_history")) or []), entry]
+        container["resume_history"] = [*(resolved(cfg.get("resume_history")) or []), entry]
         cfg = OmegaConf.create(container)
     directory.save_config(cfg, run_dir)
     provenance.start(run_dir, trainer, data, OmegaConf.select(plan.cfg, "paths.cache_dir", default=None))
@@ -246,7 +247,7 @@ def hyperparameters(cfg: DictConfig, keys: Iterable[str]) -> dict[str, Any]:
 def setting_keys(plan: Plan) -> list[str]:
     """The keys the run's command line named, then those each resume changed."""
     keys = override_keys(list(plan.cfg.get("overrides") or []))
-    for entry in plain(plan.cfg.get("resume_history")) or []:
+    for entry in resolved(plan.cfg.get("resume_history")) or []:
         keys += [k for k in (entry.get("changes") or {}) if k not in keys]
     if plan.resume is not None:
         keys += [k for k in plan.resume.changes if k not in keys]

@@ -84,7 +84,7 @@ def check_missing(cfg: DictConfig, usage: str = "", choices: dict | None = None,
                       f"command line.{how}")
 
 
-def _plain(node: Any) -> dict:
+def _as_dict(node: Any) -> dict:
     """A config node as a plain dict with interpolations resolved and Hydra's own keys left out. A value whose
     interpolation can only be resolved inside the job (``${hydra:...}``, a run directory) stays as written: no rule
     reads such paths."""
@@ -203,10 +203,10 @@ def validate(cfg: DictConfig) -> None:
             for key in node.keys():
                 check_keys(node[key], f"{group}.{key}")
     checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="seed=null draws a random one")
-    signatures.of(cfg.data._target_).check(_plain(cfg.data))
+    signatures.of(cfg.data._target_).check(_as_dict(cfg.data))
     task = signatures.of(cfg.task._target_)
-    task.check(_plain(cfg.task))
-    signatures.of(cfg.trainer._target_).check(_plain(cfg.trainer))
+    task.check(_as_dict(cfg.task))
+    signatures.of(cfg.trainer._target_).check(_as_dict(cfg.trainer))
     check_monitors(cfg, task)
     check_optimized_metric(cfg, task)
 
