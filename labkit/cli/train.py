@@ -58,10 +58,10 @@ def main(cfg) -> float | None:
         if metrics.get("reproduces"):  # reproduce=<run>: its figures beside the original's
             from pathlib import Path
 
-            from labkit.tracking.reproduce import report
+            from labkit.tracking.reproduce import verdict
 
-            result = report(Path(metrics["reproduces"]), Path(hydra.runtime.output_dir),
-                            float(cfg.get("reproduce_tolerance") or 0.0))
+            result = verdict(Path(metrics["reproduces"]), Path(hydra.runtime.output_dir),
+                             float(cfg.get("reproduce_tolerance") or 0.0))
             if result["verdict"] == "not reproduced" and not multirun:
                 raise SystemExit(2)  # the check failed (the new run itself is complete)
         metric = cfg.get("optimized_metric")

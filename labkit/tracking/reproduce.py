@@ -51,8 +51,8 @@ def _num(v) -> str:
     return "-" if v is None else f"{v:.6g}"
 
 
-def report(original: Path, new: Path, tolerance: float = 0.0) -> dict[str, Any]:
-    """Compare, write ``reproduction.json`` into the new run and print the side by side."""
+def verdict(original: Path, new: Path, tolerance: float = 0.0) -> dict[str, Any]:
+    """Compare, write ``reproduction.json`` into the new run and print the side by side with its verdict."""
     result = compare(original, new, tolerance)
     files.write_json(Path(new) / REPRODUCTION_FILE, result)
     width = max(len(r["figure"]) for r in result["figures"]) if result["figures"] else 10
