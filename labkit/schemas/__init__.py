@@ -43,12 +43,9 @@ def store() -> None:
 
 def of(target: str):
     """The schema of ``target`` (an old module path from ``labkit/_compat.py`` is read as the current one), or None."""
-    from labkit._compat import MOVED
+    from labkit._compat import current
 
-    module, _, name = target.rpartition(".")
-    if module in MOVED:
-        target = f"{MOVED[module]}.{name}"
-    return load_all().get(target)
+    return load_all().get(current(target))
 
 
 def find(group_option: str):
