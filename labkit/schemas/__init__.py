@@ -45,7 +45,8 @@ def of(target: str):
     """The schema of ``target`` (an old module path from ``labkit/_compat.py`` is read as the current one), or None."""
     from labkit._compat import current
 
-    return load_all().get(current(target))
+    held = load_all()
+    return held.get(target) or held.get(current(target))
 
 
 def find(group_option: str):
