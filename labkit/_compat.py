@@ -1,13 +1,14 @@
 """Old import paths, in one place.
 
 Saved ``config.yaml`` files and checkpoints name classes by their import path (``_target_:
-labkit.callbacks.RunCheckpoint``), and notebooks import ``labkit.api``. When a module moves, its old name is added
-to :data:`MOVED` and keeps working: ``import labkit.callbacks`` returns the module that now lives at
-``labkit.run.callbacks`` (the same module object, so classes compare equal and checkpoints reload).
+labkit.run.callbacks.RunCheckpoint``), and notebooks import ``labkit.api``. When a module moves, its old name is added
+to :data:`MOVED` and keeps working: ``import labkit.run.callbacks`` returns the package that now lives at
+``labkit.callbacks`` (the same module object, so classes compare equal and checkpoints reload).
 
 Importing labkit installs nothing: the import hook (:func:`install`) goes into ``sys.meta_path`` when an entry point
 starts (:func:`labkit.cli.app.run`, the :mod:`labkit.api` calls), or the first time an old name is asked for as an
-attribute (``labkit.callbacks.RunCheckpoint`` as Hydra's ``_target_`` lookup reads it: ``labkit.__getattr__``).
+attribute (``labkit.runs.load_config`` or ``labkit.run.callbacks.RunCheckpoint`` as Hydra's ``_target_`` lookup reads
+it: the ``__getattr__`` of ``labkit`` and of its packages).
 ``labkit.api``, the notebooks' front door, is a real module (labkit/api.py) and needs no hook.
 """
 from __future__ import annotations
@@ -19,16 +20,14 @@ import sys
 
 # old module path -> where it lives now
 MOVED = {
-    "labkit.callbacks": "labkit.run.callbacks",
     "labkit.checks": "labkit.core.checks",
     "labkit.compare": "labkit.tracking.compare",
     "labkit.config": "labkit.run.validate",
     "labkit.errors": "labkit.core.errors",
     "labkit.evaluate": "labkit.cli.evaluate",
     "labkit.export": "labkit.cli.export",
-    "labkit.history": "labkit.tracking.history",
+    "labkit.history": "labkit.callbacks.history",
     "labkit.images": "labkit.core.images",
-    "labkit.loggers": "labkit.tracking.loggers",
     "labkit.predict": "labkit.cli.predict",
     "labkit.quiet": "labkit.core.console",
     "labkit.runs": "labkit.run.directory",
@@ -37,6 +36,13 @@ MOVED = {
     "labkit.train": "labkit.run.lifecycle",
     "labkit.tuning": "labkit.run.tuning",
     "labkit.data.tensor": "labkit.data.memory",
+    # the callbacks and logger adapters, each in its package since issue 35 (labkit.callbacks, labkit.loggers)
+    "labkit.run.callbacks": "labkit.callbacks",
+    "labkit.tasks.finetuning": "labkit.callbacks.finetuning",
+    "labkit.tracking.history": "labkit.callbacks.history",
+    "labkit.tracking.journal": "labkit.loggers.journal",
+    "labkit.tracking.loggers": "labkit.loggers",
+    "labkit.tracking.progress": "labkit.callbacks.progress",
     "labkit.data.samplers": "labkit.data.sampling",
 }
 
@@ -44,15 +50,48 @@ MOVED = {
 # module's ``__getattr__`` asks :func:`moved_attribute`.
 MOVED_NAMES = {
     ("labkit.data.folder", "Caltech101DataModule"): "labkit.data.caltech",
+    ("labkit.core.console", "ModelSummary"): "labkit.callbacks.model_summary",
+    # labkit.tracking.loggers (now labkit.loggers) also held a callback and the reopening of a finished run's loggers
+    ("labkit.loggers", "RunSummary"): "labkit.callbacks.run_summary",
+    ("labkit.loggers", "reopen"): "labkit.tracking.reopen",
+    ("labkit.loggers", "send_pictures"): "labkit.tracking.reopen",
+}
+
+# old names of classes that were renamed: (module, old name) -> (the module that defines it now, its name). Answered
+# by :func:`moved_attribute` like :data:`MOVED_NAMES`; the class keeps its checkpoint state under the old name.
+RENAMED = {
+    # labkit's freeze/unfreeze callback shadowed pytorch_lightning.callbacks.BackboneFinetuning
+    ("labkit.callbacks.finetuning", "BackboneFinetuning"): ("labkit.callbacks.finetuning", "UnfreezeBackbone"),
+    ("labkit.callbacks", "BackboneFinetuning"): ("labkit.callbacks.finetuning", "UnfreezeBackbone"),
 }
 
 
 def moved_attribute(module: str, name: str):
-    """``module.name`` for a name that moved (see :data:`MOVED_NAMES`); AttributeError for any other name."""
+    """``module.name`` for a name that moved (see :data:`MOVED_NAMES`) or was renamed (:data:`RENAMED`); AttributeError
+    for any other name."""
+    if (module, name) in RENAMED:
+        new, new_name = RENAMED[module, name]
+        return getattr(importlib.import_module(new), new_name)
     new = MOVED_NAMES.get((module, name))
     if new is None:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     return getattr(importlib.import_module(new), name)
+
+
+def current(target: str) -> str:
+    """The path that a ``_target_`` written before a move stands for now (``labkit.run.callbacks.RunCheckpoint`` ->
+    ``labkit.callbacks.RunCheckpoint``); a class of the callbacks and loggers packages by the package's name
+    (``labkit.callbacks.history.History`` -> ``labkit.callbacks.History``, as their schemas name them). Nothing is
+    imported."""
+    module, _, name = target.rpartition(".")
+    module = MOVED.get(module, module)
+    if (module, name) in RENAMED:
+        module, name = RENAMED[module, name]
+    module = MOVED_NAMES.get((module, name), module)
+    for package in ("labkit.callbacks", "labkit.loggers"):
+        if module.startswith(package + ".") and not name.startswith("_"):
+            module = package
+    return f"{module}.{name}"
 
 
 def moved_module(package: str, name: str):

@@ -254,10 +254,10 @@ def test_torch_compiled_module_and_last_lr():
 
 
 def test_torch_batch_norm_layers_are_all_named():
-    """labkit.tasks.finetuning names every BatchNorm layer of torch.nn (publicly) instead of their private base."""
+    """labkit.callbacks.finetuning names every BatchNorm layer of torch.nn (publicly) instead of their private base."""
     from torch import nn
 
-    from labkit.tasks.finetuning import BATCH_NORMS
+    from labkit.callbacks.finetuning import BATCH_NORMS
 
     base = getattr(nn.modules.batchnorm, "_BatchNorm", None)
     if base is None:

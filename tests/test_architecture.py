@@ -12,8 +12,8 @@ from conftest import ROOT
 
 
 def test_imports_only_point_down_the_layers():
-    """pyproject.toml's [tool.importlinter] contract: cli -> tracking -> run -> evaluation -> tasks -> models|data -> core
-    -> adapters."""
+    """pyproject.toml's [tool.importlinter] contract: cli -> tracking -> run -> evaluation -> tasks -> callbacks -> loggers
+    -> models|data -> schemas -> core -> adapters."""
     r = subprocess.run([shutil.which("lint-imports") or "lint-imports", "--no-cache"], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -68,8 +68,8 @@ def test_the_package_root_holds_only_its_front_door():
     roots = sorted(p.stem for p in (ROOT / "labkit").glob("*.py"))
     assert roots == ["__init__", "_compat", "api"]  # labkit.api: the notebooks' import (labkit.cli.api itself)
     folders = sorted(p.name for p in (ROOT / "labkit").iterdir() if (p / "__init__.py").is_file())
-    assert folders == ["adapters", "cli", "core", "data", "evaluation", "models", "run", "schemas", "tasks",
-                       "tracking"]
+    assert folders == ["adapters", "callbacks", "cli", "core", "data", "evaluation", "loggers", "models", "run",
+                       "schemas", "tasks", "tracking"]
 
 
 def test_ruff_is_clean():

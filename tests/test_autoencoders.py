@@ -244,7 +244,7 @@ def test_anomaly_with_a_data_config_as_ood(cfg_factory, tmp_path):
 
 
 def test_encoder_classifier_head_for_freezing():
-    from labkit.tasks.finetuning import head_parameter_names
+    from labkit.models.heads import head_parameter_names
 
     clf = EncoderClassifier(CONV_AE, num_classes=10, hidden_units=16)
     assert head_parameter_names(clf) == ["head.0.weight", "head.0.bias", "head.3.weight", "head.3.bias"]

@@ -14,9 +14,9 @@ from conftest import ROOT
 from omegaconf import open_dict
 from test_summary import write_job
 
+from labkit.callbacks.history import append_row
 from labkit.core.files import read_json
 from labkit.tracking.compare import NotARunError, compare
-from labkit.tracking.history import append_row
 from labkit.tracking.summary import fmt
 
 

@@ -42,7 +42,7 @@ def test_conf_targets_cover_the_groups_the_preflight_checks():
     for t in ("pytorch_lightning.Trainer", "torch.optim.SGD", "torch.optim.lr_scheduler.OneCycleLR",
               "labkit.tasks.ClassificationTask", "labkit.data.DigitsDataModule", "labkit.models.LeNet",
               "labkit.models.zoo.resnet18", "pytorch_lightning.loggers.TensorBoardLogger",
-              "labkit.run.callbacks.RunCheckpoint"):
+              "labkit.callbacks.RunCheckpoint"):
         assert t in targets
     assert not any("${" in t for t in targets)
 

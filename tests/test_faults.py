@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import ROOT
 
+from labkit.callbacks import NonFiniteLossError
 from labkit.core import files
 from labkit.core.safe_load import UnsafeCheckpointError, load_checkpoint
 from labkit.run import directory as runs
-from labkit.run.callbacks import NonFiniteLossError
 from labkit.run.lifecycle import execute
 
 ARGS = ["trainer.max_epochs=6", "logger=none", "trainer.enable_progress_bar=false", "model=minialexnet_v4",

@@ -8,14 +8,15 @@ import pytorch_lightning as pl
 import torch
 from conftest import make_cfg
 
+from labkit.callbacks import UnfreezeBackbone
 from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.core.safe_load import load_checkpoint, state_dict_of
 from labkit.models import MLP, LeNet, MiniAlexNetV4, zoo
+from labkit.models.heads import find_head, head_parameter_names
 from labkit.models.init import init_from
 from labkit.run.lifecycle import build, execute
 from labkit.run.plan import make, source_checkpoint
 from labkit.tasks import ClassificationTask
-from labkit.tasks.finetuning import BackboneFinetuning, find_head, head_parameter_names
 
 SHORT = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "logger=none", "test=false"]
 
@@ -114,7 +115,7 @@ def test_bad_freeze_settings():
         ClassificationTask(model, freeze="backbone", unfreeze_lr_factor=0)
     assert ClassificationTask(model).configure_callbacks() == []
     cbs = ClassificationTask(model, freeze="backbone", unfreeze_at_epoch=1).configure_callbacks()
-    assert len(cbs) == 1 and isinstance(cbs[0], BackboneFinetuning)
+    assert len(cbs) == 1 and isinstance(cbs[0], UnfreezeBackbone)
 
 
 class Snapshots(pl.Callback):

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from test_zoo import CONF, FAMILIES
 from torch import nn
 
+from labkit.callbacks import UnfreezeBackbone
 from labkit.core.images import shorter_side_size
 from labkit.data.files import resize_shorter_side
 from labkit.models import MLP, EmbeddingClassifier, EmbeddingNet, LeNet, MiniAlexNetV4, RawPixels, zoo
@@ -24,7 +25,6 @@ from labkit.models.heads import (
     remove_head,
     reset_head,
 )
-from labkit.tasks.finetuning import BackboneFinetuning
 
 
 class TimmStyle(nn.Module):
@@ -112,7 +112,7 @@ def test_a_model_without_a_head():
     with pytest.raises(HeadNotFoundError, match="ConvOnly.*labkit_head"):
         find_head(net)
     assert Penultimate(net)(torch.zeros(2, 1, 5, 5)).shape == (2, 2 * 3 * 3)  # its own output, flattened
-    cb = BackboneFinetuning()
+    cb = UnfreezeBackbone()
     holder = nn.Module()
     holder.model = net
     with pytest.raises(HeadNotFoundError, match=r"^task.freeze=backbone: .*task.freeze=null"):

@@ -9,8 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.run.lifecycle import execute
-from labkit.tracking.history import (
+from labkit.callbacks.history import (
     HISTORY_FILE,
     History,
     append_row,
@@ -20,6 +19,7 @@ from labkit.tracking.history import (
     read_history,
     truncate_history,
 )
+from labkit.run.lifecycle import execute
 
 
 def test_csv_appends_widens_and_truncates(tmp_path):

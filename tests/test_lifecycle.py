@@ -100,7 +100,7 @@ def test_metrics_carry_the_wall_time_of_every_session_and_compare_shows_the_tota
 
 def test_a_killed_session_counts_up_to_its_last_checkpoint(tmp_path):
     """A session killed after its checkpoints: the resume starts its clock from the checkpoint's total."""
-    from labkit.run.callbacks import RunClock
+    from labkit.callbacks import RunClock
 
     clock = RunClock()
     clock.load_state_dict({"wall_time_s": 100.0})

@@ -8,8 +8,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from labkit.callbacks import mid_epoch_position
 from labkit.data.sampling import EpochBatchSampler
-from labkit.run.callbacks import mid_epoch_position
 from labkit.run.lifecycle import execute
 
 BASE = ["trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "logger=none",
@@ -83,7 +83,7 @@ def test_sigterm_inside_an_epoch_then_resume_ends_with_the_uninterrupted_weights
         return trainer, loggers
 
     monkeypatch.setattr(lifecycle, "attach", attach)
-    from labkit.run.callbacks import Preempted
+    from labkit.callbacks import Preempted
 
     with pytest.raises(Preempted):
         execute(cfg)

@@ -15,8 +15,7 @@ import torch
 from conftest import ROOT
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.core import console
-from labkit.tracking.progress import (
+from labkit.callbacks.progress import (
     PlainProgress,
     ProgressBar,
     TerminalProgressBar,
@@ -24,8 +23,9 @@ from labkit.tracking.progress import (
     format_eta,
     progress_line,
 )
+from labkit.core import console
 
-# a log record of labkit's per-epoch line (labkit.tracking.history), from the start of a line
+# a log record of labkit's per-epoch line (labkit.callbacks.history), from the start of a line
 EPOCH_LINE = re.compile(r"^\[[^\]\n]+\]\[labkit\]\[INFO\] - epoch (\d+) \((\d+) of (\d+)\): train/", re.M)
 # the plain progress line: epoch, step/total, loss, throughput, ETA
 STEP_LINE = re.compile(r"^\[[^\]\n]+\]\[labkit\]\[INFO\] - (\[[^\]]+\] )?epoch (\d+) \(\d+ of \d+\) step (\d+)/3 "

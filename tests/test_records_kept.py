@@ -275,7 +275,7 @@ def test_an_edited_config_is_named_by_reproduce_resume_and_evaluate(finished, tm
         load_run(finished)
     assert _listing(finished) == before and _runs(tmp_path) == [finished]
     # an edit of how the run is driven (its loggers) is no edit of what it trained
-    config.write_text(text.replace("logger: {}", "logger:\n  csv:\n    _target_: labkit.tracking.loggers.CSVLogger\n"
+    config.write_text(text.replace("logger: {}", "logger:\n  csv:\n    _target_: labkit.loggers.CSVLogger\n"
                                                  "    save_dir: ${paths.output_dir}\n"))
     assert config.read_text() != text
     load_run(finished)
@@ -329,7 +329,7 @@ def test_a_run_stopped_before_its_first_checkpoint_does_not_promise_one(tmp_path
 def test_the_nan_guard_names_a_kept_checkpoint_only_when_there_is_one(tmp_path):
     from types import SimpleNamespace
 
-    from labkit.run.callbacks import FiniteLossGuard
+    from labkit.callbacks import FiniteLossGuard
 
     cb = SimpleNamespace(last_model_path="", best_model_path="")
     module = SimpleNamespace(trainer=SimpleNamespace(checkpoint_callback=cb))

@@ -133,8 +133,8 @@ def test_resume_failures_and_provenance_round_trip(tmp_path):
 
 def test_every_status_a_stopped_run_records_is_a_known_one():
     """Each RunStopped (pruned, preempted, interrupted...) records its ``status`` through write_metrics: all are typed."""
-    import labkit.run.callbacks  # noqa: F401  (defines the preemption and interruption stops)
-    import labkit.tracking.search  # noqa: F401  (defines the pruner's stop)
+    import labkit.callbacks  # noqa: F401  (defines the preemption and interruption stops)
+    import labkit.callbacks.search  # noqa: F401  (defines the pruner's stop)
     from labkit.core.errors import RunStopped
 
     def subclasses(cls):
@@ -196,7 +196,7 @@ def test_flatten_keeps_each_callers_format():
 
     node = {"a": {"b": 1, "c": [1, 2.5]}, "d": "x" * 300, "e": {}}
     assert flat_config(node) == {"a.b": 1, "a.c": "[1,2.5]", "d": "x" * 300}
-    from labkit.tracking.loggers import _param
+    from labkit.loggers.base import _param
 
     assert flatten({"config": node}, "/", _param) == {"config/a/b": 1, "config/a/c": "[1, 2.5]",
                                                        "config/d": "x" * 250}

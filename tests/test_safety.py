@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import ROOT, write_cifar, write_mnist
 
+from labkit.callbacks import AtomicCheckpointIO
 from labkit.core import files
 from labkit.core.errors import IncompatibleError, LabkitError
 from labkit.core.safe_load import (
@@ -29,7 +30,6 @@ from labkit.core.safe_load import (
 from labkit.data.folder import ImageFolderDataModule, dataset_cache_dir
 from labkit.data.vision import CIFAR10DataModule, CIFAR100DataModule, MNISTDataModule
 from labkit.run import directory as runs
-from labkit.run.callbacks import AtomicCheckpointIO
 
 
 # ----- hostile pickles ---------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_checkpoint_temporary_of_a_killed_save_is_removed_by_the_next_save(tmp_p
     ckdir.mkdir(parents=True)
     old = {"state_dict": {"w": torch.zeros(3)}, "epoch": 0}
     torch.save(old, ckdir / "epoch000.ckpt")  # a result of an earlier run, written outside this process
-    _killed_while_writing("import torch\nfrom labkit.run.callbacks import AtomicCheckpointIO\n"
+    _killed_while_writing("import torch\nfrom labkit.callbacks import AtomicCheckpointIO\n"
                           "AtomicCheckpointIO().save_checkpoint({'state_dict': {'w': torch.ones(300000)}}, target)\n",
                           ckdir / "epoch000.ckpt")
     left = _temporaries(ckdir)

@@ -382,7 +382,7 @@ def test_a_search_summary_lists_trials_states_and_pruned_jobs_do_not_fail_the_sw
 
     sweep = tmp_path / "multirun" / "2026-12-01_10-00-00_abcdef"
     sweep.mkdir(parents=True)
-    reporter = "++callbacks.optuna_trial={_target_:'labkit.tracking.search.TrialReporter',trial:%d}"
+    reporter = "++callbacks.optuna_trial={_target_:'labkit.callbacks.TrialReporter',trial:%d}"
     ok = {"status": "ok", "epochs": 3, "best_val/acc": 0.9}
     write_job(sweep, 0, ["task.optimizer.lr=0.01", reporter % 4], ok, optimized_metric="best_val/acc")
     write_job(sweep, 1, ["task.optimizer.lr=0.05", reporter % 6],

@@ -11,8 +11,9 @@ import time
 import pytest
 from conftest import ROOT
 
+from labkit import loggers
 from labkit.core.errors import ConfigError
-from labkit.tracking import loggers, search
+from labkit.tracking import search
 
 
 # ----- MLflow: a SQLite store shared by parallel jobs ----------------------------------------------------------------
@@ -97,7 +98,7 @@ def test_the_sqlite_uri_carries_the_busy_timeout(tmp_path):
     assert loggers.sqlite_store(f"sqlite:///{db}?timeout=5", 60.0)[0] == f"sqlite:///{db}?timeout=5"  # the user's
     assert loggers.sqlite_store(f"sqlite:///{db}", None)[0] == f"sqlite:///{db}"
     with pytest.raises(ConfigError, match=r"logger.mlflow.busy_timeout_s=0 is invalid: .*a number > 0"):
-        loggers._check_busy_timeout(0)
+        loggers.sqlite._check_busy_timeout(0)
 
 
 # ----- Optuna: a journal file torn by a killed worker ----------------------------------------------------------------

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from labkit.callbacks.history import read_history
 from labkit.core.files import read_json
+from labkit.core.servers import TrackingServerError, probe
+from labkit.loggers import MLFLOW_HTTP_DEFAULTS, WandbLogger
 from labkit.run.lifecycle import execute
-from labkit.tracking.history import read_history
-from labkit.tracking.loggers import MLFLOW_HTTP_DEFAULTS, TrackingServerError, WandbLogger, probe
 
 FAST = ("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "trainer.log_every_n_steps=1")
@@ -68,7 +69,7 @@ def test_online_wandb_without_its_server_is_refused(tmp_path, monkeypatch):
 
 
 def test_credentials_in_the_uri_are_neither_probed_nor_shown(mlflow_env):
-    from labkit.tracking.loggers import MLFlowLogger
+    from labkit.loggers import MLFlowLogger
 
     with pytest.raises(TrackingServerError) as e:
         MLFlowLogger(tracking_uri=f"http://bob:secret@127.0.0.1:{_unused_port()}", connect_timeout_s=2)

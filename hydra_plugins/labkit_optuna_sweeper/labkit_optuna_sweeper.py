@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("labkit")
 
-REPORTER = "labkit.tracking.search.TrialReporter"
+REPORTER = "labkit.callbacks.TrialReporter"
 REPORTER_KEY = "callbacks.optuna_trial"
 
 
@@ -354,7 +354,7 @@ class LabkitOptunaSweeper(Sweeper):
         """Optuna's plots to the loggers of the best trial's run (TensorBoard images, artifacts of its MLflow run, W&B
         images), under ``search/``: the run a user opens in the tracking UI holds the search that found it."""
         from labkit.run import directory
-        from labkit.tracking.loggers import send_pictures
+        from labkit.tracking.reopen import send_pictures
         from labkit.tracking.search import RUN_DIR_ATTR
 
         run_dir = best.user_attrs.get(RUN_DIR_ATTR)

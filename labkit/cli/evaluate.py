@@ -164,10 +164,11 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
         log.info("loggers: not sent (%s is not the run's best checkpoint, whose figures the loggers hold)",
                  runs.relative_to_run(ckpt, run_dir))
         return
+    from labkit.loggers import close
     from labkit.run import pictures as images
     from labkit.run import records
     from labkit.run.plan import Plan
-    from labkit.tracking.loggers import close, reopen
+    from labkit.tracking.reopen import reopen
 
     recorded = runs.read_metrics(run_dir)
     loggers = reopen(run_dir, saved)

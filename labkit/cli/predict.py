@@ -411,7 +411,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     print(f"\npredictions written to {out}")
     if cfg.get("loggers", True):  # the figure to the run's TensorBoard, MLflow run and W&B run, as evaluate.py does
         from labkit.run.pictures import figures_in
-        from labkit.tracking.loggers import send_pictures
+        from labkit.tracking.reopen import send_pictures
 
         send_pictures(run_dir, saved, figures_in(out, f"predictions/{out.name}"),
                       step=int(runs.read_metrics(run_dir).get("global_step") or 0), what="predictions' figure")

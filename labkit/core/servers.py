@@ -1,7 +1,7 @@
 """Tracking servers (a remote MLflow ``tracking_uri``, W&B online): is one there, asked once with a short timeout.
 
 Used by the pre-flight (:func:`labkit.run.startup.check_tracking_servers`, before a run's folder exists) and by the
-loggers themselves (:mod:`labkit.tracking.loggers`, for runs started from the notebook API); standard library only.
+loggers themselves (:mod:`labkit.loggers`, for runs started from the notebook API); standard library only.
 """
 from __future__ import annotations
 

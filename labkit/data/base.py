@@ -68,7 +68,7 @@ class LabDataModule(pl.LightningDataModule):
 
     def resume_training_at(self, epoch: int, batches: int) -> None:
         """The next training loader starts epoch ``epoch`` at its batch ``batches``: a run resumed from a mid-epoch
-        checkpoint skips the batches it trained on before it stopped (told by ``labkit.run.callbacks.EpochSeed`` when
+        checkpoint skips the batches it trained on before it stopped (told by ``labkit.callbacks.EpochSeed`` when
         the checkpoint is read, before Lightning asks for the loader). Loaders whose sampler cannot (a plain shuffling
         ``DataLoader``) start the epoch again, and Lightning warns that the resume is not exact."""
         self._resume_at = (int(epoch), int(batches))

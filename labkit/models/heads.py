@@ -11,7 +11,7 @@ A model that declares nothing gets the head labkit's own models follow by conven
 last ``nn.Linear``. Models compiled with ``task.compile=true`` are looked through
 (:func:`labkit.adapters.torch.unwrap_compiled`).
 
-Who uses it: ``task.freeze=backbone`` trains only :func:`head_parameter_names` (:mod:`labkit.tasks.finetuning`);
+Who uses it: ``task.freeze=backbone`` trains only :func:`head_parameter_names` (:mod:`labkit.callbacks.finetuning`);
 :func:`labkit.models.zoo.build` gives a torchvision network a new head with :func:`reset_head`;
 ``BackboneEmbedding`` drops it with :func:`remove_head`; the retrieval report embeds images with
 :class:`Penultimate` (the head's input: timm's "pre-logits" features).

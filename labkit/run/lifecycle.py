@@ -14,11 +14,12 @@ import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ProgressBar
 
+from labkit.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunClock, RunSummary, SignalsAsSigterm
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory, pictures, ranks, records, tuning, validate
 from labkit.run import plan as planning
-from labkit.run.callbacks import AtomicCheckpointIO, Interrupted, Preempted, RunClock, SignalsAsSigterm
 from labkit.run.plan import Plan
 
 log = logging.getLogger("labkit")
@@ -184,17 +185,26 @@ def attach(plan: Plan, task, clock: RunClock, loggers: list | None = None) -> tu
     for key, node in (cfg.get("callbacks") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
-        if not bar and "ProgressBar" in str(node._target_):
-            continue  # trainer.enable_progress_bar=false switches the bar callback off too
-        if not loggers and "LearningRateMonitor" in str(node._target_):
-            continue  # logger=none: nothing to monitor into
         extra = {}
-        if key == "model_checkpoint":
+        if key == "model_checkpoint":  # the checkpoint that keeps the best epoch: by the task's metric unless set
             monitor, mode = task.monitor
             extra = {"monitor": node.get("monitor") or monitor, "mode": node.get("mode") or mode}
-        callbacks.append(instantiate(node, **extra))
+        callback = instantiate(node, **extra)
+        if not bar and isinstance(callback, ProgressBar):
+            continue  # trainer.enable_progress_bar=false switches the bar callback off too
+        if not loggers and isinstance(callback, LearningRateMonitor):
+            continue  # logger=none: nothing to monitor into
+        if isinstance(callback, RunSummary):
+            callback.config_of = saved_config  # the run folder's config, which it sends to the loggers
+        callbacks.append(callback)
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
     return trainer, loggers
+
+
+def saved_config(run_dir) -> DictConfig | None:
+    """The config saved in a run folder (:func:`labkit.run.directory.load_config`), None for a folder that holds no
+    run: what :class:`labkit.callbacks.RunSummary` sends to the loggers."""
+    return directory.load_config(run_dir) if directory.is_run_dir(run_dir) else None
 
 
 def build_trainer(node: DictConfig, **kwargs) -> pl.Trainer:

@@ -2,7 +2,7 @@
 
 labkit draws its figures as PNG files in the run directory (``learning_curves.png``, ``lr_finder.png`` during
 training; ``evaluation/<split>/*.png`` from evaluate.py; ``predictions/<time>/predictions.png`` from predict.py;
-``search/optuna_*.png``, a search's plots, in its best trial's run: :func:`labkit.tracking.loggers.send_pictures`).
+``search/optuna_*.png``, a search's plots, in its best trial's run: :func:`labkit.tracking.reopen.send_pictures`).
 :func:`send_figures` gives each one to the run's loggers as well, under a folder per report and split:
 
 - TensorBoard: an image (Images tab), tag ``evaluation/test/confusion_matrix``;

@@ -149,7 +149,7 @@ def recorded_best(run_dir: Path) -> Path | None:
 
 def drop_superseded(recorded: Path | None, trainer, run_dir: Path) -> None:
     """After a resume has rewritten metrics.json: delete the finished run's best checkpoint that was kept while
-    training (:class:`labkit.run.callbacks.AtomicCheckpointIO` ``keep``) if no checkpoint callback holds it any longer."""
+    training (:class:`labkit.callbacks.AtomicCheckpointIO` ``keep``) if no checkpoint callback holds it any longer."""
     if recorded is None or not recorded.is_file():
         return
     held = set()

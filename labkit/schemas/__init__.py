@@ -43,12 +43,10 @@ def store() -> None:
 
 def of(target: str):
     """The schema of ``target`` (an old module path from ``labkit/_compat.py`` is read as the current one), or None."""
-    from labkit._compat import MOVED
+    from labkit._compat import current
 
-    module, _, name = target.rpartition(".")
-    if module in MOVED:
-        target = f"{MOVED[module]}.{name}"
-    return load_all().get(target)
+    held = load_all()
+    return held.get(target) or held.get(current(target))
 
 
 def find(group_option: str):

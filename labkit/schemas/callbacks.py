@@ -6,7 +6,7 @@ from typing import Any, Optional
 from labkit.schemas.base import MISSING, schema
 
 
-@schema("labkit.run.callbacks.RunCheckpoint", "callbacks")
+@schema("labkit.callbacks.RunCheckpoint", "callbacks")
 class RunCheckpoint:
     """Lightning's ModelCheckpoint with atomic writes; monitor/mode null = the task's own choice."""
 
@@ -28,21 +28,21 @@ class RunCheckpoint:
     enable_version_counter: bool = True  # add -v1, -v2 to a name that exists
 
 
-@schema("labkit.run.callbacks.EpochSeed", "callbacks")
+@schema("labkit.callbacks.EpochSeed", "callbacks")
 class EpochSeed:
     """Reseed at every epoch start from (seed, epoch): resumed runs continue bit for bit."""
 
     seed: Optional[int] = 0  # the run's seed
 
 
-@schema("labkit.run.callbacks.FiniteLossGuard", "callbacks")
+@schema("labkit.callbacks.FiniteLossGuard", "callbacks")
 class FiniteLossGuard:
     """Stop cleanly on a NaN/inf loss, naming the step."""
 
     check_every: int = 20  # steps between reads of the device-side flag
 
 
-@schema("labkit.tracking.history.History", "callbacks")
+@schema("labkit.callbacks.History", "callbacks")
 class History:
     """history.csv (one row per epoch), learning_curves.png at the end, one log line per epoch."""
 
@@ -50,7 +50,7 @@ class History:
     plot: bool = True  # draw learning_curves.png at the end
 
 
-@schema("labkit.tracking.progress.ProgressBar", "callbacks")
+@schema("labkit.callbacks.ProgressBar", "callbacks")
 class ProgressBar:
     """Lightning's bar on a terminal; plain lines in a file, a pipe or a scheduler's log."""
 
@@ -61,7 +61,7 @@ class ProgressBar:
     name: str = ""  # shown before "epoch N" (a sweep job's number and overrides)
 
 
-@schema("labkit.core.console.ModelSummary", "callbacks")
+@schema("labkit.callbacks.ModelSummary", "callbacks")
 class ModelSummary:
     """Lightning's model summary without its FLOPs column."""
 
@@ -69,7 +69,7 @@ class ModelSummary:
     enabled: bool = True  # false turns it off
 
 
-@schema("labkit.tracking.loggers.RunSummary", "callbacks")
+@schema("labkit.callbacks.RunSummary", "callbacks")
 class RunSummary:
     """The composed config and the final figures to every logger."""
 

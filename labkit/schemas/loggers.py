@@ -19,7 +19,7 @@ class TensorBoardLogger:
     sub_dir: Optional[str] = None  # a further sub-folder
 
 
-@schema("labkit.tracking.loggers.CSVLogger", "logger")
+@schema("labkit.loggers.CSVLogger", "logger")
 class CSVLogger:
     """metrics.csv in the run directory, continued on resume."""
 
@@ -30,7 +30,7 @@ class CSVLogger:
     flush_logs_every_n_steps: int = 100  # steps between writes
 
 
-@schema("labkit.tracking.loggers.MLFlowLogger", "logger")
+@schema("labkit.loggers.MLFlowLogger", "logger")
 class MLFlowLogger:
     """MLflow (pip install mlflow): a local SQLite store by default, or a tracking server."""
 
@@ -48,7 +48,7 @@ class MLFlowLogger:
     run_id: Optional[str] = None  # continue this MLflow run
 
 
-@schema("labkit.tracking.loggers.WandbLogger", "logger")
+@schema("labkit.loggers.WandbLogger", "logger")
 class WandbLogger:
     """Weights & Biases (pip install wandb), offline unless told otherwise."""
 

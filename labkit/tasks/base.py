@@ -22,11 +22,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from labkit.callbacks.finetuning import finetuning_callbacks
 from labkit.core.errors import ConfigError, IncompatibleError
 from labkit.models._shape import count_parameters
 from labkit.models.build import as_dict, build_model
 from labkit.schemas import tasks as schema
-from labkit.tasks.finetuning import finetuning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class LabTask(pl.LightningModule):
         data.sampling = self.sampling
 
     def configure_callbacks(self):
-        """Transfer learning (``freeze``/``unfreeze_at_epoch``/``unfreeze_lr_factor``, see labkit.tasks.finetuning)."""
+        """Transfer learning (``freeze``/``unfreeze_at_epoch``/``unfreeze_lr_factor``, see labkit.callbacks.finetuning)."""
         return finetuning_callbacks(self.hparams.get("freeze"), self.hparams.get("unfreeze_at_epoch"),
                                     self.hparams.get("unfreeze_lr_factor", 0.1))
 

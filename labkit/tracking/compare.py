@@ -230,7 +230,7 @@ def final_and_best(record: RunRecord, history: list[dict], metric: str, mode: st
 
 
 def build_table(runs: list[tuple[Path, str]]) -> dict:
-    from labkit.tracking.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
+    from labkit.callbacks.history import read_history  # imports Lightning: not needed to refuse a bad path quickly
 
     records = [load_record(r) for r, _ in runs]
     histories = [read_history(r) for r, _ in runs]

@@ -1,17 +1,15 @@
 """Hyper-parameter searches with Optuna (``python train.py hparams_search=optuna``).
 
-Two sides, one module:
+Two sides: in each trial's job, :class:`labkit.callbacks.TrialReporter` (a Lightning callback the sweeper switches
+on through the job's overrides: ``++callbacks.optuna_trial={_target_: labkit.callbacks.TrialReporter, trial: N,
+...}``) reports the validation metric to the study after every epoch and asks the study's pruner (a hopeless trial ends
+with :class:`labkit.callbacks.TrialPruned`, status ``pruned``); the study's storages and pruners
+(:mod:`labkit.loggers.optuna`) serve both sides. This module holds the other side:
 
-- in each trial's job, :class:`TrialReporter` (a Lightning callback the sweeper switches on through the job's
-  overrides: ``++callbacks.optuna_trial={_target_: labkit.tracking.search.TrialReporter, trial: N, ...}``) reports
-  the validation metric to the study after every epoch and asks the study's pruner; a hopeless trial ends with
-  :class:`TrialPruned`, a :class:`labkit.core.errors.RunStopped` whose status is ``pruned``, so the run core records
-  ``{"status": "pruned", "stopped_at_epoch": N}`` in metrics.json instead of a failure;
-- in the sweeper (``hydra_plugins/labkit_optuna_sweeper``): the storages (:func:`open_storage`), the pruners
-  (:func:`make_pruner`), the search space read from Hydra's override syntax (:func:`search_space`), which trials
-  count towards ``n_trials`` (:func:`tally`), trials left running by a process that is gone
-  (:func:`release_abandoned`: on this machine by their process id, on other machines when their :class:`Heartbeat`
-  stops), the study's record (:func:`study_rows`, ``study.json`` beside the sweep summary) and
+- in the sweeper (``hydra_plugins/labkit_optuna_sweeper``): the search space read from Hydra's override syntax
+  (:func:`search_space`), which trials count towards ``n_trials`` (:func:`tally`), trials left running by a process
+  that is gone (:func:`release_abandoned`: on this machine by their process id, on other machines when their
+  :class:`Heartbeat` stops), the study's record (:func:`study_rows`, ``study.json`` beside the sweep summary) and
   Optuna's plots (:func:`write_plots`).
 
 Optuna is imported inside the functions: importing this module costs nothing more than Lightning.
@@ -20,23 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from labkit.adapters.optuna import set_trial_user_attr
-from labkit.core import checks
-from labkit.core.errors import ConfigError, RunStopped
+from labkit.callbacks.search import PRUNED_ATTR, TrialPruned, TrialReporter  # noqa: F401 (the sweeper's names; old configs' target)
+from labkit.core.errors import ConfigError
 from labkit.core.values import flatten
+from labkit.loggers.optuna import (  # noqa: F401 (the sweeper's names)
+    PRUNERS,
+    _plain,
+    check_journal_path,
+    is_url,
+    make_pruner,
+    open_storage,
+    pruner_name,
+    storage_label,
+)
 
 log = logging.getLogger("labkit")
 
@@ -48,155 +53,12 @@ ABANDONED_ATTR = "labkit_abandoned"  # failed because the process that ran it is
 HEARTBEAT_ATTR = "labkit_heartbeat"  # time.time() of the asking sweeper's last sign of life, renewed while it runs
 STALE_AFTER_S = 900.0  # default hydra.sweeper.stale_after_s: another machine's trial silent this long is abandoned
 DISCARDED_ATTR = "labkit_discarded"  # asked beyond n_trials by a race between workers, never run: does not count
-PRUNED_ATTR = "labkit_pruned_at_epoch"
 RUN_DIR_ATTR = "labkit_run_dir"
-# pruner names -> (class, labkit's defaults; hydra.sweeper.pruner_args override them)
-PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "none": ("optuna.pruners.NopPruner", {}),
-    # never before 5 trials have finished, never on a trial's first epoch (its accuracy says little yet)
-    "median": ("optuna.pruners.MedianPruner", {"n_startup_trials": 5, "n_warmup_steps": 1}),
-    "percentile": ("optuna.pruners.PercentilePruner", {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1}),
-    "hyperband": ("optuna.pruners.HyperbandPruner", {}),
-    "successive_halving": ("optuna.pruners.SuccessiveHalvingPruner", {}),
-    # e.g. pruner_args={lower: 0.2}: stop a trial whose metric is below 0.2 (above `upper` for a minimized metric)
-    "threshold": ("optuna.pruners.ThresholdPruner", {}),
-}
 DIRECTIONS = ("maximize", "minimize")
 # overrides that change how a search runs, not what it finds: left out of the default study name
 DRIVING_KEYS = ("hparams_search", "logger", "paths", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                 "trainer.accelerator", "data.num_workers", "data.pin_memory", "data.persistent_workers")
 
-
-class TrialPruned(RunStopped):
-    """A search's pruner stopped this trial: metrics.json says ``pruned`` with the epoch, not ``failed``."""
-
-    status = "pruned"
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
-
-# ----- storages -----------------------------------------------------------------------------------------------------
-def is_url(spec: str) -> bool:
-    return "://" in str(spec)
-
-
-def storage_label(spec: str) -> str:
-    """The storage as a person reads it: a URL without its password, or the journal file."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(spec)) if is_url(spec) else str(spec)
-
-
-def open_storage(spec: str, check: bool = False):
-    """The Optuna storage ``spec`` names: a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://...``) or the path of a
-    journal file (:class:`optuna.storages.JournalStorage` on a ``JournalFileBackend``: one file, appended under a
-    lock that works on NFS; a last line torn by a worker killed mid-write is repaired: :mod:`labkit.tracking.journal`).
-    ``check``: one paragraph (:class:`ConfigError`) when it cannot be opened or written."""
-    import optuna
-
-    spec = str(spec)
-    if is_url(spec):
-        try:
-            kwargs = {}
-            if spec.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql"):
-                kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}}  # an unreachable server: 10 s
-            return optuna.storages.RDBStorage(spec, **kwargs)
-        except Exception as e:
-            if not check:
-                raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
-            missing = next((x.name for x in (e, e.__cause__) if isinstance(x, ImportError) and x.name), None)
-            hint = f" Its database driver, the Python module {missing}, is not installed here." if missing else ""
-            raise ConfigError(f"hydra.sweeper.storage={storage_label(spec)} cannot be opened: {type(e).__name__}: "
-                              f"{first}.{hint} Give a SQLAlchemy URL of a database this machine can reach and write "
-                              "(sqlite:///<file>, postgresql://user:password@host/db, mysql+pymysql://...), or the path "
-                              "of a journal file (the default: <paths.log_dir>/studies/<study name>.log).") from None
-    path = Path(spec).expanduser().absolute()
-    if check:
-        check_journal_path(path)
-    from optuna.storages.journal import JournalStorage
-
-    from labkit.tracking.journal import RepairingJournalFileBackend
-
-    return JournalStorage(RepairingJournalFileBackend(str(path)))
-
-
-def check_journal_path(path: Path) -> None:
-    """The journal file (and its lock beside it) can be created and appended to."""
-    def refuse(why: str) -> ConfigError:
-        return ConfigError(f"hydra.sweeper.storage={path} cannot be used: {why}. The study's journal file and its lock "
-                           "file are written in that folder by every worker: choose a writable place (all machines of "
-                           "a cluster search must see the same file), or a database URL (sqlite:///..., "
-                           "postgresql://...).")
-
-    if path.is_dir():
-        raise refuse("it is a folder, not a file")
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise refuse(f"{existing} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise refuse(f"its folder cannot be created ({e.strerror or e})") from None
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".labkit-check-"):
-            pass
-        with open(path, "ab"):
-            pass
-    except OSError as e:
-        raise refuse(f"{e.strerror or e}") from None
-
-
-# ----- pruners ------------------------------------------------------------------------------------------------------
-def pruner_name(spec) -> str:
-    spec = _plain(spec)
-    if isinstance(spec, Mapping):  # {_target_: optuna.pruners.ThresholdPruner, ...} -> Threshold
-        return re.sub(r"(?<=.)Pruner$", "", str(spec.get("_target_", "?")).rsplit(".", 1)[-1])
-    return "none" if spec in (None, False) else str(spec)
-
-
-def make_pruner(spec, args: Mapping | None = None):
-    """An Optuna pruner from ``hydra.sweeper.pruner`` (a name of :data:`PRUNERS`, or ``{_target_: <a pruner class>,
-    ...}``) and ``hydra.sweeper.pruner_args``; one paragraph (:class:`ConfigError`) for a name or argument that does
-    not exist."""
-    import optuna
-
-    spec, args = _plain(spec), dict(_plain(args) or {})
-    if isinstance(spec, optuna.pruners.BasePruner):  # made already
-        return spec
-    if isinstance(spec, Mapping):
-        if "_target_" not in spec:
-            raise ConfigError(f"hydra.sweeper.pruner={spec} is invalid: a pruner given as a mapping needs a _target_, "
-                              "e.g. {_target_: optuna.pruners.MedianPruner, n_startup_trials: 10}")
-        target, kwargs = str(spec["_target_"]), {k: v for k, v in spec.items() if k != "_target_"}
-        name = target.rsplit(".", 1)[-1]
-    else:
-        spec = "none" if spec in (None, False) else spec
-        if not isinstance(spec, str) or spec.lower() not in PRUNERS:
-            raise checks.invalid("hydra.sweeper.pruner", spec, "one of " + ", ".join(PRUNERS),
-                                 "or {_target_: <an optuna.pruners class>, ...} for any other pruner. Its arguments "
-                                 "go in hydra.sweeper.pruner_args",
-                                 checks.did_you_mean(str(spec).lower(), PRUNERS) if isinstance(spec, str) else "")
-        target, defaults = PRUNERS[spec.lower()]
-        kwargs, name = dict(defaults), spec.lower()
-    defaults = {k: v for k, v in kwargs.items() if k not in args}
-    kwargs.update(args)
-    try:
-        cls = checks.locate(target)
-    except Exception as e:
-        raise ConfigError(f"hydra.sweeper.pruner: cannot import {target}: {e}") from None
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        given = f"hydra.sweeper.pruner_args={args}" if args else f"hydra.sweeper.pruner={spec}"
-        also = f" (with labkit's defaults {defaults})" if defaults else ""
-        raise ConfigError(f"{given} is invalid for the {name} pruner ({target}{also}): {e}. Its arguments: "
-                          "https://optuna.readthedocs.io/en/stable/reference/pruners.html") from None
-
-
-# ----- the search space ---------------------------------------------------------------------------------------------
 
 
 def _space_error(text: str, why: str, example: str) -> ConfigError:
@@ -354,98 +216,6 @@ def default_study_name(run_name: str, arguments: Sequence[str], dists: Mapping[s
     space = sorted(f"{k}={d!r}" for k, d in dists.items())
     digest = hashlib.sha1("\n".join([*kept, *space, str(metric), str(direction)]).encode()).hexdigest()[:8]
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', run_name).strip('-') or 'search'}-{digest}"
-
-
-class TrialReporter(pl.Callback):
-    """Reports a trial's validation metric to its Optuna study after every epoch and stops the run with
-    :class:`TrialPruned` when the study's pruner says so. The sweeper adds it to each job
-    (``++callbacks.optuna_trial={...}``); the run core needs nothing else.
-
-    ``storage``: the study's storage (journal file or SQLAlchemy URL); ``study_name``; ``trial``: the trial number;
-    ``monitor``: the metric reported (default: the task's ``monitor``); ``mode``: ``max`` or ``min``, the metric's
-    better direction (values are negated when it differs from the study's direction, so the pruner compares them the
-    right way round); ``pruner``, ``pruner_args``: as ``hydra.sweeper.pruner`` / ``pruner_args``. Under DDP only
-    global rank 0 talks to the study and tells the other ranks."""
-
-    def __init__(self, storage: str, study_name: str, trial: int, monitor: str | None = None,
-                 mode: str | None = None, pruner: Any = "none", pruner_args: Mapping | None = None):
-        super().__init__()
-        checks.non_negative_int("callbacks.optuna_trial.trial", trial)
-        if mode is not None:
-            checks.one_of("callbacks.optuna_trial.mode", mode, ("min", "max"))
-        self.storage, self.study_name, self.number = str(storage), str(study_name), int(trial)
-        self.monitor, self.mode = monitor, mode
-        self.pruner, self.pruner_args = _plain(pruner), dict(_plain(pruner_args) or {})
-        self._trial = None
-        self._sign = 1.0
-        self._reported: set[int] = set()
-        self._missing_warned = False
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        from labkit.tasks.base import LabTask
-
-        task_metric, task_mode = pl_module.monitor if isinstance(pl_module, LabTask) else (None, None)
-        if self.monitor is None:
-            self.monitor, self.mode = task_metric, self.mode or task_mode
-        if self.mode is None:
-            self.mode = task_mode if self.monitor == task_metric else "max"
-        if trainer.is_global_zero and self._trial is None:
-            import optuna
-
-            storage = open_storage(self.storage)
-            study = optuna.load_study(study_name=self.study_name, storage=storage,
-                                      sampler=optuna.samplers.RandomSampler(),
-                                      pruner=make_pruner(self.pruner, self.pruner_args))
-            study_id = storage.get_study_id_from_name(self.study_name)  # the storage's public API (BaseStorage)
-            self._trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id,
-                                                                                                   self.number))
-            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-            self._sign = 1.0 if (self.mode == "max") == maximize else -1.0
-
-    def _report(self, value: float, epoch: int) -> bool:
-        """Report to the study and ask its pruner. A trial the study already closed (another worker released it
-        as abandoned while its sweeper was silent, e.g. a SLURM job that outlived its sweeper) is no reason to stop
-        this run: it goes on, unreported, and says so once."""
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        try:
-            self._trial.report(value, epoch)
-            return bool(self._trial.should_prune())
-        except UpdateFinishedTrialError:
-            log.warning("trial %d was closed in the study meanwhile (released as abandoned by another worker?): this "
-                        "run goes on, its epochs are no longer reported", self.number)
-            self._trial = None
-            return False
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor is None:
-            return
-        epoch = int(trainer.current_epoch)
-        if epoch in self._reported:
-            return
-        self._reported.add(epoch)
-        prune, shown = False, None
-        if trainer.is_global_zero and self._trial is not None:
-            value = trainer.callback_metrics.get(self.monitor)
-            if value is None:
-                if not self._missing_warned:
-                    log.warning("trial %d: %s is not among the logged metrics (%s): nothing reported to the study, "
-                                "so it cannot be pruned", self.number, self.monitor,
-                                ", ".join(sorted(trainer.callback_metrics)))
-                    self._missing_warned = True
-            else:
-                shown = float(value)
-                if math.isfinite(shown):
-                    prune = self._report(self._sign * shown, epoch)
-        prune = trainer.strategy.broadcast(prune, src=0)
-        if prune:
-            if self._trial is not None:
-                self._trial.set_user_attr(PRUNED_ATTR, epoch)
-            figure = f"{self.monitor} = {shown:.4g}" if shown is not None else self.monitor
-            raise TrialPruned(f"trial {self.number}: the {pruner_name(self.pruner)} pruner stopped it after epoch "
-                              f"{epoch} ({figure})", epoch=epoch)
 
 
 # ----- the study: who counts, who is gone -----------------------------------------------------------------------------

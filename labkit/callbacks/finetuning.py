@@ -5,7 +5,7 @@ unfreeze everything and fine-tune the whole network at a lower learning rate.
 makes the whole network trainable at the start of epoch N (0-based, so after N epochs of head-only
 training) and multiplies every learning rate by ``task.unfreeze_lr_factor`` (null: never unfreeze).
 Frozen BatchNorm layers stay in evaluation mode (their running statistics are frozen too) until the
-unfreeze. The callback is returned by :meth:`LabTask.configure_callbacks`.
+unfreeze. The callback (:class:`UnfreezeBackbone`) is returned by :meth:`LabTask.configure_callbacks`.
 """
 from __future__ import annotations
 
@@ -35,12 +35,19 @@ def _count(params) -> int:
     return sum(p.numel() for p in params)
 
 
-class BackboneFinetuning(BaseFinetuning):
+class UnfreezeBackbone(BaseFinetuning):
     """Freeze everything but the head before training; unfreeze all at ``unfreeze_at_epoch`` with LR x factor.
 
     Learning-rate schedulers keep working after the unfreeze: the new parameter group copies the
     head group's settings and the schedulers' base learning rates are scaled and extended.
+
+    (Called ``BackboneFinetuning`` before labkit had a callbacks package, a name that shadowed Lightning's own class:
+    that name still finds this class, :data:`labkit._compat.RENAMED`, and checkpoints keep its state under it.)
     """
+
+    @property
+    def state_key(self) -> str:
+        return "BackboneFinetuning"  # the key of this callback's state in the checkpoints written before the rename
 
     def __init__(self, unfreeze_at_epoch: int | None = None, unfreeze_lr_factor: float = 0.1, train_bn: bool = False):
         super().__init__()
@@ -143,4 +150,10 @@ def finetuning_callbacks(freeze: str | None, unfreeze_at_epoch: int | None,
     freeze = check_finetune_args(freeze, unfreeze_at_epoch, unfreeze_lr_factor)
     if freeze is None:
         return []
-    return [BackboneFinetuning(unfreeze_at_epoch, unfreeze_lr_factor)]
+    return [UnfreezeBackbone(unfreeze_at_epoch, unfreeze_lr_factor)]
+
+
+def __getattr__(name: str):
+    import labkit._compat
+
+    return labkit._compat.moved_attribute(__name__, name)  # BackboneFinetuning (saved configs and checkpoints name it)

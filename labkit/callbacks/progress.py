@@ -12,7 +12,7 @@ decides) whether output goes to a terminal or to a file:
 
       epoch 0 (1 of 15) step 120/422 (28%): loss 0.4127  3187 images/s  24.9 batches/s  ETA 0:00:12 epoch, 0:04:05 run
 
-  and, from :class:`labkit.tracking.history.History`, one line per epoch with its metrics.
+  and, from :class:`labkit.callbacks.history.History`, one line per epoch with its metrics.
 """
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ class PlainProgress(_LightningProgressBar):
         self._batch_done(trainer, batch, outputs, batch_idx, train=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pass = None  # the epoch's line comes from labkit.tracking.history.History
+        self._pass = None  # the epoch's line comes from labkit.callbacks.history.History
 
     # ----- evaluation passes (the sanity check gets no line)
     def _eval_start(self, trainer: pl.Trainer, stage: str, total: float | None) -> None:

@@ -8,7 +8,7 @@ every worker's next read fails (optuna #5138 on NFS). :class:`RepairingJournalFi
 (:func:`repair_torn_tail`) under the journal's lock when the storage is opened and before every append, with one
 warning per torn line, and the search goes on.
 
-Optuna is imported here at the top: :mod:`labkit.tracking.search` imports this module only when it opens a journal.
+Optuna is imported here at the top: :mod:`labkit.loggers.optuna` imports this module only when it opens a journal.
 """
 from __future__ import annotations
 
