@@ -69,7 +69,7 @@ class FiniteLossGuard(pl.Callback):
         lr = None
         try:
             lr = pl_module.trainer.optimizers[0].param_groups[0]["lr"]
-        except Exception:
+        except Exception:  # no optimizer (a manual loop, a test double): the message goes without the lr
             pass
         raise NonFiniteLossError(
             f"the training loss became NaN/inf at global step {step} (epoch {epoch}, batch {batch}). "

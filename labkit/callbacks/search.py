@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 
 from labkit.core import checks
 from labkit.core.errors import RunStopped
-from labkit.loggers.optuna import _plain, make_pruner, open_storage, pruner_name
+from labkit.core.values import resolved
+from labkit.loggers.optuna import make_pruner, open_storage, pruner_name
 
 log = logging.getLogger("labkit")
 
@@ -46,7 +47,7 @@ class TrialReporter(pl.Callback):
             checks.one_of("callbacks.optuna_trial.mode", mode, ("min", "max"))
         self.storage, self.study_name, self.number = str(storage), str(study_name), int(trial)
         self.monitor, self.mode = monitor, mode
-        self.pruner, self.pruner_args = _plain(pruner), dict(_plain(pruner_args) or {})
+        self.pruner, self.pruner_args = resolved(pruner), dict(resolved(pruner_args) or {})
         self._trial = None
         self._sign = 1.0
         self._reported: set[int] = set()

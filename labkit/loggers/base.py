@@ -71,7 +71,7 @@ class _ServerLogging:
         if self._failure is None:
             try:
                 fn(*args, **kwargs)
-            except Exception as e:
+            except Exception as e:  # any failure of a remote server's client: counted, warned once, the run goes on
                 self._failed(e)
             if self._failure is None:
                 return

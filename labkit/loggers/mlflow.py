@@ -109,7 +109,7 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
         if self._failure is None:
             try:
                 return super().experiment
-            except Exception as e:
+            except Exception as e:  # any failure of the server's client: the run goes on, its calls are counted
                 self._failed(e)
         return DummyExperiment()  # swallows every call; _send counts them
 

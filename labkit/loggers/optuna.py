@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
 from labkit.core import checks
 from labkit.core.errors import ConfigError
+from labkit.core.values import resolved
 
 log = logging.getLogger("labkit")
 
@@ -29,10 +28,6 @@ PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     # e.g. pruner_args={lower: 0.2}: stop a trial whose metric is below 0.2 (above `upper` for a minimized metric)
     "threshold": ("optuna.pruners.ThresholdPruner", {}),
 }
-
-
-def _plain(value):
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 # ----- storages -----------------------------------------------------------------------------------------------------
@@ -109,7 +104,7 @@ def check_journal_path(path: Path) -> None:
 
 # ----- pruners ------------------------------------------------------------------------------------------------------
 def pruner_name(spec) -> str:
-    spec = _plain(spec)
+    spec = resolved(spec)
     if isinstance(spec, Mapping):  # {_target_: optuna.pruners.ThresholdPruner, ...} -> Threshold
         return re.sub(r"(?<=.)Pruner$", "", str(spec.get("_target_", "?")).rsplit(".", 1)[-1])
     return "none" if spec in (None, False) else str(spec)
@@ -121,7 +116,7 @@ def make_pruner(spec, args: Mapping | None = None):
     not exist."""
     import optuna
 
-    spec, args = _plain(spec), dict(_plain(args) or {})
+    spec, args = resolved(spec), dict(resolved(args) or {})
     if isinstance(spec, optuna.pruners.BasePruner):  # made already
         return spec
     if isinstance(spec, Mapping):

@@ -68,7 +68,7 @@ def retry_locked(fn: Callable[[], Any], timeout_s: float | None) -> Any:
     while True:
         try:
             return fn()
-        except Exception as e:
+        except Exception as e:  # SQLAlchemy's and sqlite3's 'database is locked' come as several types: retried
             if not _locked(e) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause * (0.5 + random.random()))  # jittered: two waiting writers do not retry in step

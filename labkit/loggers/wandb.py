@@ -29,7 +29,7 @@ def _wandb_base_url(init: dict) -> str:
         return str(url)
     try:  # wandb's own resolution: WANDB_BASE_URL, `wandb login --host`'s settings file; starts no process
         return wandb_internals.base_url()
-    except Exception:
+    except Exception:  # W&B's private lookup changed or failed: its documented defaults
         return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
 
 
@@ -79,7 +79,7 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
             return DummyExperiment()
         try:
             run = super().experiment
-        except Exception as e:
+        except Exception as e:  # any failure of an online W&B client: the run goes on (a local one raises)
             if self._server is None:
                 raise
             self._failed(e)

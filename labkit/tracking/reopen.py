@@ -47,7 +47,7 @@ def reopen(run_dir, cfg) -> list:
                 raise LookupError(f"no MLflow run of experiment {node.get('experiment_name')!r} is tagged "
                                   f"run_dir={Path(run_dir).resolve()}")
             out.append(lg)
-        except Exception as e:
+        except Exception as e:  # any logger that cannot be reopened: its figures stay in the run folder
             what = e.__cause__ if e.__cause__ is not None and "instantiat" in type(e).__name__.lower() else e
             log.warning("logger.%s: could not open the run's %s logger again (%s): its figures stay in the run's own "
                         "records only", key, key, _reason(what))
@@ -67,13 +67,13 @@ def send_pictures(run_dir, cfg, pictures: dict[str, Path], step: int = 0, what: 
     sent: dict[str, int] = {}
     try:
         sent = send_figures(loggers, pictures, step=step)
-    except Exception as e:
+    except Exception as e:  # a logger's failure must not fail the command that drew the pictures
         log.warning("could not send the %s to the run's loggers (%s); they stay in %s", what, _reason(e), run_dir)
     finally:
         for lg in loggers:
             try:
                 close(lg)
-            except Exception as e:
+            except Exception as e:  # closing a logger must not fail the command
                 log.warning("could not close the %s logger: %s", type(lg).__name__, _reason(e))
     if any(sent.values()):
         log.info("the run's loggers got the %s: %s", what, ", ".join(

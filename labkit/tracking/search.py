@@ -31,10 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from labkit.adapters.optuna import set_trial_user_attr
 from labkit.callbacks.search import PRUNED_ATTR, TrialPruned, TrialReporter  # noqa: F401 (the sweeper's names; old configs' target)
 from labkit.core.errors import ConfigError
-from labkit.core.values import flatten
+from labkit.core.values import flatten, resolved
 from labkit.loggers.optuna import (  # noqa: F401 (the sweeper's names)
     PRUNERS,
-    _plain,
     check_journal_path,
     is_url,
     make_pruner,
@@ -116,7 +115,7 @@ def search_space(params: Mapping | None, arguments: Sequence[str] = ()) -> tuple
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    texts = [f"{k}={v}" for k, v in flatten(_plain(params) or {}).items()] + [str(a) for a in arguments]
+    texts = [f"{k}={v}" for k, v in flatten(resolved(params) or {}).items()] + [str(a) for a in arguments]
     entries: dict[str, tuple[str, Any]] = {}  # key -> (text, distribution or None for a fixed override)
     for text in texts:
         try:
@@ -379,7 +378,7 @@ def discard(study, trial, why: str) -> None:
     try:
         trial.set_user_attr(DISCARDED_ATTR, why)
         study.tell(trial, state=TrialState.FAIL)
-    except Exception:
+    except Exception:  # told or released by another worker meanwhile: nothing to discard
         pass
 
 
