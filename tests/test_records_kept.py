@@ -180,6 +180,32 @@ def test_the_preflight_asks_the_tracking_server_itself_quickly_and_names_its_uri
                                              "logger.mlflow.connect_timeout_s=null"], tmp_path))
 
 
+def test_the_preflight_asks_an_online_wandb_server_and_leaves_offline_runs_alone(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from conftest import make_cfg
+
+    from labkit.core.servers import TrackingServerError
+    from labkit.run import startup
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", url)  # as `wandb login --host` or a cluster's environment sets it
+    cfg = make_cfg(["logger=wandb", "logger.wandb.offline=false", "logger.wandb.connect_timeout_s=2"], tmp_path)
+    started = time.monotonic()
+    with pytest.raises(TrackingServerError) as e:
+        startup.check_before_claim(cfg)
+    assert time.monotonic() - started < 5
+    assert f"W&B server at {url}: connection refused" in str(e.value) and "logger.wandb.offline=true" in str(e.value)
+    startup.check_tracking_servers(make_cfg(["logger=wandb"], tmp_path))  # offline (the default): nothing asked
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    startup.check_tracking_servers(cfg)
+
+
 # ----- 2. evaluate.py on a run in training ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluation_reads_a_consistent_checkpoint_while_the_best_is_replaced(finished, monkeypatch):

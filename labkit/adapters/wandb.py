@@ -15,12 +15,13 @@ def base_url() -> str:
 
     if "start_service" in inspect.signature(wandb_setup._setup).parameters:
         return str(wandb_setup._setup(start_service=False).settings.base_url)
-    return _saved_base_url()  # an older W&B (0.19), whose _setup starts the service: read what it would read
+    return saved_base_url()  # an older W&B (0.19), whose _setup starts the service: read what it would read
 
 
-def _saved_base_url() -> str:
+def saved_base_url() -> str:
     """``WANDB_BASE_URL``, else ``base_url`` in the settings file ``wandb login --host`` writes
-    (``$WANDB_CONFIG_DIR/settings``, default ``~/.config/wandb/settings``), else W&B's cloud."""
+    (``$WANDB_CONFIG_DIR/settings``, default ``~/.config/wandb/settings``), else W&B's cloud. Public W&B files and
+    variables only, without importing wandb: what the pre-flight asks."""
     import configparser
     import os
     from pathlib import Path

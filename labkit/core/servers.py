@@ -96,3 +96,19 @@ def mlflow_server_error(uri: str, timeout: float) -> TrackingServerError | None:
         "start the server; use MLflow's local store instead (logger=mlflow without a tracking_uri and with "
         "MLFLOW_TRACKING_URI unset writes a SQLite database under paths.log_dir/mlruns: mlflow ui "
         "--backend-store-uri sqlite:///<log_dir>/mlruns/mlflow.db shows it); or log with logger=tensorboard")
+
+
+def wandb_server_error(url: str, timeout: float) -> TrackingServerError | None:
+    """None when the W&B server at ``url`` answers within ``timeout`` seconds, else the one-paragraph error that
+    names it, why, and the ways out (an online ``logger=wandb``: asked by the pre-flight and by the logger)."""
+    started = time.monotonic()
+    why = probe(url, timeout)
+    if why is None:
+        return None
+    return TrackingServerError(
+        f"logger=wandb with logger.wandb.offline=false cannot reach the W&B server at {shown(url)}: {why} (after "
+        f"{time.monotonic() - started:.1f} s; labkit waits up to logger.wandb.connect_timeout_s={timeout:g} s). "
+        "Nothing was trained. "
+        "Ways out: check the network or the server's address (WANDB_BASE_URL, wandb login --host=...); log "
+        "offline with logger.wandb.offline=true (the default: the run is saved in <run dir>/wandb, upload it "
+        "later with wandb sync <run dir>/wandb/offline-run-*); or log with logger=tensorboard")

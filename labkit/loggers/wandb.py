@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from labkit.adapters import lightning as lightning_internals
 from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
-from labkit.core.servers import CONNECT_TIMEOUT_S, TrackingServerError, probe, shown
+from labkit.core.servers import CONNECT_TIMEOUT_S, wandb_server_error
 from labkit.loggers.base import _best_model_only, _check_timeout, _require, _ServerLogging
 
 log = logging.getLogger("labkit")
@@ -59,17 +58,9 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
 
     @staticmethod
     def _check_server(url: str, timeout: float) -> None:
-        started = time.monotonic()
-        why = probe(url, timeout)
-        if why is None:
-            return
-        raise TrackingServerError(
-            f"logger=wandb with logger.wandb.offline=false cannot reach the W&B server at {shown(url)}: {why} (after "
-            f"{time.monotonic() - started:.1f} s; labkit waits up to logger.wandb.connect_timeout_s={timeout:g} s). "
-            "Nothing was trained. "
-            "Ways out: check the network or the server's address (WANDB_BASE_URL, wandb login --host=...); log "
-            "offline with logger.wandb.offline=true (the default: the run is saved in <run dir>/wandb, upload it "
-            "later with wandb sync <run dir>/wandb/offline-run-*); or log with logger=tensorboard")
+        error = wandb_server_error(url, timeout)
+        if error is not None:
+            raise error
 
     @property
     def experiment(self):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,23 +67,39 @@ def check_before_claim(cfg: DictConfig) -> None:
 
 
 def check_tracking_servers(cfg: DictConfig) -> None:
-    """An MLflow logger's remote ``tracking_uri`` (http/https) answers within its ``connect_timeout_s`` (null: not
-    asked): an unreachable server is refused here, in one paragraph naming the URI, before the run's folder exists.
-    A bad timeout value is left to the logger's own refusal."""
-    from labkit.core.servers import CONNECT_TIMEOUT_S, mlflow_server_error, remote
+    """An MLflow logger's remote ``tracking_uri`` (http/https), and an online W&B logger's server (its
+    ``settings.base_url``, ``WANDB_BASE_URL`` or the host ``wandb login --host`` saved), answer within the logger's
+    ``connect_timeout_s`` (null: not asked): an unreachable server is refused here, in one paragraph naming it,
+    before the run's folder exists. A bad timeout value is left to the logger's own refusal. (The pre-flight imports
+    no logger class, so a node is recognised by its ``_target_``'s class name.)"""
+    from labkit.core.servers import CONNECT_TIMEOUT_S, mlflow_server_error, remote, wandb_server_error
 
     for node in (cfg.get("logger") or {}).values():
-        if not isinstance(node, DictConfig) or str(node.get("_target_", "")).rsplit(".", 1)[-1] != "MLFlowLogger":
+        kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(node, DictConfig) else ""
+        if kind not in ("MLFlowLogger", "WandbLogger"):
             continue
         try:
-            uri, timeout = node.get("tracking_uri"), node.get("connect_timeout_s", CONNECT_TIMEOUT_S)
+            timeout = node.get("connect_timeout_s", CONNECT_TIMEOUT_S)
+            where = node.get("tracking_uri") if kind == "MLFlowLogger" else _wandb_server(node)
         except Exception:  # an interpolation the pre-flight cannot resolve: the logger checks when it is built
             continue
-        if not remote(uri) or isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        if not remote(where) or isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             continue
-        error = mlflow_server_error(str(uri), float(timeout))
+        error = (mlflow_server_error if kind == "MLFlowLogger" else wandb_server_error)(str(where), float(timeout))
         if error is not None:
             raise error
+
+
+def _wandb_server(node: DictConfig) -> str | None:
+    """The server an online W&B logger would talk to, read as W&B reads it (None: offline, nothing to ask)."""
+    from labkit.adapters.wandb import saved_base_url
+
+    mode = str(os.environ.get("WANDB_MODE") or "online").lower()
+    if node.get("offline", True) is not False or mode in ("offline", "disabled", "dryrun"):
+        return None
+    settings = node.get("settings")
+    url = settings.get("base_url") if isinstance(settings, DictConfig) else None
+    return str(url) if url else saved_base_url()
 
 
 def check_logger_packages(cfg: DictConfig) -> None:
