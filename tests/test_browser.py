@@ -3,7 +3,9 @@
 Slow and needs Debian's ``chromium`` and ``pip install playwright`` (the system browser: no ``playwright install``);
 without them the tests say so and are skipped, except under CI=true (.ci/run installs both), where they fail.
 Servers bind 127.0.0.1 on a free port and are stopped at the end.
-The MLflow run page's screenshot is saved as docs/images/mlflow_run.png (shown in README's logger section).
+The screenshots README shows (docs/images/mlflow_run.png, tensorboard_images.png) are taken here: with
+LABKIT_UPDATE_SCREENSHOTS=1 they replace those files; otherwise they go to the test's own folder (a test run leaves
+the checkout as it was).
 """
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FAST = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+
+
+def _screenshot(name: str, tmp_path: Path) -> Path:
+    """Where a screenshot goes: README's image with LABKIT_UPDATE_SCREENSHOTS=1, else the test's folder."""
+    return ROOT / "docs" / "images" / name if os.environ.get("LABKIT_UPDATE_SCREENSHOTS") == "1" else tmp_path / name
 
 
 def _free_port() -> int:
@@ -132,7 +139,7 @@ def test_the_mlflow_run_page_shows_the_confusion_matrix_and_the_model(trained, b
         # the figure's preview: an image as wide as the confusion matrix drawn by the report
         page.wait_for_function("Array.from(document.images).some(i => i.complete && i.naturalWidth > 300)",
                                timeout=30_000)
-        shot = ROOT / "docs" / "images" / "mlflow_run.png"
+        shot = _screenshot("mlflow_run.png", tmp_path)
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 20_000
@@ -150,7 +157,7 @@ def test_tensorboard_images_tab_shows_the_figures(trained, browser, tmp_path):
         page.goto(f"http://127.0.0.1:{port}/?darkMode=false#images", timeout=60_000)
         page.get_by_text("evaluation/test/confusion_matrix").first.wait_for(timeout=60_000)
         page.get_by_text("training/learning_curves").first.wait_for(timeout=30_000)
-        shot = ROOT / "docs" / "images" / "tensorboard_images.png"
+        shot = _screenshot("tensorboard_images.png", tmp_path)
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 20_000
     finally:
