@@ -19,6 +19,7 @@ accuracy = (run.task(run.data.transform(x, train=False)).argmax(1) == y).float()
 '''
 
 
+@pytest.mark.slow
 def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LABKIT_LOG_DIR", str(tmp_path / "logs"))
