@@ -63,6 +63,9 @@ RENAMED = {
     # labkit's freeze/unfreeze callback shadowed pytorch_lightning.callbacks.BackboneFinetuning
     ("labkit.callbacks.finetuning", "BackboneFinetuning"): ("labkit.callbacks.finetuning", "UnfreezeBackbone"),
     ("labkit.callbacks", "BackboneFinetuning"): ("labkit.callbacks.finetuning", "UnfreezeBackbone"),
+    # the progress callback's factory shared its name with pytorch_lightning.callbacks.ProgressBar
+    ("labkit.callbacks", "ProgressBar"): ("labkit.callbacks.progress", "progress_bar"),
+    ("labkit.callbacks.progress", "ProgressBar"): ("labkit.callbacks.progress", "progress_bar"),
 }
 
 

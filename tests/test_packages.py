@@ -79,6 +79,13 @@ def test_no_labkit_callback_or_logger_shadows_one_of_lightnings():
     assert "BackboneFinetuning" not in sys.modules["labkit.callbacks"].__all__
     assert "BackboneFinetuning" not in vars(sys.modules["labkit.callbacks.finetuning"])  # only an old name (_compat)
     assert not issubclass(UnfreezeBackbone, pytorch_lightning.callbacks.BackboneFinetuning)
+    # nor a function: the progress callback's factory, once labkit.callbacks.ProgressBar, is progress_bar
+    import inspect
+
+    for package in ("labkit.callbacks", "labkit.loggers"):
+        module = importlib.import_module(package)
+        functions = [n for n in module.__all__ if inspect.isfunction(getattr(module, n))]
+        assert not [n for n in functions if n in lightning], (package, functions)
 
 
 def test_core_imports_no_lightning():
@@ -99,7 +106,8 @@ def test_core_imports_no_lightning():
     ("labkit.run.callbacks.FiniteLossGuard", "labkit.callbacks.FiniteLossGuard"),
     ("labkit.tracking.history.History", "labkit.callbacks.History"),
     ("labkit.history.History", "labkit.callbacks.History"),
-    ("labkit.tracking.progress.ProgressBar", "labkit.callbacks.ProgressBar"),
+    ("labkit.tracking.progress.ProgressBar", "labkit.callbacks.progress_bar"),
+    ("labkit.callbacks.ProgressBar", "labkit.callbacks.progress_bar"),
     ("labkit.core.console.ModelSummary", "labkit.callbacks.ModelSummary"),
     ("labkit.quiet.ModelSummary", "labkit.callbacks.ModelSummary"),
     ("labkit.tracking.loggers.RunSummary", "labkit.callbacks.RunSummary"),

@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.callbacks.progress import (
     PlainProgress,
-    ProgressBar,
     TerminalProgressBar,
     count_images,
     format_eta,
+    progress_bar,
     progress_line,
 )
 from labkit.core import console
@@ -140,13 +140,13 @@ def test_plain_is_decided_in_one_place(monkeypatch):
     assert console.plain()  # a terminal that cannot move the cursor
     monkeypatch.delenv("TERM")
     monkeypatch.setenv("LABKIT_PLAIN", "1")
-    assert console.plain() and isinstance(ProgressBar(), PlainProgress)
+    assert console.plain() and isinstance(progress_bar(), PlainProgress)
     monkeypatch.setenv("LABKIT_PLAIN", "0")
     monkeypatch.setattr(sys, "stdout", file)
-    assert not console.plain() and isinstance(ProgressBar(), TerminalProgressBar)
-    bar = ProgressBar(plain=True, every_n_steps=5)  # the config switch wins over the environment ...
+    assert not console.plain() and isinstance(progress_bar(), TerminalProgressBar)
+    bar = progress_bar(plain=True, every_n_steps=5)  # the config switch wins over the environment ...
     assert isinstance(bar, PlainProgress) and console.plain()  # ... and holds for the process (labkit's bars, W&B)
-    ProgressBar(plain=None)  # the next run decides again
+    progress_bar(plain=None)  # the next run decides again
     assert not console.plain()
 
 

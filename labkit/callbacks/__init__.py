@@ -8,7 +8,7 @@
 - :mod:`~labkit.callbacks.guards`: :class:`FiniteLossGuard`, a clean stop on a NaN/inf loss
 - :mod:`~labkit.callbacks.history`: :class:`History`, ``history.csv``, ``learning_curves.png`` and a line per epoch
 - :mod:`~labkit.callbacks.model_summary`: :class:`ModelSummary` without the all-zero FLOPs column
-- :mod:`~labkit.callbacks.progress`: :func:`ProgressBar`, Lightning's bar on a terminal, plain lines in a log file
+- :mod:`~labkit.callbacks.progress`: :func:`progress_bar`, Lightning's bar on a terminal, plain lines in a log file
 - :mod:`~labkit.callbacks.run_summary`: :class:`RunSummary`, the config and final figures to every logger
 - :mod:`~labkit.callbacks.search`: :class:`TrialReporter`, a search's trial reported to its Optuna study
 - :mod:`~labkit.callbacks.seed`: :class:`EpochSeed`, bit-for-bit resumes
@@ -23,19 +23,19 @@ from labkit.callbacks.finetuning import UnfreezeBackbone
 from labkit.callbacks.guards import FiniteLossGuard, NonFiniteLossError
 from labkit.callbacks.history import History
 from labkit.callbacks.model_summary import ModelSummary
-from labkit.callbacks.progress import PlainProgress, ProgressBar, TerminalProgressBar
+from labkit.callbacks.progress import PlainProgress, TerminalProgressBar, progress_bar
 from labkit.callbacks.run_summary import RunSummary
 from labkit.callbacks.search import TrialPruned, TrialReporter
 from labkit.callbacks.seed import EpochSeed, mid_epoch_position
 from labkit.callbacks.signals import Interrupted, Preempted, SignalsAsSigterm
 
 __all__ = ["AtomicCheckpointIO", "EpochSeed", "FiniteLossGuard", "History", "Interrupted", "ModelSummary",
-           "NonFiniteLossError", "PlainProgress", "Preempted", "ProgressBar", "RunCheckpoint", "RunClock", "RunSummary",
-           "SignalsAsSigterm", "TerminalProgressBar", "TrialPruned", "TrialReporter", "UnfreezeBackbone",
+           "NonFiniteLossError", "PlainProgress", "Preempted", "RunCheckpoint", "RunClock", "RunSummary",
+           "SignalsAsSigterm", "TerminalProgressBar", "TrialPruned", "TrialReporter", "UnfreezeBackbone", "progress_bar",
            "mid_epoch_position"]
 
 
 def __getattr__(name: str):
     import labkit._compat
 
-    return labkit._compat.moved_attribute(__name__, name)  # BackboneFinetuning (saved configs name it here too)
+    return labkit._compat.moved_attribute(__name__, name)  # BackboneFinetuning, ProgressBar (saved configs name them)

@@ -1,6 +1,7 @@
 """Training progress for people and for log files (``callbacks.progress_bar``, conf/callbacks/default.yaml).
 
-:func:`ProgressBar` is the callback the config names. It asks :func:`labkit.core.console.plain` (the one place that
+:func:`progress_bar` is the callback the config names (a function, so that no labkit name is one of Lightning's
+classes: it was ``ProgressBar``, which saved configs still name). It asks :func:`labkit.core.console.plain` (the one place that
 decides) whether output goes to a terminal or to a file:
 
 - on a terminal, :class:`TerminalProgressBar`: Lightning's tqdm bar, labelled with a sweep job's readable name
@@ -35,8 +36,8 @@ log = logging.getLogger("labkit")
 _LABEL_MAX = 60
 
 
-def ProgressBar(refresh_rate: int = 10, plain: bool | str | None = None, every_n_steps: int | None = None,
-                every_s: float | None = 30.0, name: str = "") -> _LightningProgressBar:
+def progress_bar(refresh_rate: int = 10, plain: bool | str | None = None, every_n_steps: int | None = None,
+                 every_s: float | None = 30.0, name: str = "") -> _LightningProgressBar:
     """The run's progress callback: :class:`TerminalProgressBar` for a person at a terminal, :class:`PlainProgress`
     lines for a file or a scheduler's log.
 
@@ -330,3 +331,9 @@ def _sum(batches) -> float | None:
     if isinstance(batches, (list, tuple)):
         return float(sum(batches)) if batches else None
     return batches
+
+
+def __getattr__(name: str):
+    import labkit._compat
+
+    return labkit._compat.moved_attribute(__name__, name)  # ProgressBar (the name saved configs give progress_bar)

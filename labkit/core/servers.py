@@ -112,3 +112,8 @@ def wandb_server_error(url: str, timeout: float) -> TrackingServerError | None:
         "Ways out: check the network or the server's address (WANDB_BASE_URL, wandb login --host=...); log "
         "offline with logger.wandb.offline=true (the default: the run is saved in <run dir>/wandb, upload it "
         "later with wandb sync <run dir>/wandb/offline-run-*); or log with logger=tensorboard")
+
+
+def server_error(what: str, url: str, timeout: float) -> TrackingServerError | None:
+    """:func:`mlflow_server_error` or :func:`wandb_server_error`, by the logger's name (``mlflow``, ``wandb``)."""
+    return {"mlflow": mlflow_server_error, "wandb": wandb_server_error}[what](url, timeout)

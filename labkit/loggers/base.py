@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 
 from labkit.adapters import lightning as lightning_internals
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.servers import CONNECT_TIMEOUT_S, shown
+from labkit.core.servers import CONNECT_TIMEOUT_S, server_error, shown
 from labkit.loggers.sqlite import retry_locked
 
 log = logging.getLogger("labkit")
@@ -49,6 +49,12 @@ class _ServerLogging:
     _failure: BaseException | None = None
     _unsent: Counter
     _reported: Counter
+
+    def _check_server(self, url: str, timeout: float) -> None:
+        """The server answers within ``timeout`` seconds, else its one-paragraph error (:mod:`labkit.core.servers`)."""
+        error = server_error(self._what, url, timeout)
+        if error is not None:
+            raise error
 
     def _tolerate(self, what: str, server: str | None) -> None:
         self._what, self._server = what, shown(server) if server else None

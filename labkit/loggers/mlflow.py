@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import MLFlowLogger as _PLMLFlowLogger
 from pytorch_lightning.loggers.logger import DummyExperiment
 
 from labkit.adapters import lightning as lightning_internals
-from labkit.core.servers import CONNECT_TIMEOUT_S, mlflow_server_error
+from labkit.core.servers import CONNECT_TIMEOUT_S
 from labkit.core.values import flatten
 from labkit.loggers.base import _best_model_only, _check_timeout, _param, _require, _ServerLogging
 from labkit.loggers.sqlite import SQLITE_BUSY_TIMEOUT_S, _check_busy_timeout, prepare_sqlite_store, retry_locked, sqlite_store
@@ -94,12 +94,6 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
             run_id = found[0].info.run_id if found else None
         lightning_internals.mlflow_use_run(self, run_id)
         return run_id
-
-    @staticmethod
-    def _check_server(uri: str, timeout: float) -> None:
-        error = mlflow_server_error(uri, timeout)
-        if error is not None:
-            raise error
 
     # every call that reaches the server, tolerated (_ServerLogging): the run is created on first use
     @property

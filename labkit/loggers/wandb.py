@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from labkit.adapters import lightning as lightning_internals
 from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
-from labkit.core.servers import CONNECT_TIMEOUT_S, wandb_server_error
+from labkit.core.servers import CONNECT_TIMEOUT_S
 from labkit.loggers.base import _best_model_only, _check_timeout, _require, _ServerLogging
 
 log = logging.getLogger("labkit")
@@ -55,12 +55,6 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
         self._tolerate("wandb", base_url)
         if base_url is not None and timeout is not None:
             self._check_server(base_url, timeout)
-
-    @staticmethod
-    def _check_server(url: str, timeout: float) -> None:
-        error = wandb_server_error(url, timeout)
-        if error is not None:
-            raise error
 
     @property
     def experiment(self):

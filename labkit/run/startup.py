@@ -72,7 +72,7 @@ def check_tracking_servers(cfg: DictConfig) -> None:
     ``connect_timeout_s`` (null: not asked): an unreachable server is refused here, in one paragraph naming it,
     before the run's folder exists. A bad timeout value is left to the logger's own refusal. (The pre-flight imports
     no logger class, so a node is recognised by its ``_target_``'s class name.)"""
-    from labkit.core.servers import CONNECT_TIMEOUT_S, mlflow_server_error, remote, wandb_server_error
+    from labkit.core.servers import CONNECT_TIMEOUT_S, remote, server_error
 
     for node in (cfg.get("logger") or {}).values():
         kind = str(node.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(node, DictConfig) else ""
@@ -85,7 +85,7 @@ def check_tracking_servers(cfg: DictConfig) -> None:
             continue
         if not remote(where) or isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             continue
-        error = (mlflow_server_error if kind == "MLFlowLogger" else wandb_server_error)(str(where), float(timeout))
+        error = server_error("mlflow" if kind == "MLFlowLogger" else "wandb", str(where), float(timeout))
         if error is not None:
             raise error
 

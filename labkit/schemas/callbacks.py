@@ -50,7 +50,7 @@ class History:
     plot: bool = True  # draw learning_curves.png at the end
 
 
-@schema("labkit.callbacks.ProgressBar", "callbacks")
+@schema("labkit.callbacks.progress_bar", "callbacks")
 class ProgressBar:
     """Lightning's bar on a terminal; plain lines in a file, a pipe or a scheduler's log."""
 
