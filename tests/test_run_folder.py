@@ -142,10 +142,25 @@ def test_every_status_a_stopped_run_records_is_a_known_one():
             yield sub
             yield from subclasses(sub)
 
-    found = {RunStopped.status, *(c.status for c in subclasses(RunStopped))}
+    found = {RunStopped.status, *(c.status for c in subclasses(RunStopped) if c.__module__.startswith("labkit."))}
     assert {"stopped", "pruned", "preempted", "interrupted"} <= found
     assert found <= set(directory.STATUSES)
     assert set(directory.UNFINISHED) - {None} <= set(directory.STATUSES)
+
+
+def test_a_users_stop_with_a_status_of_its_own_is_recorded_as_stopped_naming_it(tmp_path):
+    """A RunStopped subclass outside labkit may name a status write_metrics does not know: its run still gets its
+    record (status stopped, the subclass's own word beside it) instead of losing it to the refusal."""
+    from labkit.core.errors import RunStopped
+    from labkit.run import records
+
+    class Cancelled(RunStopped):
+        status = "cancelled"
+
+    entry = records._entry(Cancelled("the user's own stop", epoch=2), [])
+    directory.write_metrics(tmp_path, entry)
+    saved = directory.read_metrics(tmp_path)
+    assert saved["status"] == "stopped" and saved["stopped_as"] == "cancelled" and saved["stopped_at_epoch"] == 2
 
 
 def _definitions() -> dict[str, list[str]]:

@@ -25,7 +25,8 @@ class WeightsNotFoundError(LabkitError, FileNotFoundError):
 class RunStopped(LabkitError):
     """A run stopped on purpose before its end: not a failure. ``status`` is what its metrics.json records instead
     of ``failed`` (a subclass sets it: ``pruned`` by a hyper-parameter search, ``preempted`` by a scheduler; one
-    of the statuses metrics.json accepts, ``labkit.run.directory.STATUSES``);
+    of the statuses metrics.json accepts, ``labkit.run.directory.STATUSES``; another is recorded as ``stopped``
+    with the subclass's word in ``stopped_as``);
     ``epoch`` is where it stopped. The run keeps its checkpoints, so it can be resumed."""
 
     status = "stopped"

@@ -166,7 +166,10 @@ def _entry(exc: BaseException, overrides: Iterable[str]) -> dict[str, Any]:
     entry = {"status": "failed", "error": f"{type(exc).__name__}: {last}", "overrides": list(overrides),
              "time": time.strftime("%Y-%m-%d %H:%M:%S"), "traceback": traceback.format_exc()}
     if isinstance(exc, RunStopped):  # stopped on purpose (pruned, preempted): says so, with the epoch
-        entry.update(status=exc.status, stopped_at_epoch=exc.epoch, traceback=None)
+        known = exc.status in directory.STATUSES  # a user's subclass may name its own: recorded as stopped, with it
+        entry.update(status=exc.status if known else "stopped", stopped_at_epoch=exc.epoch, traceback=None)
+        if not known:
+            entry["stopped_as"] = str(exc.status)
     return entry
 
 
