@@ -164,30 +164,23 @@ def send_to_loggers(run_dir: Path, saved: DictConfig, ckpt: Path, figures: dict[
         log.info("loggers: not sent (%s is not the run's best checkpoint, whose figures the loggers hold)",
                  runs.relative_to_run(ckpt, run_dir))
         return
-    from labkit.loggers import close
     from labkit.run import pictures as images
     from labkit.run import records
     from labkit.run.plan import Plan
-    from labkit.tracking.reopen import reopen
+    from labkit.tracking.reopen import reopened
 
     recorded = runs.read_metrics(run_dir)
-    loggers = reopen(run_dir, saved)
-    try:
-        plan = Plan(saved, tuple(str(o) for o in saved.get("overrides") or ()), run_dir=Path(run_dir))
-        if figures:
-            records.send(loggers, plan, {**recorded, **figures}, figures, params=False)
-        sent = images.send_figures(loggers, pictures or {}, step=int(recorded.get("global_step") or 0))
-        if any(sent.values()):
-            log.info("the run's loggers got the reports' figures: %s", ", ".join(
-                f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
-    except Exception as e:  # the reports are written: the loggers' copy must not turn them into a failure
-        log.warning("could not send the figures to the run's loggers: %s", e)
-    finally:
-        for lg in loggers:
-            try:
-                close(lg)
-            except Exception as e:  # closing a logger must not turn written reports into a failure
-                log.warning("could not close the %s logger: %s", type(lg).__name__, e)
+    with reopened(run_dir, saved) as loggers:
+        try:
+            plan = Plan(saved, tuple(str(o) for o in saved.get("overrides") or ()), run_dir=Path(run_dir))
+            if figures:
+                records.send(loggers, plan, {**recorded, **figures}, figures, params=False)
+            sent = images.send_figures(loggers, pictures or {}, step=int(recorded.get("global_step") or 0))
+            if any(sent.values()):
+                log.info("the run's loggers got the reports' figures: %s", ", ".join(
+                    f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
+        except Exception as e:  # the reports are written: the loggers' copy must not turn them into a failure
+            log.warning("could not send the figures to the run's loggers: %s", e)
     if loggers:
         names = ", ".join(type(lg).__name__.removesuffix("Logger") for lg in loggers)
         log.info("the run's loggers (%s) got %d figure(s): %s", names, len(figures), ", ".join(figures))

@@ -1,10 +1,12 @@
 """A finished run's loggers, opened again: :func:`reopen` (evaluate.py adds its headline figures to the same
-TensorBoard folder, CSV file, MLflow run and W&B run), :func:`send_pictures`; :func:`labkit.loggers.close` ends what
-it opened."""
+TensorBoard folder, CSV file, MLflow run and W&B run), :func:`reopened` (the same, closed when the block ends),
+:func:`send_pictures`."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
+from typing import Iterator
 
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 
@@ -54,6 +56,21 @@ def reopen(run_dir, cfg) -> list:
     return out
 
 
+@contextlib.contextmanager
+def reopened(run_dir, cfg) -> Iterator[list]:
+    """:func:`reopen`'s loggers for the block, each closed (:func:`labkit.loggers.close`) when it ends, however it
+    ends; a logger that cannot be closed is a warning."""
+    loggers = reopen(run_dir, cfg)
+    try:
+        yield loggers
+    finally:
+        for lg in loggers:
+            try:
+                close(lg)
+            except Exception as e:  # closing a logger must not fail the command that wrote its files already
+                log.warning("could not close the %s logger: %s", type(lg).__name__, _reason(e))
+
+
 def send_pictures(run_dir, cfg, pictures: dict[str, Path], step: int = 0, what: str = "figures") -> dict[str, int]:
     """``pictures`` (``{"predictions/<time>/predictions.png": path}``) to the loggers the run ``run_dir`` was trained
     with (``cfg``: its config.yaml), opened again with :func:`reopen` and closed after: TensorBoard images, artifacts
@@ -63,18 +80,12 @@ def send_pictures(run_dir, cfg, pictures: dict[str, Path], step: int = 0, what: 
 
     if not pictures or not cfg.get("logger"):
         return {}
-    loggers = reopen(run_dir, cfg)
     sent: dict[str, int] = {}
-    try:
-        sent = send_figures(loggers, pictures, step=step)
-    except Exception as e:  # a logger's failure must not fail the command that drew the pictures
-        log.warning("could not send the %s to the run's loggers (%s); they stay in %s", what, _reason(e), run_dir)
-    finally:
-        for lg in loggers:
-            try:
-                close(lg)
-            except Exception as e:  # closing a logger must not fail the command
-                log.warning("could not close the %s logger: %s", type(lg).__name__, _reason(e))
+    with reopened(run_dir, cfg) as loggers:
+        try:
+            sent = send_figures(loggers, pictures, step=step)
+        except Exception as e:  # a logger's failure must not fail the command that drew the pictures
+            log.warning("could not send the %s to the run's loggers (%s); they stay in %s", what, _reason(e), run_dir)
     if any(sent.values()):
         log.info("the run's loggers got the %s: %s", what, ", ".join(
             f"{n} to {name.removesuffix('Logger')}" for name, n in sent.items()))
