@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import MLFlowLogger as _PLMLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 
 from labkit.adapters import lightning as lightning_internals
+from labkit.core import checks
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.core.servers import CONNECT_TIMEOUT_S, server_error, shown
 from labkit.loggers.sqlite import retry_locked
@@ -26,12 +27,10 @@ class MissingExtraError(LabkitError, ImportError):
 
 
 def _check_timeout(key: str, value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid: give the seconds to wait for the tracking server before "
-                          f"training (a number > 0, default {CONNECT_TIMEOUT_S:g}), or null to skip the check")
-    return float(value)
+    """A logger's ``connect_timeout_s``: seconds > 0, or None (no check)."""
+    checks.positive(key, value, optional=True, hint=f"the seconds to wait for the tracking server before training "
+                    f"(default {CONNECT_TIMEOUT_S:g}), or null to skip the check")
+    return None if value is None else float(value)
 
 
 def _count(n: int, what: str) -> str:

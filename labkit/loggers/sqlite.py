@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from labkit.core.errors import ConfigError
+from labkit.core import checks
 
 try:
     import fcntl
@@ -41,13 +41,10 @@ def sqlite_store(uri: str, busy_timeout_s: float | None) -> tuple[str, Path]:
 
 
 def _check_busy_timeout(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"logger.mlflow.busy_timeout_s={value!r} is invalid: give the seconds a write to the SQLite "
-                          f"store waits for another process's lock (a number > 0, default "
-                          f"{SQLITE_BUSY_TIMEOUT_S:g}), or null to fail at once")
-    return float(value)
+    """``logger.mlflow.busy_timeout_s``: seconds > 0, or None (fail at once)."""
+    checks.positive("logger.mlflow.busy_timeout_s", value, optional=True, hint=f"the seconds a write to the SQLite "
+                    f"store waits for another process's lock (default {SQLITE_BUSY_TIMEOUT_S:g}), or null to fail at once")
+    return None if value is None else float(value)
 
 
 def _locked(e: BaseException) -> bool:
