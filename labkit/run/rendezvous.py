@@ -101,16 +101,16 @@ def sweep_job(hydra_cfg, overrides: Sequence[str], output_dir, sweep_dir, traine
     main = sys.modules.get("__main__")
     saved_spec = getattr(main, "__spec__", None)
     saved_run_dir = OmegaConf.to_container(hydra_cfg.run, resolve=False).get("dir")
-    port = None
+    port, several = None, distributed(trainer_cfg)
     try:
         if not launched_outside(env):
             for key in DDP_VARIABLES:
                 env.pop(key, None)
-            if distributed(trainer_cfg):
+            if several:
                 port = claim_port(sweep_dir)
                 env["MASTER_PORT"] = str(port)
                 log.info("this job's DDP ranks meet at 127.0.0.1:%d (MASTER_PORT, its own in the sweep)", port)
-        if distributed(trainer_cfg):
+        if several:
             # Lightning runs `python <sys.argv[0]> <sys.argv[1:]>` when __main__ has no module spec, else `python -m
             # <spec> ...`: the script and this job's overrides, whichever process the launcher ran the job in
             _started_argv = saved_argv
