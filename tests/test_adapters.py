@@ -198,6 +198,39 @@ def test_hydra_names_the_file_it_was_writing(tmp_path):
     assert hydra.file_being_saved(ValueError("elsewhere")) is None
 
 
+def test_hydra_asks_for_the_mode_before_composing_for_it(tmp_path):
+    """``mode_answered_by``: Hydra's ``Hydra.get_mode(config_name, overrides)`` asks the answer first (with the search
+    path's sources), and composes only when the answer is the ``unknown`` marker."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from labkit.adapters import hydra
+
+    (tmp_path / "app.yaml").write_text("hydra:\n  mode: MULTIRUN\nx: 1\n")
+    asked, unknown = [], object()
+
+    def answer(sources, config_name, overrides):
+        asked.append((sources, config_name, overrides))
+        return unknown if "x=2" in overrides else "RUN"
+
+    with private_api("hydra-core", "hydra.py", "hydra._internal.hydra.Hydra.get_mode / config_loader.get_sources()"):
+        assert _params(Hydra.get_mode) == ["self", "config_name", "overrides"]
+        GlobalHydra.instance().clear()
+        try:
+            app = Hydra.create_main_hydra2(task_name="app", config_search_path=create_config_search_path(str(tmp_path)))
+            assert app.get_mode(config_name="app", overrides=[]) == RunMode.MULTIRUN  # Hydra's own: it composes
+            with hydra.mode_answered_by(answer, unknown):
+                assert app.get_mode(config_name="app", overrides=["x=1"]) == RunMode.RUN  # the answer, not the file's
+                assert app.get_mode(config_name="app", overrides=["x=2"]) == RunMode.MULTIRUN  # unknown: composed
+            assert Hydra.get_mode(app, config_name="app", overrides=["x=1"]) == RunMode.MULTIRUN  # restored
+        finally:
+            GlobalHydra.instance().clear()
+    assert [a[1:] for a in asked] == [("app", ["x=1"]), ("app", ["x=2"])]
+    assert ("file", str(tmp_path)) in asked[0][0]
+
+
 # ----- optuna ---------------------------------------------------------------------------------------------------------
 def test_optuna_trial_attributes_through_the_storage(tmp_path):
     import optuna

@@ -23,10 +23,11 @@ def _args(tmp: Path, *args: str) -> list[str]:
 
 @pytest.fixture
 def counted(monkeypatch):
-    seen = {"compose": 0, "resume_target": 0, "frames": None}
+    seen = {"compose": 0, "all": 0, "resume_target": 0, "frames": None}
     load = ConfigLoaderImpl.load_configuration
 
     def counting_load(self, *a, **k):
+        seen["all"] += 1
         # Hydra composes once more to read hydra.mode (its get_mode): not a second composition of labkit's
         if not any(f.function == "get_mode" for f in inspect.stack()[1:6]):
             seen["compose"] += 1
@@ -61,6 +62,7 @@ def counted(monkeypatch):
 def test_one_composition_and_five_frames_to_fit(tmp_path, counted):
     cli(_args(tmp_path))
     assert counted["compose"] == 1, "the command line's config was composed more than once"
+    assert counted["all"] == 1, "Hydra composed it again to read hydra.mode"
     assert counted["frames"] is not None and len(counted["frames"]) <= 5, counted["frames"]
     # cli -> app.run -> (Hydra) -> train.main -> lifecycle.train -> lifecycle.fit -> trainer.fit
     assert counted["frames"][-1].endswith(":cli") and counted["frames"][0].endswith(":fit")
@@ -83,3 +85,5 @@ def test_a_refusal_from_the_preflight_leaves_nothing(tmp_path, counted, capsys):
     assert e.value.code == 1
     assert "data.batch_size=0 is invalid" in capsys.readouterr().err
     assert counted["compose"] == 1 and not (tmp_path / "logs").exists()
+    # nor does Hydra compose it a second time to read hydra.mode (labkit.cli.mode answers it from the command line)
+    assert counted["all"] == 1

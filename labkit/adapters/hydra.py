@@ -1,6 +1,7 @@
 """Hydra (``hydra-core``) internals labkit needs. Nothing here imports Hydra until a function is called."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
@@ -45,3 +46,35 @@ def file_being_saved(exc: BaseException) -> Path | None:
             found = Path(str(where)) / str(name) if where is not None and name is not None else None
         tb = tb.tb_next
     return found
+
+
+@contextmanager
+def mode_answered_by(answer: Callable[[list[tuple[str, str]], str | None, list[str]], Any], unknown: Any):
+    """While the block runs, Hydra asks ``answer(sources, config_name, overrides)`` for ``hydra.mode`` before it
+    composes the whole config to read it; ``sources`` are the search path's config sources as (scheme, path) pairs.
+    When ``answer`` returns ``unknown``, Hydra composes as it always does.
+
+    Why private: Hydra reads the mode in ``hydra._internal.hydra.Hydra.get_mode(config_name, overrides)`` by a full
+    composition (in MULTIRUN mode) before the run's own, and offers no public way to tell it the mode; its search
+    path's sources are ``Hydra.config_loader.get_sources()`` (each with ``scheme()`` and ``path``)."""
+    from hydra._internal.hydra import Hydra
+
+    composing = Hydra.get_mode
+
+    def get_mode(self, config_name, overrides):
+        try:
+            sources = [(s.scheme(), s.path) for s in self.config_loader.get_sources()]
+            found = answer(sources, config_name, list(overrides))
+        except Exception:  # noqa: BLE001  (any doubt: Hydra's own answer)
+            found = unknown
+        if found is unknown:
+            return composing(self, config_name, overrides)
+        from hydra.types import RunMode
+
+        return None if found is None else RunMode[found]
+
+    Hydra.get_mode = get_mode
+    try:
+        yield
+    finally:
+        Hydra.get_mode = composing

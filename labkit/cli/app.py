@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 
 from labkit import _compat
 from labkit.adapters import hydra as hydra_internals
+from labkit.cli import mode
 from labkit.core import checks, console, files
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory as runs
@@ -480,7 +481,7 @@ def run(config_name: str, fn: Callable, check: Callable | None = None, *, help: 
             # so that a full disk there is one paragraph too; anything else is reported as Hydra reports it
             if not debug:
                 os.environ["HYDRA_FULL_ERROR"] = os.environ[_LABKIT_SET] = "1"
-            with quiet_about_a_full_disk():
+            with quiet_about_a_full_disk(), hydra_internals.mode_answered_by(mode.mode, mode.UNKNOWN):
                 try:
                     return hydra.main(version_base="1.3", config_path=str(conf_dir), config_name=config_name)(fn)()
                 except _Stop as stop:  # the pre-flight refused the run, or found nothing to do: Hydra created nothing
