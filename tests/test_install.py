@@ -35,6 +35,7 @@ def installed(tmp_path_factory):
     assert r.returncode == 0, r.stderr[-3000:]
     work = tmp / "work"
     (work / "labkit" / "labkit").mkdir(parents=True)  # a clone named labkit in the working folder
+    shutil.copy(ROOT / "__init__.py", work / "labkit" / "__init__.py")  # with the repository's root file
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "HYDRA_"))}
     env["PYTHONPATH"] = str(tmp / "site")
     return tmp / "site", work, env
