@@ -284,10 +284,11 @@ def test_two_evaluations_of_one_split_at_once_keep_each_others_staging(tmp_path)
 def test_an_edited_config_is_named_by_reproduce_resume_and_evaluate(finished, tmp_path, capsys):
     from labkit.cli.evaluate import load_run
     from labkit.core.errors import ConfigError
-    from labkit.run.startup import DIGEST_KEY, digest
+    from labkit.run.directory import config_digest
+    from labkit.run.startup import DIGEST_KEY
 
     config = finished / "config.yaml"
-    assert files.read_json(finished / "metrics.json")[DIGEST_KEY] == digest(config)
+    assert files.read_json(finished / "metrics.json")[DIGEST_KEY] == config_digest(finished)
     text = config.read_text()
     assert "lr: 0.01" in text
     config.write_text(text.replace("lr: 0.01", "lr: 0.05"))

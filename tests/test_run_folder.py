@@ -13,8 +13,10 @@ from conftest import ROOT
 from labkit.run import directory
 
 OWNER = ROOT / "labkit" / "run" / "directory.py"
-RUN_FILES = {"config.yaml", "metrics.json", "resume_failed.json", "provenance.json", ".labkit.lock"}
-RUN_FILE_NAMES = {"CONFIG_FILE", "METRICS_FILE", "RESUME_FAILED_FILE", "PROVENANCE_FILE", "LOCK_FILE"}
+RUN_FILES = {"config.yaml", "metrics.json", "resume_failed.json", "provenance.json", "provenance.diff",
+             ".config.trained.yaml", ".labkit.lock"}
+RUN_FILE_NAMES = {"CONFIG_FILE", "METRICS_FILE", "RESUME_FAILED_FILE", "PROVENANCE_FILE", "DIFF_FILE", "TRAINED_CONFIG_FILE",
+                  "LOCK_FILE"}
 # core cannot import labkit.run (it is below it): its disk-full message only asks whether a folder looks like a run's
 ALLOWED = {("labkit/core/files.py", "config.yaml")}
 
@@ -63,8 +65,8 @@ def _direct_uses(path: Path, rel: str | None = None) -> list[str]:
 
 
 def test_only_the_run_folder_module_reaches_a_runs_files():
-    """No module but labkit/run/directory.py names the path of a run's config.yaml, metrics.json, resume_failed.json,
-    provenance.json or lock (so none opens, reads or writes them: they ask it)."""
+    """No module but labkit/run/directory.py names the path of a run's config.yaml (or its kept copy), metrics.json,
+    resume_failed.json, provenance.json (or its diff) or lock (so none opens, reads or writes them: they ask it)."""
     offenders = [hit for path in _sources() if path != OWNER for hit in _direct_uses(path)]
     assert not offenders, "\n".join(offenders)
     assert _direct_uses(OWNER), "the scan finds nothing even in the owner: it looks at the wrong thing"
@@ -180,7 +182,8 @@ def _definitions() -> dict[str, list[str]]:
 def test_one_is_run_dir_and_one_of_each_shared_helper():
     defs = _definitions()
     assert defs["is_run_dir"] == ["labkit/run/directory.py"]
-    for name in ("CONFIG_FILE", "METRICS_FILE", "RESUME_FAILED_FILE", "PROVENANCE_FILE", "LOCK_FILE", "UNFINISHED"):
+    for name in ("CONFIG_FILE", "METRICS_FILE", "RESUME_FAILED_FILE", "PROVENANCE_FILE", "DIFF_FILE",
+                 "TRAINED_CONFIG_FILE", "LOCK_FILE", "UNFINISHED"):
         assert defs[name] == ["labkit/run/directory.py"], name
     assert defs["STUDY_FILE"] == ["labkit/tracking/summary.py"]
     assert defs["flatten"] == ["labkit/core/values.py"] and "_flatten" not in defs

@@ -45,6 +45,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 RESUME_FAILED_FILE = "resume_failed.json"
 PROVENANCE_FILE = "provenance.json"
+DIFF_FILE = "provenance.diff"  # a dirty checkout's uncommitted changes, for the session that trained with them
+TRAINED_CONFIG_FILE = ".config.trained.yaml"  # the config.yaml a session trained with, as written (for differing keys)
 CKPT_DIR = "checkpoints"
 
 #: what a run's metrics.json says about its last session: ``ok`` (finished), ``failed`` (an error, or refused before
@@ -341,11 +343,33 @@ def read_config_text(run_dir) -> str:
     return (Path(run_dir) / CONFIG_FILE).read_text()
 
 
-def config_digest(run_dir) -> str | None:
+def config_digest(run_dir, trained: bool = False) -> str | None:
     """The sha256 of the run's ``config.yaml`` as it is now (None when there is none): what metrics.json and
-    provenance.json record of the config a session trained with."""
-    path = Path(run_dir) / CONFIG_FILE
+    provenance.json record of the config a session trained with. ``trained``: of the copy :func:`keep_trained_config`
+    kept instead."""
+    path = Path(run_dir) / (TRAINED_CONFIG_FILE if trained else CONFIG_FILE)
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def keep_trained_config(run_dir) -> str:
+    """Keep a copy of the ``config.yaml`` this session trains with, beside it, and return its sha256 (what
+    metrics.json and provenance.json record)."""
+    text = read_config_text(run_dir)
+    atomic_write_text(Path(run_dir) / TRAINED_CONFIG_FILE, text)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trained_config_file(run_dir) -> Path | None:
+    """The copy of the config the run last trained with (None when none was kept: labkit before that copy)."""
+    path = Path(run_dir) / TRAINED_CONFIG_FILE
+    return path if path.is_file() else None
+
+
+def write_diff(run_dir, text: str) -> str:
+    """Save a dirty checkout's uncommitted changes beside the run's provenance; returns the file's name, as
+    provenance.json records it."""
+    atomic_write_text(Path(run_dir) / DIFF_FILE, text)
+    return DIFF_FILE
 
 
 def relative_to_run(path, run_dir) -> str | None:

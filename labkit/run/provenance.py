@@ -23,11 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.core import files
 from labkit.core.fingerprint import Fingerprints
 from labkit.run import directory, rendezvous
 
-DIFF_FILE = "provenance.diff"
 DIFF_LIMIT = 1 << 20
 PACKAGES = ("labkit", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "scikit-learn",
             "faiss-cpu", "faiss-gpu")
@@ -108,8 +106,7 @@ def session(run_dir: Path, trainer, datamodule, cache_dir) -> dict[str, Any]:
     record_code, diff = code()
     if diff:
         text = diff if len(diff) <= DIFF_LIMIT else diff[:DIFF_LIMIT] + "\n... (cut at 1 MB)\n"
-        files.atomic_write_text(Path(run_dir) / DIFF_FILE, text)
-        record_code["diff"] = DIFF_FILE
+        record_code["diff"] = directory.write_diff(run_dir, text)
     return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "ended": None, "code": record_code,
             "versions": versions(), "machine": machine(trainer), "data": data(datamodule.sources(), cache_dir),
             "argv": rendezvous.command_line()[1:]}

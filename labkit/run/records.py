@@ -56,7 +56,7 @@ def start(plan: Plan, trainer, data, loggers=()) -> None:
     provenance.start(run_dir, trainer, data, OmegaConf.select(plan.cfg, "paths.cache_dir", default=None))
     # the config it trains with (its sha256), and the tracking runs it logs into (MLflow's id: a resume continues it)
     ids = startup.logger_runs(loggers)
-    provenance.note(run_dir, **{startup.DIGEST_KEY: startup.record_config(run_dir)}, **({"loggers": ids} if ids else {}))
+    provenance.note(run_dir, **{startup.DIGEST_KEY: directory.keep_trained_config(run_dir)}, **({"loggers": ids} if ids else {}))
 
 
 def _brief(value) -> str:
@@ -77,7 +77,7 @@ def tuned_lr(run_dir: Path, lr: float) -> None:
     cfg = directory.load_config(run_dir)
     cfg.task.optimizer.lr = float(lr)
     directory.save_config(cfg, run_dir)
-    provenance.note(run_dir, **{startup.DIGEST_KEY: startup.record_config(run_dir)})
+    provenance.note(run_dir, **{startup.DIGEST_KEY: directory.keep_trained_config(run_dir)})
 
 
 # ----- metrics.json -------------------------------------------------------------------------------------------------

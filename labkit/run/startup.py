@@ -4,13 +4,13 @@
   (:func:`check_before_claim`): a refused start leaves no run folder and, on a resume, no ``resume_failed.json``;
 - a folder that holds another run's record (a finished, failed or pruned run) is never trained into
   (:func:`check_target_folder`): its records would be overwritten by another experiment's;
-- the config a run trained with is recorded (:func:`record_config`: a copy beside ``config.yaml`` and its sha256 in
-  ``metrics.json`` and ``provenance.json``), and a ``config.yaml`` edited since, in a key that changes what was
-  trained, is refused by resume, reproduce and evaluate, naming the file and the keys (:func:`check_config_unedited`).
+- the config a run trained with is recorded (:func:`labkit.run.directory.keep_trained_config`: a copy beside
+  ``config.yaml`` and its sha256 in ``metrics.json`` and ``provenance.json``), and a ``config.yaml`` edited since,
+  in a key that changes what was trained, is refused by resume, reproduce and evaluate, naming the file and the keys
+  (:func:`check_config_unedited`).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import os
@@ -20,10 +20,9 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.files import atomic_write_text
+from labkit.core.values import resolved
 from labkit.run import directory
 
-TRAINED_CONFIG = ".config.trained.yaml"  # the config.yaml a run trained with, as written (for the differing keys)
 DIGEST_KEY = "config_sha256"
 
 # the optional package each logger class needs (Lightning's own loggers included), by class name
@@ -158,13 +157,12 @@ def _experiment_keys(a, b) -> list[str]:
 
 
 def _resolved(cfg: DictConfig) -> dict:
-    """``cfg`` with its interpolations resolved, key by key (a key that cannot be resolved yet, such as
-    ``paths.output_dir`` before Hydra has chosen the folder, is left out)."""
+    """``cfg`` with its interpolations resolved (:func:`labkit.core.values.resolved`), key by key: a key that cannot
+    be resolved yet, such as ``paths.output_dir`` before Hydra has chosen the folder, is left out."""
     out = {}
     for key in cfg.keys():
         try:
-            value = cfg[key]
-            out[str(key)] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+            out[str(key)] = resolved(cfg[key])
         except Exception:  # an interpolation that resolves only in its own job: left out of the comparison
             continue
     return out
@@ -223,19 +221,6 @@ def check_target_folder(cfg: DictConfig, raw_overrides: Sequence[str]) -> None:
 
 
 # ----- the config a run trained with --------------------------------------------------------------------------------
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def record_config(run_dir: Path) -> str:
-    """Keep a copy of the ``config.yaml`` this session trains with and return its sha256 (metrics.json and
-    provenance.json record it)."""
-    run_dir = Path(run_dir)
-    text = directory.read_config_text(run_dir)
-    atomic_write_text(run_dir / TRAINED_CONFIG, text)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def recorded_digests(run_dir: Path) -> set[str]:
     """Every sha256 of config.yaml the run recorded: metrics.json's and each provenance session's (a resume killed
     after writing its config.yaml recorded its own digest there, not yet in metrics.json)."""
@@ -268,15 +253,15 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
     that recorded no digest (labkit before 0.x) are read as they are."""
     run_dir = Path(run_dir)
     recorded = recorded_digests(run_dir)
-    path, copy = f"{run_dir}/{directory.CONFIG_FILE}", run_dir / TRAINED_CONFIG
+    path, copy = f"{run_dir}/{directory.CONFIG_FILE}", directory.trained_config_file(run_dir)
     now = directory.config_digest(run_dir)
     if not recorded or now is None:
         return
-    if copy.is_file():
-        recorded.add(digest(copy))  # written by labkit only, beside each config.yaml a session trains with
+    if copy is not None:  # written by labkit only, beside each config.yaml a session trains with
+        recorded.add(directory.config_digest(run_dir, trained=True))
     if now in recorded:
         return
-    if copy.is_file():
+    if copy is not None:
         try:
             keys = _experiment_keys(OmegaConf.load(copy), OmegaConf.load(io.StringIO(directory.read_config_text(run_dir))))
         except Exception:  # damaged YAML or an interpolation: named as unreadable below
@@ -286,10 +271,11 @@ def check_config_unedited(run_dir: Path, command: str) -> None:
         shown = f"in {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''} (the trained values are in {copy.name})"
     else:
         shown = "(the config it trained with was not kept, so the keys cannot be named)"
+    put_back = f"cp {copy} {path}" if copy is not None else "as it was"
     raise ConfigError(
         f"{command}: {path} was edited after the run trained with it: its sha256 differs from the one the run recorded, "
         f"{shown}. The run's checkpoints and figures belong to the config it trained with, so nothing was read or "
-        f"written. Put config.yaml back (cp {copy} {path}), or train the edited settings as a new run: python train.py "
+        f"written. Put config.yaml back ({put_back}), or train the edited settings as a new run: python train.py "
         f"init_from={run_dir} <key>=<value>")
 
 
