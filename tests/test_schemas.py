@@ -95,8 +95,23 @@ def test_a_class_checks_its_arguments_with_its_schema_rules(target):
     schema_rules = list(rules_of(schemas.of(target)))
     for rule in class_rules:
         assert rule in schema_rules, f"{target}: check_args {rule.__qualname__} is not a rule of its schema"
-    if target.startswith(("labkit.tasks", "labkit.data")):
+    if target.startswith(("labkit.tasks", "labkit.data", "labkit.loggers")):
         assert class_rules == schema_rules, f"{target}: {class_rules} != {schema_rules}"
+
+
+@pytest.mark.parametrize("overrides,phrase", [
+    (["logger=mlflow", "logger.mlflow.busy_timeout_s=0"], "logger.mlflow.busy_timeout_s=0.0 is invalid"),
+    (["logger=wandb", "logger.wandb.connect_timeout_s=-2"], "logger.wandb.connect_timeout_s=-2.0 is invalid"),
+])
+def test_a_loggers_rules_run_in_the_preflight(tmp_path, overrides, phrase):
+    """validate() (the pre-flight, before any folder exists) runs the callbacks' and loggers' schema rules too."""
+    from conftest import make_cfg
+
+    from labkit.core.errors import ConfigError
+    from labkit.run import validate
+
+    with pytest.raises(ConfigError, match=phrase.replace(".", r"\.")):
+        validate.validate(make_cfg(overrides, tmp_path))
 
 
 def test_a_task_logs_what_its_schema_declares():

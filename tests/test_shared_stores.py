@@ -98,7 +98,7 @@ def test_the_sqlite_uri_carries_the_busy_timeout(tmp_path):
     assert loggers.sqlite_store(f"sqlite:///{db}?timeout=5", 60.0)[0] == f"sqlite:///{db}?timeout=5"  # the user's
     assert loggers.sqlite_store(f"sqlite:///{db}", None)[0] == f"sqlite:///{db}"
     with pytest.raises(ConfigError, match=r"logger.mlflow.busy_timeout_s=0 is invalid: .*a number > 0"):
-        loggers.sqlite._check_busy_timeout(0)
+        loggers.MLFlowLogger(tracking_uri=f"sqlite:///{db}", busy_timeout_s=0)  # its schema's rule, before anything
 
 
 # ----- Optuna: a journal file torn by a killed worker ----------------------------------------------------------------

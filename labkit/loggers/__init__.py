@@ -15,8 +15,9 @@ A finished run's loggers are opened again by :mod:`labkit.tracking.reopen`. Old 
 from labkit.loggers.base import MissingExtraError, close
 from labkit.loggers.csv import CSVLogger
 from labkit.loggers.mlflow import MLFLOW_HTTP_DEFAULTS, MLFlowLogger
-from labkit.loggers.sqlite import SQLITE_BUSY_TIMEOUT_S, prepare_sqlite_store, retry_locked, sqlite_store
+from labkit.loggers.sqlite import prepare_sqlite_store, retry_locked, sqlite_store
 from labkit.loggers.wandb import WandbLogger
+from labkit.schemas.loggers import SQLITE_BUSY_TIMEOUT_S
 
 __all__ = ["CSVLogger", "MLFLOW_HTTP_DEFAULTS", "MLFlowLogger", "MissingExtraError", "SQLITE_BUSY_TIMEOUT_S",
            "WandbLogger", "close", "prepare_sqlite_store", "retry_locked", "sqlite_store"]

@@ -13,9 +13,8 @@ from pytorch_lightning.loggers import MLFlowLogger as _PLMLFlowLogger
 from pytorch_lightning.loggers import WandbLogger as _PLWandbLogger
 
 from labkit.adapters import lightning as lightning_internals
-from labkit.core import checks
-from labkit.core.errors import ConfigError, LabkitError
-from labkit.core.servers import CONNECT_TIMEOUT_S, server_error, shown
+from labkit.core.errors import LabkitError
+from labkit.core.servers import server_error, shown
 from labkit.loggers.sqlite import retry_locked
 
 log = logging.getLogger("labkit")
@@ -24,13 +23,6 @@ log = logging.getLogger("labkit")
 
 class MissingExtraError(LabkitError, ImportError):
     """An optional package is not installed."""
-
-
-def _check_timeout(key: str, value) -> float | None:
-    """A logger's ``connect_timeout_s``: seconds > 0, or None (no check)."""
-    checks.positive(key, value, optional=True, hint=f"the seconds to wait for the tracking server before training "
-                    f"(default {CONNECT_TIMEOUT_S:g}), or null to skip the check")
-    return None if value is None else float(value)
 
 
 def _count(n: int, what: str) -> str:
@@ -124,10 +116,8 @@ def _require(module: str, what: str) -> None:
 def _best_model_only(lg, log_model: bool | str) -> bool | str:
     """``log_model``: true (default) = the best model at the end of training (an MLflow model with its signature, a W&B
     ``model`` artifact: :func:`labkit.run.pictures.log_best_model`), not Lightning's copy of every checkpoint file;
-    ``"all"`` = that too, each checkpoint as it is saved (Lightning's); false = neither. Returns Lightning's setting."""
-    if log_model not in (True, False, "all"):
-        raise ConfigError(f"log_model={log_model!r} is invalid: true (the best model at the end of training), false, "
-                          f"or 'all' (also every checkpoint file as it is saved)")
+    ``"all"`` = that too, each checkpoint as it is saved (Lightning's); false = neither (the schema's check refused any
+    other value). Returns Lightning's setting."""
     lg.log_best_model = bool(log_model)
     return "all" if log_model == "all" else False
 

@@ -16,8 +16,10 @@ from pytorch_lightning.loggers.logger import DummyExperiment
 from labkit.adapters import lightning as lightning_internals
 from labkit.core.servers import CONNECT_TIMEOUT_S
 from labkit.core.values import flatten
-from labkit.loggers.base import _best_model_only, _check_timeout, _param, _require, _ServerLogging
-from labkit.loggers.sqlite import SQLITE_BUSY_TIMEOUT_S, _check_busy_timeout, prepare_sqlite_store, retry_locked, sqlite_store
+from labkit.loggers.base import _best_model_only, _param, _require, _ServerLogging
+from labkit.loggers.sqlite import prepare_sqlite_store, retry_locked, sqlite_store
+from labkit.schemas import loggers as schema
+from labkit.schemas.loggers import SQLITE_BUSY_TIMEOUT_S
 
 log = logging.getLogger("labkit")
 
@@ -47,20 +49,23 @@ class MLFlowLogger(_ServerLogging, _PLMLFlowLogger):
     during the run is tolerated (:class:`_ServerLogging`). A SQLite store (``sqlite:///<file>``) is made by one process
     at a time, and its writes wait out other processes' locks for up to ``busy_timeout_s`` seconds."""
 
+    check_args = staticmethod(schema.MLFlowLogger.check)  # the schema's rules: timeouts, log_model
+
     def __init__(self, experiment_name: str = "labkit", run_name: str | None = None,
                  tracking_uri: str | None = None, artifact_location: str | None = None, run_dir: str | None = None,
                  tags: dict[str, Any] | None = None, connect_timeout_s: float | None = CONNECT_TIMEOUT_S,
                  log_model: bool | str = True, busy_timeout_s: float | None = SQLITE_BUSY_TIMEOUT_S, **kwargs: Any):
+        MLFlowLogger.check_args(locals())
         _require("mlflow", "logger=mlflow")
         kwargs["log_model"] = _best_model_only(self, log_model)
-        timeout = _check_timeout("logger.mlflow.connect_timeout_s", connect_timeout_s)
+        timeout = None if connect_timeout_s is None else float(connect_timeout_s)
         self._tolerate("mlflow", tracking_uri if _remote(tracking_uri) else None)
         if self._server is not None:
             for key, value in MLFLOW_HTTP_DEFAULTS.items():
                 os.environ.setdefault(key, value)
             if timeout is not None:
                 self._check_server(tracking_uri, timeout)
-        self._busy_timeout_s = _check_busy_timeout(busy_timeout_s)
+        self._busy_timeout_s = None if busy_timeout_s is None else float(busy_timeout_s)
         self._sqlite: Path | None = None
         if tracking_uri and tracking_uri.startswith("sqlite:///"):
             tracking_uri, self._sqlite = sqlite_store(tracking_uri, self._busy_timeout_s)

@@ -12,8 +12,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from labkit.core import checks
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover (Windows: the SQLite store is not locked while it is made)
@@ -22,7 +20,6 @@ except ImportError:  # pragma: no cover (Windows: the SQLite store is not locked
 log = logging.getLogger("labkit")
 
 # a local SQLite store written by parallel jobs: seconds a write waits for another process's lock before it fails
-SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
 def sqlite_store(uri: str, busy_timeout_s: float | None) -> tuple[str, Path]:
@@ -38,13 +35,6 @@ def sqlite_store(uri: str, busy_timeout_s: float | None) -> tuple[str, Path]:
         options.append(("timeout", f"{busy_timeout_s:g}"))
     query = urllib.parse.urlencode(options)
     return "sqlite:///" + str(db) + (f"?{query}" if query else ""), db
-
-
-def _check_busy_timeout(value) -> float | None:
-    """``logger.mlflow.busy_timeout_s``: seconds > 0, or None (fail at once)."""
-    checks.positive("logger.mlflow.busy_timeout_s", value, optional=True, hint=f"the seconds a write to the SQLite "
-                    f"store waits for another process's lock (default {SQLITE_BUSY_TIMEOUT_S:g}), or null to fail at once")
-    return None if value is None else float(value)
 
 
 def _locked(e: BaseException) -> bool:

@@ -15,7 +15,8 @@ from labkit.adapters import lightning as lightning_internals
 from labkit.adapters import wandb as wandb_internals
 from labkit.core import console
 from labkit.core.servers import CONNECT_TIMEOUT_S
-from labkit.loggers.base import _best_model_only, _check_timeout, _require, _ServerLogging
+from labkit.loggers.base import _best_model_only, _require, _ServerLogging
+from labkit.schemas import loggers as schema
 
 log = logging.getLogger("labkit")
 
@@ -39,11 +40,14 @@ class WandbLogger(_ServerLogging, _PLWandbLogger):
     file, a scheduler), W&B writes nothing to the console (``silent``: its lines carry colour codes even in files);
     labkit says where the run is saved instead."""
 
+    check_args = staticmethod(schema.WandbLogger.check)  # the schema's rules: timeouts, log_model
+
     def __init__(self, name: str | None = None, save_dir: str = ".", offline: bool = True,
                  connect_timeout_s: float | None = CONNECT_TIMEOUT_S, log_model: bool | str = True, **kwargs: Any):
+        WandbLogger.check_args(locals())
         _require("wandb", "logger=wandb")
         kwargs["log_model"] = _best_model_only(self, log_model)
-        timeout = _check_timeout("logger.wandb.connect_timeout_s", connect_timeout_s)
+        timeout = None if connect_timeout_s is None else float(connect_timeout_s)
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(name=name or Path(save_dir).name, save_dir=save_dir, offline=offline, **kwargs)
         init = lightning_internals.wandb_init_kwargs(self)  # what wandb.init will get

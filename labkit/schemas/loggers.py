@@ -1,9 +1,33 @@
 """Schemas of the experiment loggers (``conf/logger/``)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Mapping, Optional
 
+from labkit.core import checks
+from labkit.core.errors import ConfigError
+from labkit.core.servers import CONNECT_TIMEOUT_S
 from labkit.schemas.base import MISSING, schema
+
+SQLITE_BUSY_TIMEOUT_S = 60.0  # seconds a write to a SQLite store waits for another process's lock
+
+
+def check_log_model(key: str, value: Any) -> None:
+    """``log_model``: true, false or "all"."""
+    if value not in (True, False, "all"):
+        raise ConfigError(f"{key}={value!r} is invalid: true (the best model at the end of training), false, "
+                          f"or 'all' (also every checkpoint file as it is saved)")
+
+
+def check_connect_timeout(key: str, value: Any) -> None:
+    """A logger's ``connect_timeout_s``: seconds > 0, or null (no check)."""
+    checks.positive(key, value, optional=True, hint=f"the seconds to wait for the tracking server before training "
+                    f"(default {CONNECT_TIMEOUT_S:g}), or null to skip the check")
+
+
+def check_busy_timeout(key: str, value: Any) -> None:
+    """``busy_timeout_s`` of a SQLite store: seconds > 0, or null (fail at once)."""
+    checks.positive(key, value, optional=True, hint=f"the seconds a write to the SQLite store waits for another "
+                    f"process's lock (default {SQLITE_BUSY_TIMEOUT_S:g}), or null to fail at once")
 
 
 @schema("pytorch_lightning.loggers.TensorBoardLogger", "logger")
@@ -40,12 +64,19 @@ class MLFlowLogger:
     artifact_location: Optional[str] = None  # where the experiment's artifacts go
     run_dir: Optional[str] = None  # the run directory (tagged)
     tags: Optional[Dict[str, Any]] = None  # extra tags of the MLflow run
-    connect_timeout_s: Optional[float] = 5.0  # a remote server is checked first (null: no check)
-    busy_timeout_s: Optional[float] = 60.0  # a SQLite store: seconds a write waits for another job's lock (null: none)
+    connect_timeout_s: Optional[float] = CONNECT_TIMEOUT_S  # a remote server is checked first (null: no check)
+    busy_timeout_s: Optional[float] = SQLITE_BUSY_TIMEOUT_S  # a SQLite store: seconds a write waits for a lock (null: none)
     save_dir: Optional[str] = "./mlruns"  # (Lightning's file store, when tracking_uri is null)
     log_model: Any = True  # the best model at the end of training as an MLflow model; all: every checkpoint too
     prefix: str = ""  # prefix of every metric name
     run_id: Optional[str] = None  # continue this MLflow run
+
+    @staticmethod
+    def check(a: Mapping[str, Any]) -> None:
+        """connect_timeout_s and busy_timeout_s are seconds > 0 or null; log_model true, false or all."""
+        check_connect_timeout("logger.mlflow.connect_timeout_s", a["connect_timeout_s"])
+        check_busy_timeout("logger.mlflow.busy_timeout_s", a["busy_timeout_s"])
+        check_log_model("logger.mlflow.log_model", a["log_model"])
 
 
 @schema("labkit.loggers.WandbLogger", "logger")
@@ -58,7 +89,7 @@ class WandbLogger:
     name: Optional[str] = None  # the W&B run's name (null: the run directory's name)
     save_dir: str = "."  # the run directory
     offline: bool = True  # false: sync to the W&B server
-    connect_timeout_s: Optional[float] = 5.0  # the server is checked first when online (null: no check)
+    connect_timeout_s: Optional[float] = CONNECT_TIMEOUT_S  # the server is checked first when online (null: no check)
     version: Optional[str] = None  # the W&B run id to continue
     dir: Optional[str] = None  # (same as save_dir)
     id: Optional[str] = None  # the W&B run id (same as version)
@@ -72,3 +103,9 @@ class WandbLogger:
     tags: Optional[Any] = None  # tags of the W&B run
     notes: Optional[str] = None  # a description of the run
     job_type: Optional[str] = None  # e.g. train
+
+    @staticmethod
+    def check(a: Mapping[str, Any]) -> None:
+        """connect_timeout_s is seconds > 0 or null; log_model true, false or all."""
+        check_connect_timeout("logger.wandb.connect_timeout_s", a["connect_timeout_s"])
+        check_log_model("logger.wandb.log_model", a["log_model"])
