@@ -1,5 +1,6 @@
 """Bit-for-bit resumes: :class:`EpochSeed` reseeds the random generators at every epoch start from (seed, epoch),
-and a checkpoint written inside an epoch continues at its next batch (:func:`mid_epoch_position`)."""
+and a checkpoint written inside an epoch continues at its next batch (:func:`mid_epoch_position`) with the
+generators (python, numpy, torch's CPU and, when the run uses them, its GPUs') where they were."""
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,11 @@ class EpochSeed(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         version, mt, gauss = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # the GPUs' generators (dropout, random augmentations on the device) when this process uses CUDA; asking for
+        # them otherwise would start CUDA on a GPU machine that trains on its CPU
+        cuda = [s.clone() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else []
         return {"python": [version, list(mt), gauss], "torch": torch.get_rng_state(),
-                "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+                "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)], "cuda": cuda}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
@@ -42,6 +46,14 @@ class EpochSeed(pl.Callback):
         kind, keys, pos, has_gauss, cached = state_dict["numpy"]
         np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         torch.set_rng_state(state_dict["torch"])
+        cuda = state_dict.get("cuda") or []  # (none in checkpoints of CPU runs and of labkit before it saved them)
+        if cuda:
+            if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+                torch.cuda.set_rng_state_all(cuda)
+            else:
+                log.warning("the checkpoint holds the random generators of %d GPU(s) and this process sees %d: they "
+                            "are not restored, so this resume will not repeat the interrupted run's random draws on "
+                            "the GPU bit for bit", len(cuda), torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         """Resuming a checkpoint written inside an epoch: the data module's next training loader starts that epoch
