@@ -120,16 +120,22 @@ def test_slurm_variables_two_nodes(tmp_path, single):
     _same_weights(single, _check_one_run(tmp_path, run_dir))
 
 
-def test_nodes_without_a_shared_folder_say_so_instead_of_hanging(tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["own-folder", "given-folder"])
+def test_nodes_without_a_shared_folder_say_so_instead_of_hanging(tmp_path, shared):
     """Without hydra.run.dir each node names its own folder: node 1 waits a bounded time for rank 0's claim of its
-    folder, then says what to give (one paragraph), instead of waiting in the rendezvous."""
+    folder, then says what to give (one paragraph), instead of waiting in the rendezvous. A folder given with
+    hydra.run.dir may be rank 0's too (later): kept."""
     port = _free_port()
     env = _env(tmp_path, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK="1", WORLD_SIZE="2",
                LABKIT_RANK_WAIT_S="3")
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *COMMON, *DDP], cwd=tmp_path, env=env,
+    given = [f"hydra.run.dir={tmp_path / 'logs' / 'runs' / 'shared'}"] if shared else []
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *COMMON, *DDP, *given], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     out = r.stdout + r.stderr
     assert "global rank 1 of 2" in out and "hydra.run.dir" in out and "Traceback" not in out, out[-3000:]
-    for run in (tmp_path / "logs" / "runs").glob("*"):
-        assert not (run / "metrics.json").exists()  # a non-zero rank records nothing
+    left = list((tmp_path / "logs" / "runs").glob("*"))
+    if shared:
+        assert [p.name for p in left] == ["shared"] and not (left[0] / "metrics.json").exists()  # no record either
+    else:  # the folder Hydra made for this node (a name of its own) held nothing else: removed
+        assert not left, list((tmp_path / "logs" / "runs").glob("*/*"))

@@ -542,6 +542,22 @@ def _claimed(path: Path) -> bool:
         os.close(fd)
 
 
+class RankZeroAbsentError(ConfigError):
+    """A non-zero rank waited in vain for global rank 0 to claim the run directory."""
+
+
+def run_dir_given() -> bool:
+    """Whether this Hydra job's ``hydra.run.dir`` was given on its command line (other processes, Lightning's other
+    ranks or other nodes, may share that folder); True outside a Hydra job (not known: treated as shared)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        given = HydraConfig.get().overrides.hydra
+    except ValueError:  # HydraConfig was not set: not a Hydra job
+        return True
+    return any(str(o).split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in given)
+
+
 def wait_for_rank_zero(run_dir, me: ranks.Ranks, timeout: float | None = None, poll: float = 0.5) -> Path:
     """A non-zero rank uses global rank 0's run directory: wait (at most ``timeout`` s, ``LABKIT_RANK_WAIT_S``,
     default 600) until rank 0 has claimed ``run_dir``; when it does not show up, one paragraph instead of a hang in
@@ -552,7 +568,7 @@ def wait_for_rank_zero(run_dir, me: ranks.Ranks, timeout: float | None = None, p
     deadline = time.monotonic() + timeout
     while not _claimed(path):
         if time.monotonic() >= deadline:
-            raise ConfigError(
+            raise RankZeroAbsentError(
                 f"this process is {me.describe()} and uses the run directory that global rank 0 claims, but after "
                 f"{timeout:.0f} s {run_dir} has not been claimed ({LOCK_FILE} names no holder). Either every node "
                 f"writes its own folder (give all of them the same hydra.run.dir=<folder> on a filesystem they "

@@ -83,7 +83,7 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
         records.refused(plan.cfg, e, plan.overrides, discard=discard_refused)
         raise
     if not (me := ranks.current(plan.cfg.trainer)).is_zero:  # another rank, on any node: rank 0's folder, no records
-        return train_beside_rank_zero(plan, me, data, task, clock, loggers)
+        return train_beside_rank_zero(plan, me, data, task, clock, loggers, discard_refused)
     with directory.claim(plan.run_dir, me) as run_dir:
         try:
             trainer, loggers = attach(plan, task, clock, loggers)
@@ -100,13 +100,21 @@ def train(plan: Plan, discard_refused: bool = False) -> dict[str, Any]:
     return figures
 
 
-def train_beside_rank_zero(plan: Plan, me: ranks.Ranks, data, task, clock: RunClock, loggers) -> dict[str, Any]:
+def train_beside_rank_zero(plan: Plan, me: ranks.Ranks, data, task, clock: RunClock, loggers,
+                           discard_refused: bool = False) -> dict[str, Any]:
     """A DDP rank other than global rank 0: trains in rank 0's run directory (once rank 0 has claimed it, or one
-    paragraph when it does not show up) and records nothing of the run."""
-    with directory.claim(plan.run_dir, me):
-        trainer, loggers = attach(plan, task, clock, loggers)
-        figures = fit(plan, trainer, task, data)
-        figures |= test(plan, trainer, task, data)
+    paragraph when it does not show up) and records nothing of the run. When rank 0 does not show up in a folder
+    this process named itself (a single run, no ``hydra.run.dir`` given), the folder Hydra made for it is removed
+    if it holds nothing else (:func:`labkit.run.records.discard_folder`)."""
+    try:
+        with directory.claim(plan.run_dir, me):
+            trainer, loggers = attach(plan, task, clock, loggers)
+            figures = fit(plan, trainer, task, data)
+            figures |= test(plan, trainer, task, data)
+    except directory.RankZeroAbsentError:
+        if discard_refused and not directory.run_dir_given():
+            records.discard_folder(plan.run_dir)
+        raise
     return figures
 
 

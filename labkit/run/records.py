@@ -203,7 +203,7 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], disca
     except Exception:  # no directory could be named: nothing to record
         return
     if discard:
-        _discard(out)
+        discard_folder(out)
         return
     if not out.is_dir() or directory.has_metrics(out) or not os.access(out, os.W_OK):
         return
@@ -213,7 +213,7 @@ def refused(cfg: DictConfig, exc: BaseException, overrides: Iterable[str], disca
         log.exception("could not record the refusal")
 
 
-def _discard(out: Path) -> None:
+def discard_folder(out: Path) -> None:
     """Remove a run folder that holds nothing but Hydra's record of this job (and empty folders a logger made)."""
     import shutil
 
