@@ -63,6 +63,13 @@ def test_what_only_composing_can_tell_is_left_to_hydra(overrides):
     assert fast is mode.UNKNOWN
 
 
+def test_a_group_the_primary_config_does_not_list_is_left_to_hydra():
+    """evaluate.yaml has no hparams_search group: Hydra cannot compose ``hparams_search=optuna`` there (None)."""
+    fast, composed = _both(CONF, ["run=/nowhere", "hparams_search=optuna"], config_name="evaluate")
+    assert (fast, composed) == (mode.UNKNOWN, None)
+    assert _both(CONF, ["run=/nowhere"], config_name="evaluate") == (None, None)
+
+
 def _conf_with(tmp_path, files: dict[str, str]):
     """labkit's conf/ with ``files`` added and a ``launch`` group (default: none) in train.yaml's defaults list."""
     conf = tmp_path / "conf"

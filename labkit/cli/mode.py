@@ -92,9 +92,10 @@ def _setter(file: _File) -> _Setter | None:
     return _Setter(file.group, file.option, value if value in ("RUN", "MULTIRUN") else None)
 
 
-def _selection(setter: _Setter, overrides: Sequence[str], others: Iterable[_File]) -> bool | None:
+def _selection(setter: _Setter, overrides: Sequence[str], others: Iterable[_File], primary: str) -> bool | None:
     """Whether ``setter``'s file is in the composed config: True/False when the command line decides it, None when a
-    config file's defaults list may pick it (only composing can tell)."""
+    config file's defaults list may pick it, or when the command line names a group the primary config (its text:
+    ``primary``) does not list (an error, or a group another file brings: only composing can tell)."""
     if not setter.group:
         return None  # a file at the root of the search path: picked by a defaults list, or the primary config
     for override in overrides:
@@ -108,6 +109,8 @@ def _selection(setter: _Setter, overrides: Sequence[str], others: Iterable[_File
             if key.startswith("~"):
                 return False
             if _SWEEP.search(value):
+                return None
+            if not re.search(rf"(^|[\s/]){re.escape(setter.group)}\s*:", primary, re.MULTILINE):
                 return None
             return value.strip().strip("'\"") == setter.option
     last = setter.group.rsplit("/", 1)[-1]
@@ -134,6 +137,9 @@ def mode(sources: Iterable[tuple[str, str]], config_name: str | None, overrides:
         return UNKNOWN  # the config adds to the search path: files this scan has not seen
     if any(_MOVED.search(f.text) for f in files) or any(_MOVED.search(o.partition("=")[0]) for o in overrides):
         return UNKNOWN  # a defaults entry moves a file to the root or to hydra (group@_global_): its mode: may land
+    primary = next((f.text for f in files if not f.group and f.option == config_name), None)
+    if primary is None:
+        return UNKNOWN  # the primary config is not a YAML file of these sources (a structured config)
     picked = []
     for file in files:
         setter = _setter(file)
@@ -141,7 +147,7 @@ def mode(sources: Iterable[tuple[str, str]], config_name: str | None, overrides:
             continue
         if not setter.group and setter.option == config_name:
             return UNKNOWN  # the primary config itself has a mode: key
-        chosen = _selection(setter, overrides, files)
+        chosen = _selection(setter, overrides, files, primary)
         if chosen is None or (chosen and setter.mode is None):
             return UNKNOWN
         if chosen:
