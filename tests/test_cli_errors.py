@@ -61,6 +61,7 @@ IN_PROCESS = [
     # a logger's schema rules, in the pre-flight (not when the logger is built inside the run's folder)
     T("logger=mlflow", "logger.mlflow.connect_timeout_s=-1", phrase="logger.mlflow.connect_timeout_s=-1.0 is invalid"),
     T("logger=wandb", "logger.wandb.log_model=some", phrase="logger.wandb.log_model='some' is invalid"),
+    T("callbacks=early_stopping", "callbacks.early_stopping.mode=maximum", phrase="Did you mean 'max'?"),
     T("paths.nonsense=1", phrase="+paths.nonsense=1"),
     T("+trainer.max_epochs=3", phrase="drop the + and write trainer.max_epochs=3"),
     # ----- impossible values, one message shape -----

@@ -102,9 +102,15 @@ def test_a_class_checks_its_arguments_with_its_schema_rules(target):
 @pytest.mark.parametrize("overrides,phrase", [
     (["logger=mlflow", "logger.mlflow.busy_timeout_s=0"], "logger.mlflow.busy_timeout_s=0.0 is invalid"),
     (["logger=wandb", "logger.wandb.connect_timeout_s=-2"], "logger.wandb.connect_timeout_s=-2.0 is invalid"),
+    (["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"],
+     "callbacks.early_stopping.patience=-1 is invalid"),
+    # one schema, two nodes: the message names the node the value was given to
+    (["callbacks.last_checkpoint.save_top_k=-5"], "callbacks.last_checkpoint.save_top_k=-5 is invalid"),
+    (["callbacks.model_checkpoint.every_n_epochs=-1"], "callbacks.model_checkpoint.every_n_epochs=-1 is invalid"),
 ])
-def test_a_loggers_rules_run_in_the_preflight(tmp_path, overrides, phrase):
-    """validate() (the pre-flight, before any folder exists) runs the callbacks' and loggers' schema rules too."""
+def test_callback_and_logger_rules_run_in_the_preflight(tmp_path, overrides, phrase):
+    """validate() (the pre-flight, before any folder exists) runs the callbacks' and loggers' schema rules too,
+    naming the node by where it is in the config."""
     from conftest import make_cfg
 
     from labkit.core.errors import ConfigError

@@ -28,13 +28,17 @@ class Signature:
     rules: tuple[Rule, ...]  # each level's rules, base classes first
     logged_metrics: tuple[str, ...] | None = None  # what a task declares it logs (None: not declared)
 
-    def check(self, given: Mapping[str, Any]) -> None:
+    def check(self, given: Mapping[str, Any], at: str | None = None) -> None:
         """Run every level's rules on the arguments ``target(**given)`` would see (ConfigError on the first problem),
-        without importing the class."""
+        without importing the class. ``at``: where the node is in the config (``callbacks.model_checkpoint``), for
+        the rules of a schema whose nodes go by several names (their ``check(a, at=...)`` names the keys with it)."""
         if self.rules:
             args = {**self.defaults, **given}
             for rule in self.rules:
-                rule(args)
+                if at is not None and "at" in inspect.signature(rule).parameters:
+                    rule(args, at=at)
+                else:
+                    rule(args)
 
 
 def of(target: str) -> Signature:

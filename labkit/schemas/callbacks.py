@@ -1,8 +1,9 @@
 """Schemas of the callbacks a run attaches (``conf/callbacks/``): labkit's and Lightning's."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
+from labkit.core import checks
 from labkit.schemas.base import MISSING, schema
 
 
@@ -26,6 +27,16 @@ class RunCheckpoint:
     every_n_epochs: Optional[int] = None  # save every N epochs
     save_on_train_epoch_end: Optional[bool] = None  # save at the end of the training epoch instead of validation
     enable_version_counter: bool = True  # add -v1, -v2 to a name that exists
+
+    @staticmethod
+    def check(a: Mapping[str, Any], at: str = "callbacks.model_checkpoint") -> None:
+        """save_top_k is an integer >= -1 (-1: all, 0: none); mode min, max or null; the save intervals are
+        positive or null."""
+        checks.integer(f"{at}.save_top_k", a["save_top_k"], minimum=-1, hint="-1 keeps every checkpoint, 0 none")
+        checks.one_of(f"{at}.mode", a["mode"], ("min", "max", None))
+        for key in ("every_n_train_steps", "every_n_epochs"):
+            checks.non_negative_int(f"{at}.{key}", a[key], optional=True, hint="0 or null: not used")
+        checks.positive(f"{at}.every_minutes", a["every_minutes"], optional=True)
 
 
 @schema("labkit.callbacks.EpochSeed", "callbacks")
@@ -96,3 +107,10 @@ class EarlyStopping:
     stopping_threshold: Optional[float] = None  # stop as soon as the metric reaches this value
     divergence_threshold: Optional[float] = None  # stop as soon as the metric is worse than this value
     check_on_train_epoch_end: Optional[bool] = None  # check at the end of the training epoch
+
+    @staticmethod
+    def check(a: Mapping[str, Any], at: str = "callbacks.early_stopping") -> None:
+        """patience is an integer >= 0; min_delta a number >= 0; mode min or max."""
+        checks.non_negative_int(f"{at}.patience", a["patience"], hint="validation checks without improvement")
+        checks.non_negative(f"{at}.min_delta", a["min_delta"], hint="the smallest change that counts as an improvement")
+        checks.one_of(f"{at}.mode", a["mode"], ("min", "max"))

@@ -72,11 +72,11 @@ class MLFlowLogger:
     run_id: Optional[str] = None  # continue this MLflow run
 
     @staticmethod
-    def check(a: Mapping[str, Any]) -> None:
+    def check(a: Mapping[str, Any], at: str = "logger.mlflow") -> None:
         """connect_timeout_s and busy_timeout_s are seconds > 0 or null; log_model true, false or all."""
-        check_connect_timeout("logger.mlflow.connect_timeout_s", a["connect_timeout_s"])
-        check_busy_timeout("logger.mlflow.busy_timeout_s", a["busy_timeout_s"])
-        check_log_model("logger.mlflow.log_model", a["log_model"])
+        check_connect_timeout(f"{at}.connect_timeout_s", a["connect_timeout_s"])
+        check_busy_timeout(f"{at}.busy_timeout_s", a["busy_timeout_s"])
+        check_log_model(f"{at}.log_model", a["log_model"])
 
 
 @schema("labkit.loggers.WandbLogger", "logger")
@@ -105,7 +105,7 @@ class WandbLogger:
     job_type: Optional[str] = None  # e.g. train
 
     @staticmethod
-    def check(a: Mapping[str, Any]) -> None:
+    def check(a: Mapping[str, Any], at: str = "logger.wandb") -> None:
         """connect_timeout_s is seconds > 0 or null; log_model true, false or all."""
-        check_connect_timeout("logger.wandb.connect_timeout_s", a["connect_timeout_s"])
-        check_log_model("logger.wandb.log_model", a["log_model"])
+        check_connect_timeout(f"{at}.connect_timeout_s", a["connect_timeout_s"])
+        check_log_model(f"{at}.log_model", a["log_model"])
