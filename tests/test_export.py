@@ -87,6 +87,17 @@ def test_autoencoder_exports_pixels_to_pixels(cfg_factory):
 def test_clear_errors(digits_run, cfg_factory, monkeypatch):
     with pytest.raises(ConfigError, match="format='tflite' is invalid"):
         export(cfg_factory(f"run={digits_run}", "format=tflite", name="export", sub="bad"))
+    with pytest.raises(ConfigError, match="opset=0 is invalid"):
+        export(cfg_factory(f"run={digits_run}", "format=onnx", "opset=0", name="export", sub="bad"))
+    # an opset the exporter cannot convert this network to: refused after the attempt, and no file is left
+    def listing():
+        return sorted((p.name, p.stat().st_mtime_ns) for p in (digits_run / "export").glob("*")) \
+            if (digits_run / "export").is_dir() else []
+
+    before = listing()
+    with pytest.raises(ConfigError, match=r"opset=3 is not available: .* wrote opset \d+ .*no file was written"):
+        export(cfg_factory(f"run={digits_run}", "format=onnx", "opset=3", name="export", sub="old"))
+    assert listing() == before
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the extra were not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'labkit\[export\]'"):
         export(cfg_factory(f"run={digits_run}", "format=onnx", name="export", sub="noextra"))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from labkit.core import files
+from labkit.core import checks, files
 from labkit.core.errors import ConfigError, LabkitError
 from labkit.run import directory as runs
 
@@ -114,11 +114,27 @@ def _export_onnx(model: PixelModel, example: torch.Tensor, path: Path, opset: in
     batch = torch.export.Dim("batch", min=1)
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_500_000_000
     kwargs = {"opset_version": opset} if opset else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own internals, not the user's model
-        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["output"],
-                          dynamic_shapes=({0: batch},), external_data=big, verbose=False, **kwargs)
-    return {"opset": _onnx_opset(path)}
+    # an opset the exporter cannot write: it says so with a traceback (onnxscript) and writes its own; told below
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:
+            lg.setLevel(logging.ERROR if opset else lg.level)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own internals, not the user's model
+            torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["output"],
+                              dynamic_shapes=({0: batch},), external_data=big, verbose=False, **kwargs)
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+    written = _onnx_opset(path)
+    if opset and written != opset:
+        path.unlink(missing_ok=True)
+        raise ConfigError(
+            f"opset={opset} is not available: torch {torch.__version__}'s ONNX exporter wrote opset {written} and "
+            f"could not convert this network to {opset}, so no file was written. Use opset=null (the exporter's "
+            f"default, {written}) or an opset it can convert to (usually {written} or close below it)")
+    return {"opset": written}
 
 
 def _onnx_opset(path: Path) -> int | None:
@@ -201,6 +217,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     n = cfg.get("check_images", 64)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"check_images={n!r} is invalid: it must be a positive integer")
+    checks.positive_int("opset", cfg.get("opset"), optional=True, hint="the ONNX operator set to write; null: the "
+                        "exporter's default")
     if fmt == "onnx":  # before loading anything: say what to install at once
         require("onnx", "onnxruntime", "onnxscript", feature="format=onnx")
     run_dir = runs.resolve_run(cfg.run)[0]
