@@ -18,6 +18,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from labkit.adapters import lightning as lightning_internals
 from labkit.core.files import atomic_write_bytes
+from labkit.schemas import callbacks as schema
+from labkit.schemas.base import defaults_of
 
 log = logging.getLogger("labkit")
 
@@ -34,8 +36,12 @@ class RunCheckpoint(ModelCheckpoint):
     ``every_n_train_steps`` / ``every_minutes`` (last.ckpt, no monitor): also written inside epochs; ``save_on_stop``:
     written at the step where a scheduler's SIGTERM/SIGUSR1 stops the run."""
 
+    check_args = staticmethod(schema.RunCheckpoint.check)  # the schema's rules: save_top_k, mode, the intervals
+
     def __init__(self, *args: Any, every_n_train_steps: int | None = None, every_minutes: float | None = None,
                  save_on_stop: bool = False, **kwargs: Any):
+        RunCheckpoint.check_args({**defaults_of(schema.RunCheckpoint), **kwargs,
+                                  "every_n_train_steps": every_n_train_steps, "every_minutes": every_minutes})
         if kwargs.get("monitor") is not None:  # a best-by-metric checkpoint: Lightning's own step/time triggers
             if every_minutes:
                 kwargs["train_time_interval"] = datetime.timedelta(minutes=float(every_minutes))

@@ -203,9 +203,8 @@ def validate(cfg: DictConfig) -> None:
             for key in node.keys():
                 check_keys(node[key], f"{group}.{key}")
                 target = node[key].get("_target_") if isinstance(node[key], DictConfig) else None
-                rules = signatures.from_schema(str(target)) if target else None
-                if rules is not None:  # its schema's value rules (a logger's timeouts), as its constructor runs them
-                    rules.check(_as_dict(node[key]), at=f"{group}.{key}")
+                if target:  # its schema's value rules (a logger's timeouts), as its constructor runs them
+                    signatures.of(str(target)).check(_as_dict(node[key]), at=f"{group}.{key}")
     checks.non_negative_int("seed", cfg.get("seed"), optional=True, hint="seed=null draws a random one")
     signatures.of(cfg.data._target_).check(_as_dict(cfg.data))
     task = signatures.of(cfg.task._target_)
