@@ -28,7 +28,7 @@ class Case:
     phrase: str
     absent: tuple[str, ...] = NOTHING
     code: int = 1
-    data: str = ""  # files to write first: mnist_bad_magic, mnist_truncated, cifar_not_pickle, file, run
+    data: str = ""  # files to write first: mnist, mnist_bad_magic, mnist_truncated, cifar_not_pickle, file, run
 
     def __str__(self):
         return " ".join(self.args)[:60]
@@ -62,6 +62,10 @@ IN_PROCESS = [
     T("logger=mlflow", "logger.mlflow.connect_timeout_s=-1", phrase="logger.mlflow.connect_timeout_s=-1.0 is invalid"),
     T("logger=wandb", "logger.wandb.log_model=some", phrase="logger.wandb.log_model='some' is invalid"),
     T("callbacks=early_stopping", "callbacks.early_stopping.mode=maximum", phrase="Did you mean 'max'?"),
+    # a hold-out larger than the training set, from the files' header (or the embedded set's size): before any folder
+    T("data=mnist", "data.val_size=60", phrase="data.val_size=60 is invalid: it must be smaller than the 60 training "
+      "images", data="mnist"),
+    T("data.val_size=1500", phrase="smaller than the 1438 training images"),
     T("paths.nonsense=1", phrase="+paths.nonsense=1"),
     T("+trainer.max_epochs=3", phrase="drop the + and write trainer.max_epochs=3"),
     # ----- impossible values, one message shape -----
@@ -143,9 +147,11 @@ IN_PROCESS = [
 
 # a corrupt data file is found when the data is read (labkit.core.safe_load.CorruptFileError names the file)
 IN_PROCESS += [
-    pytest.param(T("data=mnist", phrase="is not an IDX file", absent=NO_CHECKPOINT, data="mnist_bad_magic"),
+    pytest.param(T("data=mnist", "data.val_size=10", phrase="is not an IDX file", absent=NO_CHECKPOINT,
+                   data="mnist_bad_magic"),
                  id="mnist-bad-magic"),
-    pytest.param(T("data=mnist", phrase="is truncated", absent=NO_CHECKPOINT, data="mnist_truncated"),
+    pytest.param(T("data=mnist", "data.val_size=10", phrase="is truncated", absent=NO_CHECKPOINT,
+                   data="mnist_truncated"),
                  id="mnist-truncated"),
     pytest.param(T("data=cifar10", phrase="data_batch_1", absent=NO_CHECKPOINT, data="cifar_not_pickle"),
                  id="cifar-not-pickle"),
@@ -180,7 +186,8 @@ def prepare(case: Case, tmp: Path) -> list[str]:
     if case.data.startswith("mnist"):
         raw = write_mnist(data, n_train=60, n_test=20)
         f = raw / "train-images-idx3-ubyte"
-        f.write_bytes(b"\x12\x34" + f.read_bytes()[2:] if case.data == "mnist_bad_magic" else f.read_bytes()[:500])
+        if case.data != "mnist":
+            f.write_bytes(b"\x12\x34" + f.read_bytes()[2:] if case.data == "mnist_bad_magic" else f.read_bytes()[:500])
     elif case.data == "cifar_not_pickle":
         d = write_cifar(data, 10)
         (d / "data_batch_1").write_text("this is not a pickle\n")

@@ -132,3 +132,34 @@ def test_mlp_options_from_the_command_line(cfg_factory, fashion_root):
 
     with pytest.raises((ConfigCompositionException, ConfigError)):
         cfg_factory("model=mlp", "model.hidden=[300,100]")  # not a field of the schema
+
+
+def test_the_training_count_is_read_from_the_idx_header(tmp_path):
+    """MNIST-format modules know their training set's size from the labels file's 8-byte header (plain or .gz), so
+    the pre-flight refuses a data.val_size that would take every image before any run folder exists."""
+    import gzip
+
+    from conftest import write_mnist
+
+    from labkit.core.errors import ConfigError
+    from labkit.data import FashionMNISTDataModule
+
+    def module(**kw):
+        return FashionMNISTDataModule(data_dir=str(tmp_path), **kw)
+
+    assert module().training_count() is None  # no files yet: load() names what is missing
+    raw = write_mnist(tmp_path, folder="FashionMNIST", n_train=37, n_test=5)
+    assert module().training_count() == 37
+    labels = raw / "train-labels-idx1-ubyte"
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels.read_bytes()))
+    labels.unlink()
+    assert module().training_count() == 37
+    module(val_size=36).check_sizes()
+    try:
+        module(val_size=37).check_sizes()
+    except ConfigError as e:
+        assert "data.val_size=37 is invalid: it must be smaller than the 37 training images" in str(e)
+    else:
+        raise AssertionError("a hold-out of every training image was accepted")
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"not an idx file"))
+    assert module().training_count() is None  # a damaged header: load() says what is wrong with the file

@@ -179,7 +179,7 @@ def test_entry_point_refuses_a_hostile_cifar_batch_in_one_paragraph(tmp_path):
 @pytest.mark.slow
 def test_entry_point_names_a_truncated_idx_file_without_traceback(tmp_path):
     bad = _corrupt(write_mnist(tmp_path / "data"), "truncated")
-    r = _cli(["data=mnist", "trainer.max_epochs=1"], tmp_path)
+    r = _cli(["data=mnist", "data.val_size=20", "trainer.max_epochs=1"], tmp_path)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out and str(bad) in out and "truncated" in out
 

@@ -84,6 +84,11 @@ class LabDataModule(pl.LightningDataModule):
         where the config says and will not be downloaded; cheap, reads no data: the pre-flight calls it before a
         run's directory exists. Nothing to check by default (data embedded in a package)."""
 
+    def check_sizes(self) -> None:
+        """Raise :class:`labkit.core.errors.ConfigError` when a hold-out (``data.val_size``...) would take every
+        sample, where the sizes can be read without loading the data (a file's header); the pre-flight calls it after
+        :meth:`check_available`. Nothing to check by default."""
+
     def sources(self) -> list[Path]:
         """The dataset files and folders this module reads (their fingerprints go into a run's provenance.json);
         empty for data embedded in a package (its version is recorded instead)."""

@@ -58,6 +58,17 @@ class BatchDataset(Dataset):
                      for t in (self.split.x, self.split.y))
 
 
+def held_out_count(size: int | float, n: int, name: str = "hold-out size", what: str = "samples") -> int:
+    """How many of ``n`` samples a hold-out of ``size`` (a count or a fraction) takes; ConfigError naming ``name``,
+    the sizes and what would be valid when it would take them all."""
+    checks.count_or_fraction(name, size)
+    count = int(round(size * n)) if isinstance(size, float) else int(size)
+    if count >= n:
+        raise checks.invalid(name, size, f"smaller than the {n} {what} it is taken from", f"The hold-out size {size} "
+                             f"would leave none of them for training: choose a count < {n} or a fraction in [0, 1)")
+    return count
+
+
 def holdout(y: np.ndarray, size: int | float, seed: int, name: str = "hold-out size",
             what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified split of ``arange(len(y))`` into (keep, held_out); ``size`` is a count or a fraction.
@@ -66,11 +77,7 @@ def holdout(y: np.ndarray, size: int | float, seed: int, name: str = "hold-out s
     from sklearn.model_selection import train_test_split
 
     n = len(y)
-    checks.count_or_fraction(name, size)
-    count = int(round(size * n)) if isinstance(size, float) else int(size)
-    if count >= n:
-        raise checks.invalid(name, size, f"smaller than the {n} {what} it is taken from", f"The hold-out size {size} "
-                             f"would leave none of them for training: choose a count < {n} or a fraction in [0, 1)")
+    count = held_out_count(size, n, name, what)
     idx = np.arange(n)
     if count == 0:
         return idx, idx[:0]
@@ -131,6 +138,17 @@ class InMemoryImageDataModule(LabDataModule):
     def load(self) -> tuple[Split, Split]:
         """Return (official training set, official test set) as uint8 tensors."""
         raise NotImplementedError
+
+    def training_count(self) -> int | None:
+        """How many images the training set holds, read without loading them (a file's header); None when that
+        cannot be known cheaply (then :meth:`setup` checks ``val_size`` when it loads the data)."""
+        return None
+
+    def check_sizes(self) -> None:
+        """``data.val_size`` leaves images to train on, when :meth:`training_count` knows how many there are."""
+        n = self.training_count()
+        if n is not None:
+            held_out_count(self.val_size, n, "data.val_size", "training images")
 
     # ----- Lightning hooks ----------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from labkit.core.errors import DatasetNotFoundError
 from labkit.core.safe_load import CorruptFileError, safe_unpickle
-from labkit.data.memory import InMemoryImageDataModule, Split, holdout
+from labkit.data.memory import InMemoryImageDataModule, Split, held_out_count, holdout
 from labkit.schemas import data as schema
 
 
@@ -35,6 +35,11 @@ class DigitsDataModule(InMemoryImageDataModule):
         self.test_size = test_size
 
     check_args = staticmethod(schema.Digits.check)
+
+    DIGITS = 1797  # images in scikit-learn's load_digits
+
+    def training_count(self) -> int:
+        return self.DIGITS - held_out_count(self.test_size, self.DIGITS, "data.test_size", "digits")
 
     def load(self) -> tuple[Split, Split]:
         from sklearn.datasets import load_digits
@@ -109,6 +114,19 @@ class MNISTDataModule(InMemoryImageDataModule):
 
     def sources(self) -> list[Path]:
         return [p for pair in self.files.values() for n in pair if (p := self._find(n)) is not None]
+
+    def training_count(self) -> int | None:
+        """The count in the training labels file's IDX header (None when the file is missing or its header is not
+        an IDX header: :meth:`load` then says what is wrong with it)."""
+        path = self._find(self.files["train"][1])
+        if path is None:
+            return None
+        try:
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+                head = f.read(8)
+        except (OSError, EOFError, zlib.error):
+            return None
+        return int.from_bytes(head[4:8], "big") if len(head) == 8 and head[:4] == bytes([0, 0, 8, 1]) else None
 
     def check_available(self) -> None:
         missing = self._missing()

@@ -159,6 +159,7 @@ def build(plan: Plan):
     task = build_object(cfg.task, model=OmegaConf.to_container(cfg.model, resolve=True))
     task.check_compatible(data)  # tells the data module its sampling, then checks the pair fits
     data.check_available()  # its files are there (or will be downloaded)
+    data.check_sizes()  # and data.val_size leaves images to train on (where a file's header says how many)
     init_report = None
     if plan.init_from is not None:
         from labkit.models.init import init_from

@@ -121,8 +121,9 @@ def check_logger_packages(cfg: DictConfig) -> None:
 
 
 def check_data_files(cfg: DictConfig) -> None:
-    """The data module's own check that its files are there (:meth:`labkit.data.LabDataModule.check_available`),
-    on a module built from the config (building reads no data)."""
+    """The data module's own checks that its files are there and its hold-outs fit them
+    (:meth:`labkit.data.LabDataModule.check_available`, ``check_sizes``), on a module built from the config (building
+    reads no data)."""
     from hydra.utils import instantiate
 
     node = cfg.get("data")
@@ -133,6 +134,7 @@ def check_data_files(cfg: DictConfig) -> None:
     except Exception:  # a constructor's refusal is the build step's to report, with its own message
         return
     data.check_available()
+    data.check_sizes()  # data.val_size against the training set's size, where a file's header says it
 
 
 # ----- a folder that holds a run's record ---------------------------------------------------------------------------
