@@ -29,6 +29,7 @@ class Case:
     absent: tuple[str, ...] = NOTHING
     code: int = 1
     data: str = ""  # files to write first: mnist, mnist_bad_magic, mnist_truncated, cifar_not_pickle, file, run
+    reads_data: bool = False  # refused by the data module's own checks (it is built: torch is imported)
 
     def __str__(self):
         return " ".join(self.args)[:60]
@@ -64,8 +65,8 @@ IN_PROCESS = [
     T("callbacks=early_stopping", "callbacks.early_stopping.mode=maximum", phrase="Did you mean 'max'?"),
     # a hold-out larger than the training set, from the files' header (or the embedded set's size): before any folder
     T("data=mnist", "data.val_size=60", phrase="data.val_size=60 is invalid: it must be smaller than the 60 training "
-      "images", data="mnist"),
-    T("data.val_size=1500", phrase="smaller than the 1438 training images"),
+      "images", data="mnist", reads_data=True),
+    T("data.val_size=1500", phrase="smaller than the 1438 training images", reads_data=True),
     T("paths.nonsense=1", phrase="+paths.nonsense=1"),
     T("+trainer.max_epochs=3", phrase="drop the + and write trainer.max_epochs=3"),
     # ----- impossible values, one message shape -----
