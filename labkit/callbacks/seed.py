@@ -48,12 +48,13 @@ class EpochSeed(pl.Callback):
         torch.set_rng_state(state_dict["torch"])
         cuda = state_dict.get("cuda") or []  # (none in checkpoints of CPU runs and of labkit before it saved them)
         if cuda:
-            if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+            seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if seen == len(cuda):
                 torch.cuda.set_rng_state_all(cuda)
             else:
                 log.warning("the checkpoint holds the random generators of %d GPU(s) and this process sees %d: they "
                             "are not restored, so this resume will not repeat the interrupted run's random draws on "
-                            "the GPU bit for bit", len(cuda), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+                            "the GPU bit for bit", len(cuda), seen)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         """Resuming a checkpoint written inside an epoch: the data module's next training loader starts that epoch

@@ -115,11 +115,11 @@ def _export_onnx(model: PixelModel, example: torch.Tensor, path: Path, opset: in
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_500_000_000
     kwargs = {"opset_version": opset} if opset else {}
     # an opset the exporter cannot write: it says so with a traceback (onnxscript) and writes its own; told below
-    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx")]
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "torch.onnx")] if opset else []
     levels = [lg.level for lg in quiet]
     try:
         for lg in quiet:
-            lg.setLevel(logging.ERROR if opset else lg.level)
+            lg.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own internals, not the user's model
             torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["output"],
@@ -214,9 +214,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     fmt = str(cfg.get("format", "onnx")).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"format={cfg.get('format')!r} is invalid: choose one of {', '.join(FORMATS)}")
-    n = cfg.get("check_images", 64)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"check_images={n!r} is invalid: it must be a positive integer")
+    n = checks.positive_int("check_images", cfg.get("check_images", 64))
     checks.positive_int("opset", cfg.get("opset"), optional=True, hint="the ONNX operator set to write; null: the "
                         "exporter's default")
     if fmt == "onnx":  # before loading anything: say what to install at once

@@ -19,8 +19,6 @@ except ImportError:  # pragma: no cover (Windows: the SQLite store is not locked
 
 log = logging.getLogger("labkit")
 
-# a local SQLite store written by parallel jobs: seconds a write waits for another process's lock before it fails
-
 
 def sqlite_store(uri: str, busy_timeout_s: float | None) -> tuple[str, Path]:
     """A ``sqlite:///<file>[?options]`` URI with its file made absolute (its folder created) and SQLite's busy timeout

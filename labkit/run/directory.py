@@ -546,6 +546,15 @@ class RankZeroAbsentError(ConfigError):
     """A non-zero rank waited in vain for global rank 0 to claim the run directory."""
 
 
+def run_dir_override(overrides) -> str | None:
+    """The value of a ``hydra.run.dir=`` among command-line overrides (quotes removed); None when there is none."""
+    for o in overrides:
+        key, eq, value = str(o).partition("=")
+        if eq and key.lstrip("+") == "hydra.run.dir":
+            return value.strip("'\"")
+    return None
+
+
 def run_dir_given() -> bool:
     """Whether this Hydra job's ``hydra.run.dir`` was given on its command line (other processes, Lightning's other
     ranks or other nodes, may share that folder); True outside a Hydra job (not known: treated as shared)."""
@@ -555,7 +564,7 @@ def run_dir_given() -> bool:
         given = HydraConfig.get().overrides.hydra
     except ValueError:  # HydraConfig was not set: not a Hydra job
         return True
-    return any(str(o).split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in given)
+    return run_dir_override(given) is not None
 
 
 def wait_for_rank_zero(run_dir, me: ranks.Ranks, timeout: float | None = None, poll: float = 0.5) -> Path:

@@ -190,18 +190,10 @@ def refuse_reuse(run_dir: Path, cfg: DictConfig | None) -> None:
         f"paths.log_dir/runs) or give a folder that holds no run")
 
 
-def _run_dir_override(raw: Sequence[str]) -> str | None:
-    for o in raw:
-        key, eq, value = str(o).partition("=")
-        if eq and key.lstrip("+") == "hydra.run.dir":
-            return value.strip("'\"")
-    return None
-
-
 def target_folder(cfg: DictConfig, raw_overrides: Sequence[str]) -> Path | None:
     """The folder this run will write: ``hydra.run.dir=`` of the command line, else ``paths.output_dir`` when it can
     be resolved already (the notebook API's, a Hydra job's); None when it is not known yet (a fresh name)."""
-    value = _run_dir_override(raw_overrides)
+    value = directory.run_dir_override(raw_overrides)
     try:
         if value is not None:
             probe = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))

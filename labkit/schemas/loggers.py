@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, ClassVar, Dict, Mapping, Optional
 
 from labkit.core import checks
-from labkit.core.errors import ConfigError
 from labkit.core.servers import CONNECT_TIMEOUT_S
 from labkit.schemas.base import MISSING, schema
 
@@ -14,8 +13,8 @@ SQLITE_BUSY_TIMEOUT_S = 60.0  # seconds a write to a SQLite store waits for anot
 def check_log_model(key: str, value: Any) -> None:
     """``log_model``: true, false or "all"."""
     if value not in (True, False, "all"):
-        raise ConfigError(f"{key}={value!r} is invalid: true (the best model at the end of training), false, "
-                          f"or 'all' (also every checkpoint file as it is saved)")
+        raise checks.invalid(key, value, "true (the best model at the end of training), false, or 'all' (also every "
+                             "checkpoint file as it is saved)")
 
 
 def check_connect_timeout(key: str, value: Any) -> None:
